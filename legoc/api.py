@@ -1,0 +1,269 @@
+"""The Python API behind the CLI: `extract` a block, `inspect` a model."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import onnxruntime
+import torch
+
+import legoc
+from legoc.errors import LegocError, TaskNotMet
+from legoc.export import export_block
+from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
+from legoc.ir import IR, build_ir
+from legoc.metrics import METRICS, Metric
+from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
+from legoc.scoring import Scorer, instrument
+from legoc.task import Split, Task, load_split, load_task
+
+log = logging.getLogger(__name__)
+
+AVAILABLE_METHODS = {"auto": "greedy", "greedy": "greedy"}
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class SplitScore:
+    metric_full: float
+    metric_block: float
+    faithfulness: float
+
+
+@dataclass
+class ExtractResult:
+    task: str
+    output: str | None
+    kept: dict[str, list[int]]
+    total: dict[str, int]
+    params_source: int
+    params_block: int
+    faithfulness: float
+    scores: dict[str, SplitScore]
+    evaluations: int
+    method: str
+    seconds: float
+    parity_max_abs_diff: float | None
+    one_minimal: bool
+    passes: list[tuple[str, dict]] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        return {
+            "task": self.task,
+            "output": self.output,
+            "units_kept": {name: f"{len(k)}/{self.total[name]}" for name, k in self.kept.items()},
+            "params": {"source": self.params_source, "block": self.params_block},
+            "faithfulness": round(self.faithfulness, 6),
+            "scores": {name: {k: round(v, 6) for k, v in vars(s).items()}
+                       for name, s in self.scores.items()},
+            "evaluations": self.evaluations,
+            "method": self.method,
+            "one_minimal": self.one_minimal,
+            "seconds": round(self.seconds, 2),
+            "parity_max_abs_diff": self.parity_max_abs_diff,
+            "passes": {name: stats for name, stats in self.passes},
+        }
+
+
+@dataclass
+class Prepared:
+    """Everything loaded and checked before a search: model, task, data, IR, scorer."""
+
+    loaded: LoadedModel
+    task: Task
+    metric: Metric
+    input_names: list[str]
+    splits: dict[str, Split]
+    ir: IR
+    scorer: Scorer
+
+
+def _example_rows(split: Split) -> dict[str, torch.Tensor]:
+    return {name: tensor[:2].clone() for name, tensor in split.inputs.items()}
+
+
+def _check_outputs(gm: torch.fx.GraphModule, example: dict, input_names: list[str],
+                   outputs: list[int] | None) -> None:
+    if outputs is None:
+        return
+    try:
+        with torch.no_grad():
+            out = gm(*[example[n] for n in input_names])
+    except Exception:  # noqa: BLE001 - shape problems are reported by the scorer with context
+        return
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    elif isinstance(out, dict):
+        out = out.get("logits", next(iter(out.values())))
+    width = out.shape[-1]
+    bad = [i for i in outputs if i >= width]
+    if bad:
+        raise LegocError(f"outputs: indices {bad} are out of range for a model with {width} outputs")
+
+
+def prepare(model: str | Path, task_path: str | Path, arch: str | None = None,
+            trust_model: bool = False) -> Prepared:
+    task = load_task(task_path)
+    loaded = load_model(model, arch=arch, trust_model=trust_model)
+    metric = METRICS[task.spec.metric]
+    input_names = forward_arg_names(loaded.module)
+    splits = {}
+    for name, path in task.split_paths().items():
+        label = "data.search" if name == "search" else f"data.eval.{name}"
+        splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+    gm = trace(loaded.module, input_names)
+    example = _example_rows(splits["search"])
+    _check_outputs(gm, example, input_names, task.spec.outputs)
+    try:
+        ir = build_ir(gm, input_names, example, task.spec.outputs, task.spec.scope)
+    except LegocError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
+        shapes = {k: tuple(v.shape[1:]) for k, v in example.items()}
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LegocError(f"data.search: inputs (per row) {shapes} do not fit the model: {msg}") from None
+    if task.spec.scope is not None and not ir.removable_groups():
+        raise LegocError(f"scope: {task.spec.scope} matches no prunable module; "
+                         f"prunable modules are {sorted(ir.spaces)}")
+    scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
+    return Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+
+
+def score_splits(prep: Prepared, kept: dict) -> dict[str, SplitScore]:
+    """Metric of the full model and of the rationale on every split (search values for ablation)."""
+    scores = {}
+    for name, split in prep.splits.items():
+        if name == "search":
+            scorer = prep.scorer
+        else:
+            scorer = Scorer(prep.ir, split, prep.metric, values=prep.scorer.values,
+                            label=f"data.eval.{name}")
+        value = scorer.score(kept, count=False)
+        scores[name] = SplitScore(scorer.reference.full, value, scorer.faithfulness_of(value))
+    return scores
+
+
+def extract(model: str | Path, task: str | Path, output: str | Path | None,
+            arch: str | None = None, trust_model: bool = False, method: str | None = None,
+            budget: int | None = None, seed: int | None = None,
+            progress: Progress | None = None) -> ExtractResult:
+    """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
+
+    Raises LegocError on bad input and TaskNotMet when no rationale reaches `keep` (the result
+    is still described in the message; nothing is written).
+    """
+    started = time.perf_counter()
+    prep = prepare(model, task, arch, trust_model)
+    spec = prep.task.spec
+    method = method or spec.search.method
+    if method not in AVAILABLE_METHODS:
+        raise LegocError(
+            f"search.method: {method!r} is not implemented in legoc {legoc.__version__}; "
+            f"use one of {sorted(AVAILABLE_METHODS)}"
+        )
+    budget = budget if budget is not None else spec.search.budget
+    seed = seed if seed is not None else spec.search.seed
+    search_pass = SEARCH_PASSES[AVAILABLE_METHODS[method]](
+        keep=spec.keep, budget=budget, seed=seed, scorer=prep.scorer,
+        progress=(lambda done, total: progress("search", done, total)) if progress else None,
+    )
+    searched = search_pass.run(prep.ir)
+    rationale = searched.ir
+    faith = searched.stats["faithfulness"]
+    if faith < spec.keep:
+        raise TaskNotMet(
+            f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
+            f"{faith:.4f} ({prep.metric.name}) within {searched.stats['evaluations']} evaluations; "
+            "lower keep or raise search.budget"
+        )
+    scores = score_splits(prep, rationale.kept)
+    block, reports = run_pipeline(rationale, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    reference, ablates = instrument(rationale)
+    for name, module in ablates.items():
+        module.set(torch.from_numpy(rationale.kept[name].copy()), rationale.ablation[name])
+    result = ExtractResult(
+        task=spec.name, output=str(output) if output else None, kept=rationale.kept_units(),
+        total=rationale.total_units(), params_source=prep.ir.param_count(),
+        params_block=block.param_count(), faithfulness=faith, scores=scores,
+        evaluations=searched.stats["evaluations"], method=method, seconds=0.0,
+        parity_max_abs_diff=None, one_minimal=bool(searched.stats["one_minimal"]),
+        passes=[(search_pass.name, searched.stats), *reports],
+        trace=getattr(searched, "trace").rows,
+    )
+    if output is not None:
+        if progress:
+            progress("export", 0, 1)
+        metadata = block_metadata(prep, result)
+        result.parity_max_abs_diff = export_block(
+            block, reference, prep.splits["search"], Path(output), metadata)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
+    return {
+        "legoc.version": legoc.__version__,
+        "legoc.task": prep.task.name,
+        "legoc.source_sha256": prep.loaded.sha256,
+        "legoc.spec_sha256": prep.task.sha256,
+        "legoc.metric": prep.metric.name,
+        "legoc.inputs": prep.input_names,
+        "legoc.rationale": {
+            "kept": result.kept,
+            "total": result.total,
+            "faithfulness": result.faithfulness,
+            "params": {"source": result.params_source, "block": result.params_block},
+        },
+        "legoc.scores": {name: vars(s) for name, s in result.scores.items()},
+        "legoc.search": {"method": result.method, "evaluations": result.evaluations,
+                         "keep": prep.task.spec.keep, "seed": prep.task.spec.search.seed},
+        "legoc.versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                           "onnxruntime": onnxruntime.__version__,
+                           "python": platform.python_version()},
+    }
+
+
+def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise LegocError(f"--input-shape {spec!r}: expected NAME=D1,D2,... (without batch)") from None
+    return shapes
+
+
+def inspect_model(model: str | Path, arch: str | None = None, trust_model: bool = False,
+                  task: str | Path | None = None,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, dict]:
+    """The IR text of a model; with a task, also the full model's score on each split."""
+    if task is not None:
+        prep = prepare(model, task, arch, trust_model)
+        scores = score_splits(prep, prep.ir.mask_for([]))
+        return prep.ir.text(), {name: s.metric_full for name, s in scores.items()}
+    loaded = load_model(model, arch=arch, trust_model=trust_model)
+    input_names = forward_arg_names(loaded.module)
+    input_shapes = input_shapes or {}
+    missing = [n for n in input_names if n not in input_shapes]
+    if missing:
+        raise LegocError(f"inspect needs the input shapes: pass --task SPEC or --input-shape "
+                         f"{missing[0]}=D1,D2,... for each of {input_names}")
+    example = {n: torch.zeros((2, *input_shapes[n])) for n in input_names}
+    gm = trace(loaded.module, input_names)
+    try:
+        ir = build_ir(gm, input_names, example)
+    except Exception as exc:  # noqa: BLE001
+        raise LegocError(f"--input-shape: the model does not run on {input_shapes}: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
+    return ir.text(), {}

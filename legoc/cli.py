@@ -1,0 +1,118 @@
+"""The `legoc` command: thin over `legoc.api`; parses, calls one function, prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from legoc import api
+from legoc.errors import LegocError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="legoc: extract the smallest faithful subgraph of a model as an ONNX block.")
+err = Console(stderr=True)
+
+ModelArg = typer.Argument(..., help="Model file: a state dict (with --arch) or, with --trust-model, "
+                                    "a pickled module or ExportedProgram.")
+ArchOpt = typer.Option(None, "--arch", help="package.module:factory (or file.py:factory) "
+                                             "returning the nn.Module for a state dict.")
+TrustOpt = typer.Option(False, "--trust-model", help="Allow pickled modules and ExportedPrograms "
+                                                      "(loading them can run code from the file).")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
+
+
+@contextmanager
+def _reporting(debug: bool):
+    """Map legoc's errors to one line and their exit code; tracebacks only with --debug."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    try:
+        yield
+    except LegocError as exc:
+        if debug:
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing was written", markup=False)
+        raise typer.Exit(130) from None
+
+
+def _progress_bar():
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+@app.command()
+def extract(
+    model: Path = ModelArg,
+    task: Path = typer.Option(..., "--task", help="Task spec (YAML, schema version 1)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the ONNX block."),
+    arch: Optional[str] = ArchOpt,
+    trust_model: bool = TrustOpt,
+    method: Optional[str] = typer.Option(None, help="Override search.method."),
+    budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
+    seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Search the task's rationale and write it as a standalone ONNX block."""
+    with _reporting(debug), _progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = api.extract(model, task, output, arch=arch, trust_model=trust_model,
+                             method=method, budget=budget, seed=seed, progress=progress)
+    summary = result.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    kept = " ".join(f"{name}={k}" for name, k in summary["units_kept"].items())
+    evals = " ".join(f"{name}={s['faithfulness']:.3f}" for name, s in summary["scores"].items())
+    typer.echo(
+        f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
+        f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
+        f"{result.evaluations} evaluations | {result.seconds:.1f}s"
+    )
+
+
+@app.command()
+def inspect(
+    model: Path = ModelArg,
+    arch: Optional[str] = ArchOpt,
+    trust_model: bool = TrustOpt,
+    task: Optional[Path] = typer.Option(None, "--task", help="Also score the full model per split."),
+    input_shape: list[str] = typer.Option([], "--input-shape",
+                                          help="NAME=D1,D2,... per input, without the batch."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Print the IR: nodes with shapes, prunable modules with units and groups, parameters."""
+    with _reporting(debug):
+        shapes = api.parse_input_shapes(input_shape)
+        text, scores = api.inspect_model(model, arch=arch, trust_model=trust_model, task=task,
+                                         input_shapes=shapes)
+    typer.echo(text, nl=False)
+    if scores:
+        typer.echo("scores (full model):")
+        for name, value in scores.items():
+            typer.echo(f"  {name}: {value:.6g}")
+
+
+def main() -> None:
+    app(prog_name="legoc")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

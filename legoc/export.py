@@ -1,0 +1,111 @@
+"""IR -> ONNX block (DESIGN §3.3): metadata, full checker, onnxruntime parity, atomic write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from legoc.errors import LegocError, TaskNotMet
+from legoc.ir import IR
+from legoc.task import Split
+
+log = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+OUTPUT_NAME = "logits"
+
+
+@contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
+    final = Path(final)
+    directory = final.parent if str(final.parent) else Path(".")
+    if not directory.is_dir():
+        raise LegocError(f"output {final}: folder {directory} does not exist; create it first")
+    if final.is_dir():
+        raise LegocError(f"output {final}: is a folder; give a file name like block.onnx")
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise LegocError(f"output {final}: cannot write in {directory} ({exc.strerror})") from None
+    os.close(handle)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def to_onnx_model(block: IR) -> onnx.ModelProto:
+    """Export the block graph with named inputs, a dynamic batch axis and output `logits`."""
+    args = tuple(block.example_inputs[name] for name in block.input_names)
+    dynamic = {name: {0: "batch"} for name in block.input_names}
+    dynamic[OUTPUT_NAME] = {0: "batch"}
+    block.gm.eval()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "block.onnx"
+        torch.onnx.export(
+            block.gm, args, str(path), dynamo=False, input_names=list(block.input_names),
+            output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=OPSET,
+            do_constant_folding=True,
+        )
+        return onnx.load(str(path))
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str | dict]) -> None:
+    del model.metadata_props[:]
+    for key in sorted(metadata):
+        value = metadata[key]
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def parity(onnx_path: Path, reference: torch.nn.Module, split: Split, input_names: list[str],
+           batch_size: int = 256) -> float:
+    """Max |onnxruntime block - masked torch model| over the split."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for inputs, _, _ in split.batches(batch_size):
+            expected = reference(*[inputs[n] for n in input_names]).numpy()
+            feeds = {n: inputs[n].numpy() for n in input_names}
+            (got,) = session.run([OUTPUT_NAME], feeds)
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_block(block: IR, reference: torch.nn.Module, split: Split, output: Path,
+                 metadata: dict) -> float:
+    """Write `output` atomically; raises if the checker or the parity check fails."""
+    model = to_onnx_model(block)
+    set_metadata(model, metadata)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise TaskNotMet(f"export: the block fails onnx.checker: {exc}") from None
+    with atomic_path(output) as tmp:
+        onnx.save(model, str(tmp))
+        diff = parity(tmp, reference, split, block.input_names)
+        if not diff <= PARITY_TOLERANCE:
+            raise TaskNotMet(
+                f"export: onnxruntime and the masked torch model differ by {diff:.3g} "
+                f"(> {PARITY_TOLERANCE}) on {split.name}; the block was not written"
+            )
+    return diff

@@ -1,0 +1,223 @@
+"""The IR: a torch.fx GraphModule plus its unit spaces, dependency groups and kept-unit mask.
+
+The graph stays a plain GraphModule (analyses annotate `node.meta`); the side table here says
+which units exist, how they are grouped and which are kept. `IR.text()` is the one
+deterministic text form used by `legoc inspect` and golden tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from legoc import ops
+from legoc.analysis import Analysis, analyze, get_attr_tensor, shape_of
+from legoc.errors import LegocError
+
+
+@dataclass
+class IR:
+    gm: torch.fx.GraphModule
+    input_names: list[str]
+    example_inputs: dict[str, torch.Tensor]  # a batch of 2 rows, for shapes and exports
+    scope: list[str] | None = None
+    analysis: Analysis = field(init=False)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # space -> bool per unit
+    ablation: dict[str, torch.Tensor] = field(default_factory=dict)  # space -> value per unit
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute shapes and the unit analysis after the graph changed."""
+        propagate_shapes(self.gm, self.example_inputs, self.input_names)
+        self.analysis = analyze(self.gm, self.scope)
+        for name, space in self.analysis.spaces.items():
+            if name not in self.kept or len(self.kept[name]) != space.size:
+                self.kept[name] = np.ones(space.size, dtype=bool)
+
+    # -- masks ------------------------------------------------------------------------
+    @property
+    def spaces(self):
+        return self.analysis.spaces
+
+    @property
+    def groups(self):
+        return self.analysis.groups
+
+    def removable_groups(self) -> list[int]:
+        return [g.index for g in self.groups if g.frozen is None]
+
+    def group_kept(self, index: int) -> bool:
+        space, unit = self.groups[index].members[0]
+        return bool(self.kept[space][unit])
+
+    def mask_for(self, removed_groups) -> dict[str, np.ndarray]:
+        """The kept-unit mask with the given groups removed (all others kept)."""
+        kept = {name: np.ones(space.size, dtype=bool) for name, space in self.spaces.items()}
+        for index in removed_groups:
+            for space, unit in self.groups[index].members:
+                kept[space][unit] = False
+        return kept
+
+    def removed_groups(self) -> list[int]:
+        return [g.index for g in self.groups if not self.group_kept(g.index)]
+
+    def with_kept(self, kept: dict[str, np.ndarray]) -> IR:
+        other = copy.copy(self)
+        other.kept = {k: v.copy() for k, v in kept.items()}
+        return other
+
+    # -- sizes ------------------------------------------------------------------------
+    def param_count(self) -> int:
+        """Float elements of every parameter and buffer the graph reads."""
+        total = 0
+        for node in self.gm.graph.nodes:
+            if node.op == "get_attr":
+                tensor = get_attr_tensor(self.gm, node.target)
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    total += tensor.numel()
+        return total
+
+    def kept_units(self) -> dict[str, list[int]]:
+        return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
+
+    def total_units(self) -> dict[str, int]:
+        return {name: space.size for name, space in sorted(self.spaces.items())}
+
+    # -- text -------------------------------------------------------------------------
+    def text(self) -> str:
+        return ir_text(self)
+
+
+def propagate_shapes(gm: torch.fx.GraphModule, example: dict[str, torch.Tensor],
+                     input_names: list[str]) -> None:
+    """Annotate tensor_meta, and mark which dims follow the batch size (shown as N)."""
+    args1 = [example[name][:1] for name in input_names]
+    args2 = [example[name][:2] for name in input_names]
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*args1)
+        shapes1 = {n.name: shape_of(n) for n in gm.graph.nodes}
+        ShapeProp(gm).propagate(*args2)
+    for node in gm.graph.nodes:
+        s1, s2 = shapes1.get(node.name), shape_of(node)
+        if s1 is not None and s2 is not None and len(s1) == len(s2):
+            node.meta["legoc.shape"] = tuple("N" if a != b else a for a, b in zip(s1, s2))
+
+
+def build_ir(gm: torch.fx.GraphModule, input_names: list[str],
+             example_inputs: dict[str, torch.Tensor], outputs: list[int] | None = None,
+             scope: list[str] | None = None) -> IR:
+    """Wrap a traced graph: pick the task's output tensor, restrict it to `outputs`, analyse."""
+    gm = copy.deepcopy(gm)
+    select_task_output(gm, outputs)
+    return IR(gm=gm, input_names=list(input_names), example_inputs=example_inputs, scope=scope)
+
+
+def select_task_output(gm: torch.fx.GraphModule, outputs: list[int] | None) -> None:
+    graph = gm.graph
+    out_node = next(n for n in graph.nodes if n.op == "output")
+    result = out_node.args[0]
+    if isinstance(result, (tuple, list)):
+        result = result[0]
+    elif isinstance(result, dict):
+        if "logits" not in result:
+            raise LegocError(f"the model returns a dict without 'logits' (keys {sorted(result)})")
+        result = result["logits"]
+    if not isinstance(result, torch.fx.Node):
+        raise LegocError("the model's output is not a tensor computed from its inputs")
+    if outputs is not None:
+        with graph.inserting_before(out_node):
+            result = graph.call_function(ops.select_outputs, (result, tuple(outputs)))
+    out_node.args = (result,)
+    graph.lint()
+    gm.recompile()
+
+
+def _fmt_shape(node: torch.fx.Node) -> str:
+    shape = node.meta.get("legoc.shape")
+    meta = node.meta.get("tensor_meta")
+    if shape is None or meta is None or not hasattr(meta, "dtype"):
+        return ""
+    dtype = str(meta.dtype).replace("torch.", "").replace("float", "f").replace("int", "i")
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _fmt_arg(arg, gm) -> str:
+    if isinstance(arg, torch.fx.Node):
+        return f"%{arg.name}"
+    if isinstance(arg, (tuple, list)):
+        inner = ", ".join(_fmt_arg(a, gm) for a in arg)
+        return f"({inner})" if isinstance(arg, tuple) else f"[{inner}]"
+    if isinstance(arg, float):
+        return repr(float(f"{arg:.6g}"))
+    return repr(arg)
+
+
+def _target_name(node: torch.fx.Node, gm: torch.fx.GraphModule) -> str:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        extra = module.extra_repr()
+        return f"{type(module).__name__}[{node.target}{'; ' + extra if extra else ''}]"
+    if node.op == "call_method":
+        return f".{node.target}"
+    target = node.target
+    module = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", str(target))
+    if module.startswith("legoc"):
+        return f"legoc.{name}"
+    return name
+
+
+def ir_text(ir: IR) -> str:
+    """Deterministic text: one line per node with shape, weights by shape, sorted attributes."""
+    gm = ir.gm
+    lines = []
+    inputs = ", ".join(
+        f"%{n.name}: {_fmt_shape(n)}" for n in gm.graph.nodes if n.op == "placeholder"
+    )
+    lines.append(f"graph({inputs}):")
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "get_attr":
+            tensor = get_attr_tensor(gm, node.target)
+            desc = _fmt_shape(node) or f"{tuple(tensor.shape)}"
+            lines.append(f"  %{node.name} = param {node.target} : {desc}")
+            continue
+        if node.op == "output":
+            lines.append(f"  return {_fmt_arg(node.args[0], gm)}")
+            continue
+        args = ", ".join(_fmt_arg(a, gm) for a in node.args)
+        kwargs = ", ".join(f"{k}={_fmt_arg(v, gm)}" for k, v in sorted(node.kwargs.items()))
+        call = ", ".join(part for part in (args, kwargs) if part)
+        shape = _fmt_shape(node)
+        lines.append(f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else ""))
+    lines.append("units:")
+    for name, space in sorted(ir.spaces.items()):
+        groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
+        coupled = sorted({c for g in set(groups) for c in ir.groups[g].coupled_by})
+        frozen = sorted({ir.groups[g].frozen for g in set(groups) if ir.groups[g].frozen})
+        dead = sum(ir.groups[g].dead for g in set(groups))
+        kept = int(ir.kept[name].sum())
+        notes = []
+        if coupled:
+            partners = sorted({
+                other for g in set(groups) for other, _ in ir.groups[g].members if other != name
+            })
+            notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
+        if frozen:
+            notes.append(f"frozen: {'; '.join(frozen)}")
+        if dead:
+            notes.append(f"{dead} unread")
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
+    removable = len(ir.removable_groups())
+    lines.append(f"groups: {len(ir.groups)} ({removable} removable)")
+    lines.append(f"params: {ir.param_count()}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""Task metrics, accumulated over batches, plus a differentiable proxy for attribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric summed over batches; `proxy_loss` is what gradients follow (lower is better)."""
+
+    name: str
+    higher_is_better: bool
+    needs_labels: bool
+    needs_reference: bool  # compares against the full model's outputs
+
+    def batch_sum(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        y_alt: torch.Tensor | None = None,
+    ) -> tuple[float, int]:
+        """Return (sum of per-item scores, number of items) for one batch."""
+        with torch.no_grad():
+            values = self._per_item(logits, y, reference, y_alt)
+        return float(values.sum()), int(values.numel())
+
+    def proxy_loss(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        y_alt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Summed (not averaged) smooth loss whose gradient ranks units by their effect."""
+        if self.name == "accuracy":
+            return F.cross_entropy(_flat(logits), y.reshape(-1), reduction="sum")
+        values = self._per_item(logits, y, reference, y_alt)
+        return -values.sum() if self.higher_is_better else values.sum()
+
+    def _per_item(self, logits, y, reference, y_alt) -> torch.Tensor:
+        if self.name == "accuracy":
+            return (_flat(logits).argmax(-1) == y.reshape(-1)).float()
+        if self.name == "logit_diff":
+            flat, labels = _flat(logits), y.reshape(-1)
+            correct = flat.gather(-1, labels[:, None])[:, 0]
+            if y_alt is not None:
+                other = flat.gather(-1, y_alt.reshape(-1)[:, None])[:, 0]
+            else:
+                masked = flat.masked_fill(F.one_hot(labels, flat.shape[-1]).bool(), float("-inf"))
+                other = masked.max(-1).values
+            return correct - other
+        if self.name == "kl":
+            ref = F.log_softmax(_flat(reference), -1)
+            cur = F.log_softmax(_flat(logits), -1)
+            return (ref.exp() * (ref - cur)).sum(-1)
+        if self.name == "mse":
+            return ((logits - y.to(logits.dtype)) ** 2).reshape(-1)
+        raise ValueError(f"unknown metric {self.name}")
+
+
+def _flat(logits: torch.Tensor) -> torch.Tensor:
+    return logits.reshape(-1, logits.shape[-1])
+
+
+METRICS = {
+    "accuracy": Metric("accuracy", higher_is_better=True, needs_labels=True, needs_reference=False),
+    "logit_diff": Metric("logit_diff", higher_is_better=True, needs_labels=True,
+                         needs_reference=False),
+    "kl": Metric("kl", higher_is_better=False, needs_labels=False, needs_reference=True),
+    "mse": Metric("mse", higher_is_better=False, needs_labels=True, needs_reference=False),
+}
+
+
+def faithfulness(metric: Metric, value: float, full: float, empty: float) -> float:
+    """Higher-is-better: m(r)/m(full); lower-is-better: (m(empty)-m(r))/(m(empty)-m(full))."""
+    if metric.higher_is_better:
+        return value / full
+    span = empty - full
+    return (empty - value) / span if span > 0 else (1.0 if value <= full else 0.0)

@@ -1,0 +1,73 @@
+"""Small graph operations legoc inserts into IR graphs; each traces cleanly into ONNX."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch import nn
+
+
+@torch.fx.wrap
+def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
+    """The task's outputs, in the spec's order, from the model's last dim."""
+    return x[..., list(indices)]
+
+
+@torch.fx.wrap
+def broadcast_constant(reference: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A constant with the batch size of `reference`: what a layer becomes when all its inputs
+    were removed and only their folded ablation constant is left."""
+    return value.expand(reference.shape[0], *value.shape[1:])
+
+
+class Ablate(nn.Module):
+    """Replaces removed units of one producer by their ablation value.
+
+    Inserted only into the scoring copy of a graph. It can also accumulate per-unit means
+    (to compute ablation values) and first-order attributions (to rank units).
+    """
+
+    def __init__(self, size: int, axis: int, ndim: int):
+        super().__init__()
+        shape = [size] + [1] * (ndim - 1 - axis)
+        self.axis, self.ndim = axis, ndim
+        self.register_buffer("keep", torch.ones(shape, dtype=torch.bool))
+        self.register_buffer("value", torch.zeros(shape))
+        self.mean_sum: torch.Tensor | None = None
+        self.mean_count = 0
+        self.attribution: torch.Tensor | None = None
+        self.token_mask: torch.Tensor | None = None  # (batch, positions) real tokens, if any
+
+    def set(self, keep: torch.Tensor, value: torch.Tensor | None = None) -> None:
+        self.keep.copy_(keep.reshape(self.keep.shape))
+        if value is not None:
+            self.value.copy_(value.reshape(self.value.shape).to(self.value.dtype))
+
+    def start_means(self) -> None:
+        self.mean_sum, self.mean_count = torch.zeros(self.keep.shape[0], dtype=torch.float64), 0
+
+    def start_attribution(self) -> None:
+        self.attribution = torch.zeros(self.keep.shape[0], dtype=torch.float64)
+
+    def stop(self) -> None:
+        self.mean_sum, self.attribution = None, None
+
+    def _unit_last(self, t: torch.Tensor) -> torch.Tensor:
+        """View as (batch, other positions..., units) so reductions are uniform."""
+        return t.movedim(self.axis, -1).reshape(t.shape[0], -1, t.shape[self.axis])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean_sum is not None:
+            flat = self._unit_last(x.detach()).double()
+            self.mean_sum += flat.sum(dim=(0, 1))
+            self.mean_count += flat.shape[0] * flat.shape[1]
+        if self.attribution is not None and x.requires_grad:
+            value = self.value.reshape(-1)
+            detached = self._unit_last(x.detach())
+
+            def accumulate(grad: torch.Tensor) -> None:
+                per_item = ((value - detached) * self._unit_last(grad)).sum(dim=1)
+                self.attribution += per_item.abs().sum(dim=0).double()
+
+            x.register_hook(accumulate)
+        return torch.where(self.keep, x, self.value)

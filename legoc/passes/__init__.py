@@ -1,0 +1,20 @@
+"""Passes over the IR: search passes decide the kept units, rewrite passes restructure the graph.
+
+Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a `PassResult`
+(the new IR and counts of what changed). `PIPELINE` lists the rewrite passes in order.
+"""
+
+from legoc.passes.base import PassResult, run_pipeline
+from legoc.passes.dce import DeadCodeElimination
+from legoc.passes.fold_ablations import FoldAblations
+from legoc.passes.greedy import GreedySearch
+from legoc.passes.slice_units import SliceUnits
+
+SEARCH_PASSES = {"greedy": GreedySearch}
+REWRITE_PASSES = {p.name: p for p in (FoldAblations, SliceUnits, DeadCodeElimination)}
+REWRITE_PIPELINE = ("fold-ablations", "slice-units", "dce")
+
+__all__ = [
+    "PassResult", "run_pipeline", "DeadCodeElimination", "FoldAblations", "GreedySearch",
+    "SliceUnits", "SEARCH_PASSES", "REWRITE_PASSES", "REWRITE_PIPELINE",
+]

@@ -1,0 +1,128 @@
+"""`slice-units`: physically remove the removed units' weights (coupled groups together).
+
+Producer rows, per-unit parameters (e.g. BatchNorm) and reader columns are sliced; a reader that
+loses all its inputs becomes the constant it computes; literal shapes and output indices on unit
+paths are rewritten to the new sizes. Precondition: `fold-ablations` ran, so the removed units'
+contributions already live in the readers' biases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+
+from legoc import ops
+from legoc.analysis import get_attr_tensor, shape_of
+from legoc.ir import IR
+from legoc.passes.base import PassResult
+from legoc.passes.fold_ablations import removed_ids
+from legoc.passes.graph_edit import add_tensor, clone_ir, first_placeholder, nodes_by_name, set_tensor
+
+
+@dataclass(frozen=True)
+class SliceUnits:
+    name = "slice-units"
+
+    def run(self, ir: IR) -> PassResult:
+        removed = removed_ids(ir)
+        out = clone_ir(ir)
+        gm, analysis = out.gm, ir.analysis
+        nodes = nodes_by_name(gm)
+        before = out.param_count()
+        stats = {"units_sliced": int(removed.sum()), "readers_made_constant": 0,
+                 "shapes_rewritten": 0}
+        if not removed.any():
+            stats["params_removed"] = 0
+            return PassResult(out, stats)
+
+        def keep_positions(ids: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.flatnonzero((ids < 0) | ~removed[np.maximum(ids, 0)]))
+
+        rows: dict[str, torch.Tensor] = {}
+        for name, space in analysis.spaces.items():
+            if not ir.kept[name].all():
+                rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
+        columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
+        constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
+        for name, node in nodes.items():
+            if name not in rows and name not in columns:
+                continue
+            weight_node = node.args[1]
+            weight = get_attr_tensor(gm, weight_node.target).detach()
+            if name in columns and len(columns[name]) == 0:
+                continue
+            if name in rows:
+                weight = weight.index_select(0, rows[name])
+                bias_node = node.args[2] if len(node.args) > 2 else None
+                if isinstance(bias_node, torch.fx.Node):
+                    bias = get_attr_tensor(gm, bias_node.target).detach()
+                    set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
+            if name in columns and len(columns[name]) < weight.shape[1]:
+                weight = weight.index_select(1, columns[name])
+            set_tensor(gm, weight_node, weight)
+        for param in analysis.channel_params:
+            positions = keep_positions(param.ids)
+            if len(positions) == len(param.ids):
+                continue
+            user = nodes[param.user]
+            for attr_node in user.all_input_nodes:
+                if attr_node.op == "get_attr" and attr_node.target == param.target:
+                    tensor = get_attr_tensor(gm, attr_node.target).detach()
+                    set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
+        for name in constant_readers:
+            self._make_constant(gm, nodes[name])
+            stats["readers_made_constant"] += 1
+        for name in analysis.reshapes:
+            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and node.target is ops.select_outputs:
+                layout = analysis.layouts[node.args[0].name]
+                kept = keep_positions(layout.ids).tolist()
+                node.args = (node.args[0], tuple(kept.index(i) for i in node.args[1]))
+        gm.graph.lint()
+        gm.recompile()
+        out.kept = {}
+        out.ablation = {}
+        out.refresh()
+        stats["params_removed"] = before - out.param_count()
+        return PassResult(out, stats)
+
+    def _make_constant(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
+        """Every input removed: the reader outputs its (folded) bias, whatever the input."""
+        x = node.args[0]
+        zeros = torch.zeros((1, *shape_of(x)[1:]))
+        weight = get_attr_tensor(gm, node.args[1].target)
+        bias_node = node.args[2] if len(node.args) > 2 else None
+        bias = get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
+        with torch.no_grad():
+            value = node.target(zeros, weight, bias, *node.args[3:])
+        target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
+        with gm.graph.inserting_before(node):
+            const = gm.graph.get_attr(target)
+            replacement = gm.graph.call_function(
+                ops.broadcast_constant, (first_placeholder(gm), const))
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+
+    def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
+        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere)."""
+        if node.op == "call_module" or node.target in (torch.flatten, "flatten"):
+            return 0
+        shape_args = list(node.args[1:])
+        if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
+            shape_args = list(shape_args[0])
+        layout = node.meta.get("legoc.layout")
+        if layout is None or layout.axis >= len(shape_args):
+            return 0
+        if not isinstance(shape_args[layout.axis], int) or shape_args[layout.axis] == -1:
+            return 0
+        for i, value in enumerate(shape_args):
+            if value == -1 and i != layout.axis:
+                with gm.graph.inserting_before(node):
+                    shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
+        shape_args[layout.axis] = -1
+        node.args = (node.args[0], *shape_args)
+        return 1

@@ -1,0 +1,189 @@
+"""Scoring a kept-unit mask: the task metric on a split, with removed units ablated.
+
+The scoring copy of the graph has an `Ablate` module after every producer; a candidate is
+scored by setting their masks and running the data through in batches, so memory stays bounded
+by the batch size, not the data size.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+
+from legoc.errors import LegocError
+from legoc.ir import IR
+from legoc.metrics import Metric, faithfulness
+from legoc.ops import Ablate
+from legoc.task import Split
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 256
+
+
+def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
+    """A copy of the graph with an Ablate module after each producer, keyed by space name."""
+    gm = copy.deepcopy(ir.gm)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    ablates: dict[str, Ablate] = {}
+    for i, (name, space) in enumerate(sorted(ir.spaces.items())):
+        node = nodes[space.node]
+        layout = ir.analysis.layouts[space.node]
+        ndim = len(node.meta["tensor_meta"].shape)
+        module = Ablate(space.size, layout.axis, ndim)
+        target = f"legoc_ablate_{i}"
+        gm.add_module(target, module)
+        with gm.graph.inserting_after(node):
+            ablate_node = gm.graph.call_module(target, (node,))
+        node.replace_all_uses_with(ablate_node, delete_user_cb=lambda user: user is not ablate_node)
+        ablates[name] = module
+    gm.graph.lint()
+    gm.recompile()
+    return gm, ablates
+
+
+@dataclass
+class Reference:
+    """The full model on the search split: its metric, outputs (for kl) and ablation values."""
+
+    full: float
+    empty: float
+    outputs: torch.Tensor | None
+
+
+class Scorer:
+    """Scores masks of one IR on one split; counts every candidate evaluation."""
+
+    def __init__(self, ir: IR, split: Split, metric: Metric, ablation: str = "mean",
+                 batch_size: int = DEFAULT_BATCH, label: str = "data.search",
+                 values: dict[str, torch.Tensor] | None = None):
+        """`values`: ablation values to reuse (eval splits must use the search split's)."""
+        self.ir, self.split, self.metric = ir, split, metric
+        self.batch_size = batch_size
+        self.label = label
+        self.gm, self.ablates = instrument(ir)
+        self.gm.eval()
+        self.evaluations = 0
+        self._check_labels_and_shapes()
+        self.values = values if values is not None else self._ablation_values(ablation)
+        for name, module in self.ablates.items():
+            module.set(torch.ones(module.keep.shape[0], dtype=torch.bool), self.values[name])
+        outputs = self._collect_outputs() if metric.needs_reference else None
+        self.reference = Reference(full=0.0, empty=0.0, outputs=outputs)
+        self.reference.full = self.score(ir.mask_for([]), count=False)
+        empty = ir.mask_for(ir.removable_groups())
+        self.reference.empty = self.score(empty, count=False)
+        if metric.higher_is_better and self.reference.full <= 0:
+            raise LegocError(
+                f"{label}: the full model scores {self.reference.full:.4g} ({metric.name}), so "
+                "faithfulness (a ratio to it) is undefined; check the labels and `outputs`"
+            )
+
+    # -- set-up ---------------------------------------------------------------------
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.gm(*[inputs[name] for name in self.ir.input_names])
+
+    def _check_labels_and_shapes(self) -> None:
+        first = next(self.split.batches(2))
+        try:
+            with torch.no_grad():
+                out = self._forward(first[0])
+        except Exception as exc:  # noqa: BLE001 - report the model's complaint in one line
+            shapes = {k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
+                      for k, v in self.split.inputs.items()}
+            example = {k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
+                       for k, v in self.ir.example_inputs.items()}
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LegocError(
+                f"{self.label}: inputs (per row) {shapes} do not fit the model, which expects "
+                f"{example}: {msg}"
+            ) from None
+        y = self.split.y
+        if y is None or self.metric.name == "mse":
+            if y is not None and tuple(y.shape[1:]) != tuple(out.shape[1:]):
+                raise LegocError(f"{self.label}: targets 'y' have shape {tuple(y.shape[1:])} per "
+                                 f"row but the task outputs {tuple(out.shape[1:])}")
+            return
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise LegocError(f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}")
+        n_classes = out.shape[-1]
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= n_classes:
+            raise LegocError(
+                f"{self.label}: labels 'y' range over [{low}, {high}] but the task has "
+                f"{n_classes} outputs (labels index into `outputs` when the spec gives them)"
+            )
+
+    def _ablation_values(self, ablation: str) -> dict[str, torch.Tensor]:
+        if ablation == "zero":
+            return {name: torch.zeros(m.keep.shape[0]) for name, m in self.ablates.items()}
+        for module in self.ablates.values():
+            module.start_means()
+        with torch.no_grad():
+            for inputs, _, _ in self.split.batches(self.batch_size):
+                self._forward(inputs)
+        values = {}
+        for name, module in self.ablates.items():
+            values[name] = (module.mean_sum / max(module.mean_count, 1)).float()
+            module.stop()
+        return values
+
+    def _collect_outputs(self) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self._forward(inputs) for inputs, _, _ in
+                              self.split.batches(self.batch_size)])
+
+    # -- scoring --------------------------------------------------------------------
+    def set_mask(self, kept: dict[str, np.ndarray]) -> None:
+        for name, module in self.ablates.items():
+            module.set(torch.from_numpy(np.ascontiguousarray(kept[name])))
+
+    def score(self, kept: dict[str, np.ndarray], count: bool = True) -> float:
+        """The metric of the model with `kept` units (others ablated) on the whole split."""
+        self.set_mask(kept)
+        total, n, offset = 0.0, 0, 0
+        with torch.no_grad():
+            for inputs, y, extras in self.split.batches(self.batch_size):
+                logits = self._forward(inputs)
+                ref = None
+                if self.reference.outputs is not None:
+                    ref = self.reference.outputs[offset:offset + logits.shape[0]]
+                s, c = self.metric.batch_sum(logits, y, ref, extras.get("y_alt"))
+                total, n, offset = total + s, n + c, offset + logits.shape[0]
+        if count:
+            self.evaluations += 1
+        return total / max(n, 1)
+
+    def faithfulness_of(self, value: float) -> float:
+        return faithfulness(self.metric, value, self.reference.full, self.reference.empty)
+
+    def faithfulness(self, kept: dict[str, np.ndarray], count: bool = True) -> float:
+        return self.faithfulness_of(self.score(kept, count=count))
+
+    def attribution(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """First-order estimate, per unit, of how much ablating it changes the task loss:
+        mean over rows of |sum over positions of (ablation value - activation) * gradient|."""
+        self.set_mask(kept)
+        for module in self.ablates.values():
+            module.start_attribution()
+        offset = 0
+        with torch.enable_grad():
+            for inputs, y, extras in self.split.batches(self.batch_size):
+                logits = self._forward(inputs)
+                ref = None
+                if self.reference.outputs is not None:
+                    ref = self.reference.outputs[offset:offset + logits.shape[0]]
+                loss = self.metric.proxy_loss(logits, y, ref, extras.get("y_alt"))
+                loss.backward()
+                offset += logits.shape[0]
+        self.gm.zero_grad(set_to_none=True)
+        scores = {}
+        for name, module in self.ablates.items():
+            scores[name] = (module.attribution / max(len(self.split), 1)).numpy()
+            module.stop()
+        return scores

@@ -1,0 +1,217 @@
+"""The task spec (DESIGN §3.2): schema, validation with key-path errors, and data splits."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from legoc.errors import LegocError
+
+SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
+METRICS = ("accuracy", "kl", "logit_diff", "mse")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataSpec(_Strict):
+    search: str
+    eval: dict[str, str] = Field(default_factory=dict)
+
+
+class SearchSpec(_Strict):
+    method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = "auto"
+    budget: int = Field(2000, gt=0)
+    seed: int = 0
+
+
+class FinetuneSpec(_Strict):
+    epochs: int = Field(5, gt=0)
+    lr: float = Field(1.0e-3, gt=0)
+
+
+class TaskSpec(_Strict):
+    """Schema version 1 of the task spec; unknown keys are errors so typos cannot hide."""
+
+    legoc: Literal[1]
+    name: str = Field(min_length=1)
+    data: DataSpec
+    outputs: list[int] | None = None
+    metric: Literal["accuracy", "kl", "logit_diff", "mse"] = "accuracy"
+    keep: float = Field(0.95, gt=0)
+    ablation: Literal["mean", "zero"] = "mean"
+    scope: list[str] | None = None
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    finetune: FinetuneSpec | None = None
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must list at least one output index")
+            if min(value) < 0:
+                raise ValueError("indices must be >= 0")
+            if len(set(value)) != len(value):
+                raise ValueError("indices must be distinct")
+        return value
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated spec plus where it lives, so relative data paths resolve against it."""
+
+    spec: TaskSpec
+    path: Path
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def data_path(self, relative: str) -> Path:
+        return (self.path.parent / relative).resolve()
+
+    def split_paths(self) -> dict[str, Path]:
+        """All splits, `search` first; eval splits are only ever reported, never searched on."""
+        paths = {"search": self.data_path(self.spec.data.search)}
+        for name, rel in self.spec.data.eval.items():
+            paths[name] = self.data_path(rel)
+        return paths
+
+
+def _format_error(error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (check its spelling against the schema in DESIGN §3.2)"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    if kind == "greater_than":
+        return f"{loc}: must be > {error['ctx']['gt']}"
+    if kind == "literal_error":
+        return f"{loc}: must be one of {error['ctx']['expected']}"
+    return f"{loc}: {error['msg']}"
+
+
+def parse_spec(text: str, source: str = "spec") -> TaskSpec:
+    """Validate spec text; raise LegocError naming the first bad key path."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LegocError(f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise LegocError(f"{source}: must be a YAML mapping with keys legoc, name, data, ...")
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _format_error(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise LegocError(f"{source}: {first}{more}") from None
+
+
+def load_task(path: str | Path) -> Task:
+    path = Path(path)
+    if not path.is_file():
+        raise LegocError(f"task spec {path}: file not found; pass --task path/to/spec.yaml")
+    data = path.read_bytes()
+    spec = parse_spec(data.decode("utf-8", errors="replace"), source=str(path))
+    task = Task(spec=spec, path=path.resolve(), sha256=hashlib.sha256(data).hexdigest())
+    for name, split_path in task.split_paths().items():
+        if not split_path.is_file():
+            key = "data.search" if name == "search" else f"data.eval.{name}"
+            raise LegocError(f"{path}: {key}: data file {split_path} not found")
+    return task
+
+
+@dataclass
+class Split:
+    """One data split: the model's inputs by forward-argument name, labels, optional extras."""
+
+    name: str
+    inputs: dict[str, torch.Tensor]
+    y: torch.Tensor | None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return next(iter(self.inputs.values())).shape[0]
+
+    def batches(self, batch_size: int):
+        """Yield (inputs, y, extras) slices; slicing a memory-mapped tensor reads only that part."""
+        n = len(self)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            inputs = {k: v[start:stop] for k, v in self.inputs.items()}
+            y = None if self.y is None else self.y[start:stop]
+            extras = {k: v[start:stop] for k, v in self.extras.items()}
+            yield inputs, y, extras
+
+
+def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head == b"PK\x03\x04" and _is_npz(path):
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: torch.from_numpy(np.ascontiguousarray(archive[k])) for k in archive.files}
+    try:
+        mmap = head == b"PK\x03\x04"
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+        raise LegocError(
+            f"{label}: {path} is not a tensor file legoc can read safely "
+            f"({exc.__class__.__name__}); save a dict of tensors with torch.save or np.savez"
+        ) from None
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise LegocError(f"{label}: {path} must hold a dict of named tensors (inputs and 'y')")
+    return obj
+
+
+def _is_npz(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return all(name.endswith(".npy") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def load_split(
+    name: str, path: Path, input_names: list[str], label: str, needs_labels: bool
+) -> Split:
+    """Read a split, map it onto the model's forward arguments and check it is usable."""
+    tensors = _read_tensor_dict(path, label)
+    inputs: dict[str, torch.Tensor] = {}
+    for arg in input_names:
+        if arg in tensors:
+            inputs[arg] = tensors[arg]
+        elif len(input_names) == 1 and "x" in tensors:
+            inputs[arg] = tensors["x"]
+        else:
+            raise LegocError(
+                f"{label}: {path} has no tensor '{arg}' (the model's forward argument); "
+                f"it has {sorted(tensors)}"
+            )
+    y = tensors.get("y")
+    if needs_labels and y is None:
+        raise LegocError(f"{label}: {path} has no labels 'y'; the metric needs them")
+    rows = {k: v.shape[0] if v.dim() else 0 for k, v in inputs.items()}
+    if y is not None:
+        rows["y"] = y.shape[0] if y.dim() else 0
+    if len(set(rows.values())) != 1 or 0 in rows.values():
+        raise LegocError(f"{label}: {path}: tensors must share a non-empty first dim, got {rows}")
+    for key, tensor in [*inputs.items(), *([("y", y)] if y is not None else [])]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise LegocError(f"{label}: {path}: '{key}' contains NaN or infinite values")
+    extras = {k: v for k, v in tensors.items() if k == "y_alt"}
+    return Split(name=name, inputs=inputs, y=y, extras=extras)
