@@ -520,7 +520,7 @@ def _unit_params(gm: torch.fx.GraphModule, walk: _Propagation) -> np.ndarray:
     counts = np.zeros(walk.n_units, dtype=np.int64)
     for space in walk.spaces.values():
         weight = _get_attr(gm, space.weight)
-        per_row = weight[0].numel() + (1 if space.bias else 0)
+        per_row = weight.numel() // max(weight.shape[0], 1) + (1 if space.bias else 0)
         counts[space.offset:space.offset + space.size] += per_row
     nodes = {n.name: n for n in gm.graph.nodes}
     for use in walk.consumers:

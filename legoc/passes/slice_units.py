@@ -41,9 +41,11 @@ class SliceUnits:
         def keep_positions(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.flatnonzero((ids < 0) | ~removed[np.maximum(ids, 0)]))
 
+        # A space removed whole keeps its rows: once its readers are constants and
+        # concatenations drop it, nothing reads it and `dce` deletes it.
         rows: dict[str, torch.Tensor] = {}
         for name, space in analysis.spaces.items():
-            if not ir.kept[name].all():
+            if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
         columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
@@ -52,36 +54,37 @@ class SliceUnits:
                 continue
             weight_node = node.args[1]
             weight = get_attr_tensor(gm, weight_node.target).detach()
-            if name in columns and len(columns[name]) == 0:
-                continue
             if name in rows:
                 weight = weight.index_select(0, rows[name])
                 bias_node = node.args[2] if len(node.args) > 2 else None
                 if isinstance(bias_node, torch.fx.Node):
                     bias = get_attr_tensor(gm, bias_node.target).detach()
                     set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
-            if name in columns and len(columns[name]) < weight.shape[1]:
+            if name in columns and 0 < len(columns[name]) < weight.shape[1]:
                 weight = weight.index_select(1, columns[name])
             set_tensor(gm, weight_node, weight)
         for param in analysis.channel_params:
             positions = keep_positions(param.ids)
-            if len(positions) == len(param.ids):
+            if len(positions) in (0, len(param.ids)):
                 continue
             user = nodes[param.user]
             for attr_node in user.all_input_nodes:
                 if attr_node.op == "get_attr" and attr_node.target == param.target:
                     tensor = get_attr_tensor(gm, attr_node.target).detach()
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
-        for name in constant_readers:
-            self._make_constant(gm, nodes[name])
-            stats["readers_made_constant"] += 1
-        for name in analysis.reshapes:
-            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         for node in gm.graph.nodes:
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts[node.args[0].name]
                 kept = keep_positions(layout.ids).tolist()
                 node.args = (node.args[0], tuple(kept.index(i) for i in node.args[1]))
+        for node in list(gm.graph.nodes):
+            if node.op == "call_function" and node.target is torch.cat:
+                stats["shapes_rewritten"] += self._drop_removed_operands(node, analysis, removed)
+        for name in constant_readers:
+            self._make_constant(gm, nodes[name])
+            stats["readers_made_constant"] += 1
+        for name in analysis.reshapes:
+            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         gm.graph.lint()
         gm.recompile()
         out.kept = {}
@@ -125,4 +128,20 @@ class SliceUnits:
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
         node.args = (node.args[0], *shape_args)
+        return 1
+
+    def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
+        """A concatenation along the unit axis forgets operands whose units were all removed."""
+        layout = analysis.layouts.get(node.name)
+        if layout is None:
+            return 0
+        keep = []
+        for tensor in node.args[0]:
+            ids = analysis.layouts[tensor.name].ids if tensor.name in analysis.layouts else None
+            if ids is not None and (ids >= 0).all() and removed[ids].all():
+                continue
+            keep.append(tensor)
+        if len(keep) == len(node.args[0]) or not keep:
+            return 0
+        node.args = (keep, *node.args[1:])
         return 1
