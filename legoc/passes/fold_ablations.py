@@ -52,6 +52,19 @@ def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
     return captured
 
 
+def removed_positions(ids: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    return (ids >= 0) & removed[np.maximum(ids, 0)]
+
+
+def _already_folded(gm, node, ids, removed) -> bool:
+    """Nothing to fold when no removed unit reaches `node` or its columns are already zero."""
+    gone = removed_positions(ids, removed)
+    if not gone.any():
+        return True
+    weight = get_attr_tensor(gm, node.args[1].target)
+    return not bool(weight[:, torch.from_numpy(gone)].any())
+
+
 def contracted_axis(node: torch.fx.Node, ndim: int) -> int:
     return ndim - 1 if node.target in LINEAR_OPS else 1
 
@@ -63,8 +76,9 @@ class FoldAblations:
     def run(self, ir: IR) -> PassResult:
         """Precondition: `ir.ablation` holds the values removed units were scored with."""
         removed = removed_ids(ir)
+        nodes = nodes_by_name(ir.gm)
         uses = [u for u in ir.analysis.consumers
-                if ((u.ids >= 0) & removed[np.maximum(u.ids, 0)]).any()]
+                if not _already_folded(ir.gm, nodes[u.node], u.ids, removed)]
         out = clone_ir(ir)
         stats = {"consumers_folded": 0, "constants_added": 0}
         if not uses:
@@ -83,7 +97,7 @@ class FoldAblations:
 
     def _fold(self, gm, node, ids, removed, x, stats) -> None:
         axis = contracted_axis(node, x.dim())
-        gone = torch.from_numpy((ids >= 0) & removed[np.maximum(ids, 0)])
+        gone = torch.from_numpy(removed_positions(ids, removed))
         shape = [1] * x.dim()
         shape[axis] = -1
         x_removed = x * gone.reshape(shape).to(x.dtype)
