@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.errors import LegocError
+from legoc.lowering import is_aten_graph, lower_aten
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
                 f"it needs --trust-model; the safe form: {SAFE_FORM}"
             )
         try:
-            module = torch.export.load(str(path)).module()
+            module = lower_aten(torch.export.load(str(path)).module())
         except Exception as exc:  # noqa: BLE001
             raise LegocError(f"{path}: cannot load the ExportedProgram ({exc})") from None
     elif kind in ("zip-torch", "pickle"):
@@ -250,6 +251,8 @@ class _Tracer(torch.fx.Tracer):
 
 def trace(module: nn.Module, input_names: list[str]) -> torch.fx.GraphModule:
     """torch.fx symbolic trace; an untraceable model gets the offending op and the way out."""
+    if isinstance(module, torch.fx.GraphModule) and is_aten_graph(module):
+        return lower_aten(module)
     if isinstance(module, torch.fx.GraphModule) and not _has_modules_to_open(module):
         return module
     module.eval()

@@ -1,0 +1,84 @@
+"""Rewrite torch.export (aten-level) graphs into the functional ops the analysis knows.
+
+torch.fx traces to `F.linear`, `F.conv2d`, `torch.relu`, ...; graphs from torch.export (an
+ExportedProgram file, or models fx cannot trace) use aten overloads instead. Mapping the common
+ones back gives every later pass one vocabulary. Unknown aten ops stay as they are: the analysis
+then freezes the units they read, which is safe.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+
+def _batch_norm(args):
+    # aten: (input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
+    x, weight, bias, mean, var, _training, momentum, eps = args[:8]
+    return (x, mean, var, weight, bias, False, momentum, eps)  # blocks are for inference
+
+
+SAME_ARGS = {
+    aten.linear.default: F.linear,
+    aten.conv1d.default: F.conv1d,
+    aten.conv2d.default: F.conv2d,
+    aten.relu.default: torch.relu,
+    aten.gelu.default: F.gelu,
+    aten.silu.default: F.silu,
+    aten.tanh.default: torch.tanh,
+    aten.sigmoid.default: torch.sigmoid,
+    aten.add.Tensor: operator.add,
+    aten.sub.Tensor: operator.sub,
+    aten.mul.Tensor: operator.mul,
+    aten.div.Tensor: operator.truediv,
+    aten.cat.default: torch.cat,
+    aten.flatten.using_ints: torch.flatten,
+    aten.max_pool1d.default: F.max_pool1d,
+    aten.max_pool2d.default: F.max_pool2d,
+    aten.avg_pool1d.default: F.avg_pool1d,
+    aten.avg_pool2d.default: F.avg_pool2d,
+    aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
+    aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
+    aten.layer_norm.default: F.layer_norm,
+    aten.mean.dim: torch.mean,
+    aten.sum.dim_IntList: torch.sum,
+    aten.permute.default: torch.permute,
+    aten.transpose.int: torch.transpose,
+    aten.reshape.default: torch.reshape,
+    aten.view.default: torch.reshape,
+}
+REORDERED = {aten.batch_norm.default: (F.batch_norm, _batch_norm)}
+DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
+
+
+def is_aten_graph(gm: torch.fx.GraphModule) -> bool:
+    return any(isinstance(n.target, torch._ops.OpOverload) for n in gm.graph.nodes)
+
+
+def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A plain GraphModule (no pytree codegen, no guard calls) with functional ops."""
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("_guards"):
+            continue
+        if node.op == "call_function" and node.target in DROPPED:
+            env[node] = env[node.args[0]]
+            continue
+        new = graph.node_copy(node, lambda n: env[n])
+        if node.op == "call_function" and node.target in SAME_ARGS:
+            new.target = SAME_ARGS[node.target]
+        elif node.op == "call_function" and node.target in REORDERED:
+            target, reorder = REORDERED[node.target]
+            new.target, new.args = target, reorder(new.args)
+        env[node] = new
+    lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+    lowered.graph.eliminate_dead_code()
+    lowered.delete_all_unused_submodules()
+    lowered.recompile()
+    return lowered
