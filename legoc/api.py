@@ -20,7 +20,8 @@ from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir
 from legoc.metrics import METRICS, Metric
 from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
-from legoc.scoring import Scorer, instrument
+from legoc.masking import masked_model
+from legoc.scoring import Scorer
 from legoc.task import Split, Task, load_split, load_task
 
 log = logging.getLogger(__name__)
@@ -186,9 +187,7 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
         )
     scores = score_splits(prep, rationale.kept)
     block, reports = run_pipeline(rationale, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
-    reference, ablates = instrument(rationale)
-    for name, module in ablates.items():
-        module.set(torch.from_numpy(rationale.kept[name].copy()), rationale.ablation[name])
+    reference = masked_model(rationale)
     result = ExtractResult(
         task=spec.name, output=str(output) if output else None, kept=rationale.kept_units(),
         total=rationale.total_units(), params_source=prep.ir.param_count(),

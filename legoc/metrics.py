@@ -16,6 +16,7 @@ class Metric:
     higher_is_better: bool
     needs_labels: bool
     needs_reference: bool  # compares against the full model's outputs
+    item_bounds: tuple[float, float] = (float("-inf"), float("inf"))  # range of one item
 
     def batch_sum(
         self,
@@ -68,11 +69,14 @@ def _flat(logits: torch.Tensor) -> torch.Tensor:
 
 
 METRICS = {
-    "accuracy": Metric("accuracy", higher_is_better=True, needs_labels=True, needs_reference=False),
+    "accuracy": Metric("accuracy", higher_is_better=True, needs_labels=True, needs_reference=False,
+                       item_bounds=(0.0, 1.0)),
     "logit_diff": Metric("logit_diff", higher_is_better=True, needs_labels=True,
                          needs_reference=False),
-    "kl": Metric("kl", higher_is_better=False, needs_labels=False, needs_reference=True),
-    "mse": Metric("mse", higher_is_better=False, needs_labels=True, needs_reference=False),
+    "kl": Metric("kl", higher_is_better=False, needs_labels=False, needs_reference=True,
+                 item_bounds=(0.0, float("inf"))),
+    "mse": Metric("mse", higher_is_better=False, needs_labels=True, needs_reference=False,
+                  item_bounds=(0.0, float("inf"))),
 }
 
 

@@ -18,33 +18,26 @@ import torch.fx
 from legoc.errors import LegocError
 from legoc.ir import IR
 from legoc.metrics import Metric, faithfulness
+from legoc.masking import instrument, set_masks
 from legoc.ops import Ablate
 from legoc.task import Split
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 256
+DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 
 
-def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
-    """A copy of the graph with an Ablate module after each producer, keyed by space name."""
-    gm = copy.deepcopy(ir.gm)
-    nodes = {n.name: n for n in gm.graph.nodes}
-    ablates: dict[str, Ablate] = {}
-    for i, (name, space) in enumerate(sorted(ir.spaces.items())):
-        node = nodes[space.node]
-        layout = ir.analysis.layouts[space.node]
-        ndim = len(node.meta["tensor_meta"].shape)
-        module = Ablate(space.size, layout.axis, ndim)
-        target = f"legoc_ablate_{i}"
-        gm.add_module(target, module)
-        with gm.graph.inserting_after(node):
-            ablate_node = gm.graph.call_module(target, (node,))
-        node.replace_all_uses_with(ablate_node, delete_user_cb=lambda user: user is not ablate_node)
-        ablates[name] = module
-    gm.graph.lint()
-    gm.recompile()
-    return gm, ablates
+@dataclass
+class _Base:
+    """A sliced model standing for every mask that removes at least what `kept` removes."""
+
+    kept: dict[str, np.ndarray]
+    gm: torch.fx.GraphModule
+    ablates: dict[str, Ablate]
+    index: dict[str, np.ndarray]  # space -> original unit index of each sliced unit
+
+    def covers(self, kept: dict[str, np.ndarray]) -> bool:
+        return all(not (mask & ~self.kept[name]).any() for name, mask in kept.items())
 
 
 @dataclass
@@ -68,7 +61,10 @@ class Scorer:
         self.label = label
         self.gm, self.ablates = instrument(ir)
         self.gm.eval()
+        self._base: _Base | None = None
+        self._active = self.gm
         self.evaluations = 0
+        self.last_stopped_early = False
         self._check_labels_and_shapes()
         self.values = values if values is not None else self._ablation_values(ablation)
         for name, module in self.ablates.items():
@@ -86,7 +82,7 @@ class Scorer:
 
     # -- set-up ---------------------------------------------------------------------
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.gm(*[inputs[name] for name in self.ir.input_names])
+        return self._active(*[inputs[name] for name in self.ir.input_names])
 
     def _check_labels_and_shapes(self) -> None:
         first = next(self.split.batches(2))
@@ -140,13 +136,55 @@ class Scorer:
 
     # -- scoring --------------------------------------------------------------------
     def set_mask(self, kept: dict[str, np.ndarray]) -> None:
-        for name, module in self.ablates.items():
-            module.set(torch.from_numpy(np.ascontiguousarray(kept[name])))
+        """Route the next forward passes to the cheapest model that computes this mask."""
+        base = self._base
+        if base is not None and base.covers(kept):
+            for name, module in base.ablates.items():
+                module.set(torch.from_numpy(np.ascontiguousarray(kept[name][base.index[name]])))
+            self._active = base.gm
+            return
+        set_masks(self.ablates, kept)
+        self._active = self.gm
 
-    def score(self, kept: dict[str, np.ndarray], count: bool = True) -> float:
-        """The metric of the model with `kept` units (others ablated) on the whole split."""
+    def rebase(self, kept: dict[str, np.ndarray]) -> None:
+        """Score later masks that remove at least what `kept` removes on the physically sliced
+        model of `kept`: same function (the rewrite is exact), fewer FLOPs."""
+        from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, run_pipeline
+
+        if all(mask.all() for mask in kept.values()):
+            self._base = None
+            return
+        masked = self.ir.with_kept(kept)
+        masked.ablation = dict(self.values)
+        sliced, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+        gm, ablates = instrument(sliced)
+        index = {name: np.flatnonzero(kept[name]) for name in ablates}
+        for name, module in ablates.items():
+            module.set(torch.ones(len(index[name]), dtype=torch.bool),
+                       self.values[name][torch.from_numpy(index[name])])
+        self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
+
+    def threshold(self, keep: float) -> float:
+        """The metric value at which faithfulness equals `keep`."""
+        ref = self.reference
+        if self.metric.higher_is_better:
+            return keep * ref.full
+        return ref.empty - keep * (ref.empty - ref.full)
+
+    def score(self, kept: dict[str, np.ndarray], count: bool = True,
+              keep: float | None = None) -> float:
+        """The metric of the model with `kept` units (others ablated) on the whole split.
+
+        With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
+        `keep` (same verdict, less work); the value returned is then that bound, which is
+        below the threshold, and `last_stopped_early` is set.
+        """
         self.set_mask(kept)
+        lo, hi = self.metric.item_bounds
+        target = self.threshold(keep) if keep is not None else None
         total, n, offset = 0.0, 0, 0
+        items_total = None
+        self.last_stopped_early = False
         with torch.no_grad():
             for inputs, y, extras in self.split.batches(self.batch_size):
                 logits = self._forward(inputs)
@@ -154,7 +192,18 @@ class Scorer:
                 if self.reference.outputs is not None:
                     ref = self.reference.outputs[offset:offset + logits.shape[0]]
                 s, c = self.metric.batch_sum(logits, y, ref, extras.get("y_alt"))
+                if items_total is None:
+                    items_total = c // logits.shape[0] * len(self.split)
                 total, n, offset = total + s, n + c, offset + logits.shape[0]
+                if target is None or n >= items_total:
+                    continue
+                rest = items_total - n
+                if self.metric.higher_is_better and (total + rest * hi) / items_total < target:
+                    total, n, self.last_stopped_early = total + rest * hi, items_total, True
+                    break
+                if not self.metric.higher_is_better and (total + rest * lo) / items_total > target:
+                    total, n, self.last_stopped_early = total + rest * lo, items_total, True
+                    break
         if count:
             self.evaluations += 1
         return total / max(n, 1)
@@ -162,14 +211,18 @@ class Scorer:
     def faithfulness_of(self, value: float) -> float:
         return faithfulness(self.metric, value, self.reference.full, self.reference.empty)
 
-    def faithfulness(self, kept: dict[str, np.ndarray], count: bool = True) -> float:
-        return self.faithfulness_of(self.score(kept, count=count))
+    def faithfulness(self, kept: dict[str, np.ndarray], count: bool = True,
+                     keep: float | None = None) -> float:
+        return self.faithfulness_of(self.score(kept, count=count, keep=keep))
 
     def attribution(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """First-order estimate, per unit, of how much ablating it changes the task loss:
         mean over rows of |sum over positions of (ablation value - activation) * gradient|."""
         self.set_mask(kept)
-        for module in self.ablates.values():
+        base = self._base if self._active is not self.gm else None
+        ablates = base.ablates if base else self.ablates
+        index = base.index if base else None
+        for module in ablates.values():
             module.start_attribution()
         offset = 0
         with torch.enable_grad():
@@ -181,9 +234,10 @@ class Scorer:
                 loss = self.metric.proxy_loss(logits, y, ref, extras.get("y_alt"))
                 loss.backward()
                 offset += logits.shape[0]
-        self.gm.zero_grad(set_to_none=True)
-        scores = {}
-        for name, module in self.ablates.items():
-            scores[name] = (module.attribution / max(len(self.split), 1)).numpy()
+        self._active.zero_grad(set_to_none=True)
+        scores = {name: np.zeros(space.size) for name, space in self.ir.spaces.items()}
+        for name, module in ablates.items():
+            values = (module.attribution / max(len(self.split), 1)).numpy()
+            scores[name][index[name] if index is not None else slice(None)] = values
             module.stop()
         return scores

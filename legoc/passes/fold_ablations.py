@@ -21,7 +21,7 @@ from legoc.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir import IR
 from legoc.passes.base import PassResult
 from legoc.passes.graph_edit import add_tensor, arg, clone_ir, nodes_by_name, set_arg, set_tensor
-from legoc.scoring import instrument
+from legoc.masking import masked_model
 
 UNIFORM_TOLERANCE = 1e-7
 
@@ -36,9 +36,7 @@ def removed_ids(ir: IR) -> np.ndarray:
 
 def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
     """First argument of each named node, in the masked model on one example row."""
-    gm, ablates = instrument(ir)
-    for name, module in ablates.items():
-        module.set(torch.from_numpy(ir.kept[name].copy()), ir.ablation.get(name))
+    gm = masked_model(ir)
     captured: dict[str, torch.Tensor] = {}
 
     class Recorder(torch.fx.Interpreter):

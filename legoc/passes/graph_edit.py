@@ -63,7 +63,7 @@ def _assign(gm: torch.nn.Module, target: str, value: torch.Tensor, as_parameter:
     if hasattr(owner, attr):
         delattr(owner, attr)
     if as_parameter:
-        owner.register_parameter(attr, nn.Parameter(value, requires_grad=False))
+        owner.register_parameter(attr, nn.Parameter(value))
     else:
         owner.register_buffer(attr, value)
 

@@ -2,9 +2,10 @@
 
 A first-order estimate ranks the groups by damage per parameter saved; a galloping then binary
 search finds how long a prefix of that ranking can go at once while real ablation keeps
-faithfulness >= keep; when not even one more group can go in bulk, single removals are tried in
-ranked order. The search stops when a full sweep of single removals fails (the result is then
-1-minimal) or when the budget of candidate evaluations is spent (the best faithful set so far).
+faithfulness >= keep. A group that cannot go even alone is set aside and the gallop goes on
+with the rest. When the ranking is used up, a sweep re-tries every kept group alone; the search
+stops when a whole sweep fails (the result is then 1-minimal) or when the budget of candidate
+evaluations is spent (the best faithful set so far).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from legoc.ir import IR
 from legoc.passes.base import PassResult
-from legoc.scoring import Scorer
+
+if TYPE_CHECKING:
+    from legoc.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class GreedySearch:
     keep: float
     budget: int
     seed: int = 0
-    scorer: Scorer = field(default=None, compare=False, repr=False)
+    scorer: "Scorer" = field(default=None, compare=False, repr=False)
     progress: object = field(default=None, compare=False, repr=False)
     name = "greedy"
 
@@ -83,7 +87,7 @@ class _Greedy:
 
     def try_remove(self, removed: set[int], extra: list[int]) -> bool:
         candidate = removed | set(extra)
-        faith = self.scorer.faithfulness(self.ir.mask_for(candidate))
+        faith = self.scorer.faithfulness(self.ir.mask_for(candidate), keep=self.o.keep)
         ok = faith >= self.o.keep
         self.trace.add(self.scorer.evaluations, len(candidate), self.kept_params(candidate), faith, ok)
         if self.o.progress is not None:
@@ -108,23 +112,31 @@ class _Greedy:
         removed: set[int] = set()
         if self.budget_left() > 0 and self.try_remove(removed, sorted(dead)):
             removed |= dead
+            self.scorer.rebase(self.ir.mask_for(removed))
         elif self.budget_left() > 0:
             self.best_faith = self.scorer.faithfulness(self.ir.mask_for(removed))
+        blocked: set[int] = set()  # failed alone at some earlier state; re-tried by the sweep
+        order = self.ranked(removed)
         while self.budget_left() > 0:
-            order = self.ranked(removed)
+            order = [g for g in order if g not in blocked and g not in removed]
             if not order:
-                self.proven_minimal = True
-                break
+                accepted = self.sweep(removed, [g for g in self.ranked(removed)])
+                if accepted is None:
+                    break
+                if not accepted:
+                    self.proven_minimal = True
+                    break
+                blocked.clear()
+                self.scorer.rebase(self.ir.mask_for(removed))
+                order = self.ranked(removed)
+                continue
             taken = self.gallop(removed, order)
             if taken:
                 removed |= set(order[:taken])
-                continue
-            accepted = self.sweep(removed, order)
-            if accepted is None:  # budget ran out mid-sweep
-                break
-            if not accepted:
-                self.proven_minimal = True
-                break
+                self.scorer.rebase(self.ir.mask_for(removed))
+                order = self.ranked(removed)
+            else:
+                blocked.add(order[0])
         return removed
 
     def gallop(self, removed: set[int], order: list[int]) -> int:
@@ -151,11 +163,12 @@ class _Greedy:
         return good
 
     def sweep(self, removed: set[int], order: list[int]) -> int | None:
-        """Try each group alone (ranked order), keeping every one that passes; count them."""
+        """Try each group alone (ranked order), keeping every one that passes; count them.
+        None when the budget ran out before the sweep finished."""
         accepted = 0
-        for g in order[1:]:  # order[0] just failed in the gallop
+        for g in order:
             if self.budget_left() <= 0:
-                return accepted or None
+                return None
             if self.try_remove(removed, [g]):
                 removed.add(g)
                 accepted += 1

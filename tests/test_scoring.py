@@ -1,0 +1,208 @@
+"""Metrics, faithfulness and the Scorer (legoc/metrics.py, legoc/scoring.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from legoc.errors import LegocError
+from legoc.frontend import trace
+from legoc.ir import build_ir
+from legoc.metrics import METRICS, faithfulness
+from legoc.scoring import Scorer
+from legoc.task import Split
+from tests.helpers import labelled_data, trained_model
+
+LOGITS = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 5.0], [4.0, 0.0, 0.0]])
+LABELS = torch.tensor([0, 2, 2, 1])
+
+
+def scorer_for(kind: str, metric: str = "accuracy", n: int = 96, **options) -> Scorer:
+    """A Scorer of the trained tiny model on its labelled search data."""
+    outputs = [0, 3] if kind == "cnn" else None
+    model = trained_model(kind)
+    data = labelled_data(kind, n, 1, outputs)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]}, outputs=outputs)
+    return Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS[metric], **options)
+
+
+# -- metrics on hand-made logits -----------------------------------------------------------
+
+def test_accuracy_counts_argmax_hits():
+    # argmax per row: 0, 1, 2, 0 against labels 0, 2, 2, 1
+    assert METRICS["accuracy"].batch_sum(LOGITS, LABELS, None) == (2.0, 4)
+
+
+def test_logit_diff_is_the_label_logit_minus_the_best_other():
+    # 2-1, 1-3, 5-1, 0-4
+    assert METRICS["logit_diff"].batch_sum(LOGITS, LABELS, None) == (1 - 2 + 4 - 4, 4)
+    # against given alternatives 1, 0, 0, 2: 2-1, 1-0, 5-1, 0-0
+    alt = torch.tensor([1, 0, 0, 2])
+    assert METRICS["logit_diff"].batch_sum(LOGITS, LABELS, None, alt) == (1 + 1 + 4 + 0, 4)
+
+
+def test_kl_to_the_reference_outputs():
+    kl = METRICS["kl"]
+    assert kl.batch_sum(LOGITS, None, LOGITS) == (0.0, 4)
+    # reference (1/2, 1/2) against current (3/4, 1/4): 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3)
+    total, count = kl.batch_sum(torch.tensor([[math.log(3.0), 0.0]]), None,
+                                torch.tensor([[0.0, 0.0]]))
+    assert count == 1
+    assert total == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+
+
+def test_mse_sums_squared_errors_per_element():
+    out = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 4.0]])
+    assert METRICS["mse"].batch_sum(out, target, None) == (0 + 4 + 9 + 0, 4)
+
+
+def test_metric_directions():
+    assert METRICS["accuracy"].higher_is_better and METRICS["logit_diff"].higher_is_better
+    assert not METRICS["kl"].higher_is_better and not METRICS["mse"].higher_is_better
+    assert METRICS["kl"].needs_reference and not METRICS["kl"].needs_labels
+
+
+# -- faithfulness definitions (DESIGN §3.2) ----------------------------------------------------
+
+def test_faithfulness_of_a_higher_is_better_metric_is_the_ratio():
+    assert faithfulness(METRICS["accuracy"], 0.45, full=0.5, empty=0.1) == pytest.approx(0.9)
+    assert faithfulness(METRICS["logit_diff"], 3.0, full=2.0, empty=-1.0) == pytest.approx(1.5)
+
+
+def test_faithfulness_of_a_lower_is_better_metric_is_the_recovered_share():
+    # (empty - r) / (empty - full)
+    assert faithfulness(METRICS["kl"], 0.2, full=0.0, empty=1.0) == pytest.approx(0.8)
+    assert faithfulness(METRICS["mse"], 3.0, full=1.0, empty=11.0) == pytest.approx(0.8)
+    assert faithfulness(METRICS["mse"], 1.0, full=1.0, empty=11.0) == pytest.approx(1.0)
+    assert faithfulness(METRICS["mse"], 11.0, full=1.0, empty=11.0) == pytest.approx(0.0)
+
+
+def test_faithfulness_when_the_empty_model_is_as_good_as_the_full_one():
+    assert faithfulness(METRICS["mse"], 2.0, full=2.0, empty=2.0) == 1.0
+    assert faithfulness(METRICS["mse"], 2.5, full=2.0, empty=2.0) == 0.0
+
+
+# -- the Scorer ------------------------------------------------------------------------------
+
+def producer_means(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-unit means of every Linear/Conv output over rows (and positions), by forward hooks."""
+    means, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            def hook(_, __, out, name=name):
+                dims = [d for d in range(out.dim()) if d != 1]
+                means[name] = out.double().mean(dim=dims)
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for handle in hooks:
+        handle.remove()
+    return means
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_mean_ablation_values_are_the_producers_mean_outputs(kind):
+    scorer = scorer_for(kind, batch_size=7)
+    expected = producer_means(trained_model(kind), scorer.split.inputs["x"])
+    assert scorer.values.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(scorer.values[name].double(), value, atol=1e-5, rtol=0)
+
+
+def test_zero_ablation_values_are_zero():
+    scorer = scorer_for("cnn", ablation="zero")
+    assert all(not v.any() for v in scorer.values.values())
+    assert scorer.values["conv1"].shape == (6,)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "kl", "logit_diff"])
+def test_scoring_in_batches_equals_one_big_batch(metric):
+    small, big = scorer_for("cnn", metric, batch_size=7), scorer_for("cnn", metric, batch_size=1000)
+    for name in big.values:
+        torch.testing.assert_close(small.values[name], big.values[name], atol=1e-6, rtol=0)
+    assert small.reference.full == pytest.approx(big.reference.full, abs=1e-6)
+    assert small.reference.empty == pytest.approx(big.reference.empty, abs=1e-6)
+    ir = big.ir
+    mask = ir.mask_for(ir.removable_groups()[::3])
+    assert small.score(mask) == pytest.approx(big.score(mask), abs=1e-6)
+
+
+def test_reference_scores_are_the_full_and_the_empty_model():
+    scorer = scorer_for("mlp")
+    x, y = scorer.split.inputs["x"], scorer.split.y
+    with torch.no_grad():
+        direct = (trained_model("mlp")(x).argmax(-1) == y).sum().item() / len(x)
+    assert scorer.reference.full == pytest.approx(direct, abs=1e-12) == pytest.approx(1.0)
+    everything = scorer.ir.mask_for(scorer.ir.removable_groups())
+    assert scorer.reference.empty == scorer.score(everything, count=False)
+    assert scorer.faithfulness(scorer.ir.mask_for([]), count=False) == 1.0
+
+
+def test_kl_reference_of_the_full_model_is_zero():
+    scorer = scorer_for("cnn", "kl")
+    assert scorer.reference.full == pytest.approx(0.0, abs=1e-7)
+    assert scorer.reference.empty > 0
+    assert scorer.faithfulness(scorer.ir.mask_for([]), count=False) == pytest.approx(1.0)
+
+
+def test_the_scorer_counts_only_counted_scores():
+    scorer = scorer_for("mlp")
+    assert scorer.evaluations == 0  # the references are not candidates
+    mask = scorer.ir.mask_for([0, 9])
+    scorer.score(mask, count=False)
+    scorer.faithfulness(mask, count=False)
+    scorer.attribution(mask)
+    assert scorer.evaluations == 0
+    scorer.score(mask)
+    scorer.faithfulness(mask)
+    assert scorer.evaluations == 2
+
+
+def test_scoring_a_mask_ablates_exactly_the_removed_units():
+    scorer = scorer_for("mlp")
+    ir = scorer.ir
+    mask = ir.mask_for([0, 9])
+    x = scorer.split.inputs["x"]
+    model = trained_model("mlp")
+
+    def ablate_fc1_0(_, __, out):
+        out = out.clone()
+        out[:, 0] = scorer.values["fc1"][0]
+        return out
+
+    def ablate_fc2_1(_, __, out):
+        out = out.clone()
+        out[:, 1] = scorer.values["fc2"][1]
+        return out
+
+    hooks = [model.fc1.register_forward_hook(ablate_fc1_0),
+             model.fc2.register_forward_hook(ablate_fc2_1)]
+    with torch.no_grad():
+        expected = (model(x).argmax(-1) == scorer.split.y).sum().item() / len(x)
+    for handle in hooks:
+        handle.remove()
+    assert ir.groups[9].members == (("fc2", 1),)
+    assert scorer.score(mask, count=False) == pytest.approx(expected, abs=1e-12)
+
+
+def test_labels_outside_the_outputs_are_an_error():
+    model = trained_model("mlp")
+    data = labelled_data("mlp", 16, 1)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]}, outputs=[0, 1])
+    y = torch.full((16,), 3)  # labels index into `outputs`: only 0 and 1 exist
+    with pytest.raises(LegocError, match=r"labels 'y' range over \[3, 3\]"):
+        Scorer(ir, Split("search", {"x": data["x"]}, y), METRICS["accuracy"])
+
+
+def test_a_full_model_scoring_zero_makes_faithfulness_undefined():
+    model = trained_model("mlp")
+    data = labelled_data("mlp", 16, 1)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    wrong = torch.from_numpy((data["y"].numpy() + 1) % 4)  # every label wrong
+    with pytest.raises(LegocError, match="faithfulness"):
+        Scorer(ir, Split("search", {"x": data["x"]}, wrong), METRICS["accuracy"])
+    assert np.all(wrong.numpy() != data["y"].numpy())
