@@ -15,9 +15,9 @@ import torch
 
 import legoc
 from legoc.errors import LegocError, TaskNotMet
-from legoc.export import export_block
+from legoc.export import check_output_path, export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
-from legoc.ir import IR, build_ir
+from legoc.ir import IR, build_ir, run_quietly
 from legoc.metrics import METRICS, Metric
 from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
 from legoc.masking import masked_model
@@ -96,9 +96,8 @@ def _check_outputs(gm: torch.fx.GraphModule, example: dict, input_names: list[st
     if outputs is None:
         return
     try:
-        with torch.no_grad():
-            out = gm(*[example[n] for n in input_names])
-    except Exception:  # noqa: BLE001 - shape problems are reported by the scorer with context
+        out = run_quietly(gm, [example[n] for n in input_names])
+    except Exception:  # noqa: BLE001 - shape problems are reported with context by build_ir
         return
     if isinstance(out, (tuple, list)):
         out = out[0]
@@ -162,6 +161,8 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
     is still described in the message; nothing is written).
     """
     started = time.perf_counter()
+    if output is not None:
+        check_output_path(Path(output))
     prep = prepare(model, task, arch, trust_model)
     spec = prep.task.spec
     method = method or spec.search.method

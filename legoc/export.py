@@ -26,15 +26,23 @@ OPSET = 17
 OUTPUT_NAME = "logits"
 
 
-@contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
-    final = Path(final)
+def check_output_path(final: Path) -> Path:
+    """Fail before any work when the block could not be written; returns its folder."""
     directory = final.parent if str(final.parent) else Path(".")
     if not directory.is_dir():
         raise LegocError(f"output {final}: folder {directory} does not exist; create it first")
     if final.is_dir():
         raise LegocError(f"output {final}: is a folder; give a file name like block.onnx")
+    if not os.access(directory, os.W_OK):
+        raise LegocError(f"output {final}: folder {directory} is not writable")
+    return directory
+
+
+@contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
+    final = Path(final)
+    directory = check_output_path(final)
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:

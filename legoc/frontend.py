@@ -14,6 +14,7 @@ import inspect
 import logging
 import pickle
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,15 @@ def load_factory(arch: str):
             file = Path(module_ref)
             if not file.is_file():
                 raise LegocError(f"--arch {arch!r}: file {file} not found")
-            spec = importlib.util.spec_from_file_location(f"legoc_arch_{file.stem}", file)
+            name = f"legoc_arch_{file.stem}"
+            spec = importlib.util.spec_from_file_location(name, file)
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            sys.modules[name] = module  # dataclasses and pickling look modules up there
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
         else:
             module = importlib.import_module(module_ref)
     except LegocError:
@@ -156,8 +163,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
         except Exception as exc:  # noqa: BLE001
             raise LegocError(f"{path}: cannot load the ExportedProgram ({exc})") from None
     elif kind in ("zip-torch", "pickle"):
-        module = _load_torch_save(path, arch, trust_model)
-        kind = "pickled-module" if isinstance(module, nn.Module) and not _is_state(module) else "state-dict"
+        module, kind = _load_torch_save(path, arch, trust_model)
     else:
         raise LegocError(
             f"{path}: not a model file legoc recognises (corrupt or unknown format); {SAFE_FORM}"
@@ -166,18 +172,19 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
     return LoadedModel(module=module, sha256=sha, path=path, kind=kind)
 
 
-def _is_state(obj) -> bool:
-    return isinstance(obj, dict)
+def _refused_global(exc: Exception) -> bool:
+    """True when weights-only unpickling stopped at a class or function reference (a pickled
+    object), not at bytes that are simply broken."""
+    text = str(exc)
+    return isinstance(exc, pickle.UnpicklingError) and (
+        "Unsupported global" in text or "GLOBAL" in text)
 
 
-def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> nn.Module:
+def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[nn.Module, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as safe_exc:  # noqa: BLE001 - weights-only unpickling refused or file broken
-        refused = isinstance(safe_exc, pickle.UnpicklingError) and (
-            "weights_only" in str(safe_exc).lower() or "weights only" in str(safe_exc).lower()
-        )
-        if not refused:
+        if not _refused_global(safe_exc):
             raise LegocError(
                 f"{path}: corrupt or truncated torch file ({safe_exc.__class__.__name__}); {SAFE_FORM}"
             ) from None
@@ -191,11 +198,11 @@ def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> nn.Modu
         except Exception as exc:  # noqa: BLE001
             raise LegocError(f"{path}: cannot unpickle the model ({exc})") from None
     if isinstance(obj, nn.Module):
-        return obj
+        return obj, "pickled-module"
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return _build_from_state_dict(obj, arch, path)
+        return _build_from_state_dict(obj, arch, path), "state-dict"
     raise LegocError(f"{path}: holds a {type(obj).__name__}, not a state dict or module; {SAFE_FORM}")
 
 
@@ -262,7 +269,7 @@ def trace(module: nn.Module, input_names: list[str]) -> torch.fx.GraphModule:
         where = _describe_trace_failure(exc)
         raise LegocError(
             f"torch.fx cannot trace the model: {where}; remove data-dependent Python control "
-            "flow from forward (or wrap that part in a leaf module with torch.fx.wrap)"
+            "flow from forward (or move that part into a function marked with torch.fx.wrap)"
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
     gm.graph.eliminate_dead_code()

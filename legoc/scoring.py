@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from legoc.errors import LegocError
-from legoc.ir import IR
+from legoc.ir import IR, run_quietly
 from legoc.metrics import Metric, faithfulness
 from legoc.masking import instrument, set_masks
 from legoc.ops import Ablate
@@ -87,8 +87,7 @@ class Scorer:
     def _check_labels_and_shapes(self) -> None:
         first = next(self.split.batches(2))
         try:
-            with torch.no_grad():
-                out = self._forward(first[0])
+            out = run_quietly(self.gm, [first[0][name] for name in self.ir.input_names])
         except Exception as exc:  # noqa: BLE001 - report the model's complaint in one line
             shapes = {k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
                       for k, v in self.split.inputs.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,21 @@ def _format_error(error: dict) -> str:
     return f"{loc}: {error['msg']}"
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; spec authors mean a number."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
 def parse_spec(text: str, source: str = "spec") -> TaskSpec:
     """Validate spec text; raise LegocError naming the first bad key path."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise LegocError(f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax") from exc
     if not isinstance(raw, dict):
@@ -161,8 +173,15 @@ def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
     with path.open("rb") as handle:
         head = handle.read(4)
     if head == b"PK\x03\x04" and _is_npz(path):
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: torch.from_numpy(np.ascontiguousarray(archive[k])) for k in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: torch.from_numpy(np.ascontiguousarray(archive[k]))
+                        for k in archive.files}
+        except Exception as exc:  # noqa: BLE001 - object arrays, corrupt members, odd dtypes
+            raise LegocError(
+                f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
+                "numeric arrays with np.savez"
+            ) from None
     try:
         mmap = head == b"PK\x03\x04"
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

@@ -206,35 +206,12 @@ def method_flag(task):
     return {"extra": ("--method", "bogus")}
 
 
-BUG_SHAPEPROP = pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: ir.propagate_shapes runs torch.fx ShapeProp, which prints a full traceback to "
-    "stderr (traceback.print_exc) before api.prepare turns the failure into a LegocError; the "
-    "error line then quotes ShapeProp's wrapper ('ShapeProp error for: node=...') instead of "
-    "the cause ('mat1 and mat2 shapes cannot be multiplied')"))
-
-BUG_GARBAGE_PICKLE = pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: frontend._load_torch_save treats every pickle.UnpicklingError whose text has "
-    "'weights_only' as a refusal of a pickled object, but torch prefixes *every* weights-only "
-    "failure with 'Weights only load failed', so a corrupt legacy file ('Unsupported operand "
-    "245') is reported as 'holds a pickled object ... needs --trust-model' instead of corrupt"))
-
-BUG_NPZ = pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: task._read_tensor_dict wraps torch.load in try/except but not the .npz branch: "
-    "np.load(allow_pickle=False) raises ValueError on object arrays, and a corrupt .npy entry "
-    "ends in a TypeError from torch.from_numpy; both escape unhandled (exit 1, traceback)"))
-
-BUG_FX_CALL = pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: scoring.Scorer._check_labels_and_shapes runs the instrumented GraphModule on the "
-    "split; when it raises, torch.fx's GraphModule.__call__ prints the traceback and the "
-    "generated code to stderr before legoc's one-line error"))
-
 BAD_INPUTS = [
     pytest.param(missing_model, 2, ("missing.pt", "not found"), id="model-missing"),
     pytest.param(empty_model, 2, ("empty.pt", "is empty"), id="model-empty"),
     pytest.param(truncated_zip, 2, ("half.pt", "corrupt"), id="model-truncated-zip"),
     pytest.param(random_bytes, 2, ("noise.pt", "corrupt"), id="model-random-bytes"),
-    pytest.param(pickle_random_bytes, 2, ("noise.pt", "corrupt"), id="model-garbage-pickle",
-                 marks=BUG_GARBAGE_PICKLE),
+    pytest.param(pickle_random_bytes, 2, ("noise.pt", "corrupt"), id="model-garbage-pickle"),
     pytest.param(torchscript, 2, ("TorchScript", "state dict"), id="model-torchscript"),
     pytest.param(pickled_module, 2, ("--trust-model", "can run code", "state dict"),
                  id="model-pickled-module-untrusted"),
@@ -269,10 +246,9 @@ BAD_INPUTS = [
                  ("data.search", "nope.pt", "not found"), id="data-missing"),
     pytest.param(missing_eval_data, 2, ("data.eval.iid", "iid.pt", "not found"),
                  id="data-eval-missing"),
-    pytest.param(wrong_width, 2, ("data.search", "do not fit", "(9,)"), id="data-wrong-shape",
-                 marks=BUG_SHAPEPROP),
+    pytest.param(wrong_width, 2, ("data.search", "do not fit", "(9,)"), id="data-wrong-shape"),
     pytest.param(eval_wrong_width, 2, ("data.eval.iid", "do not fit", "(9,)", "(6,)"),
-                 id="data-eval-wrong-shape", marks=BUG_FX_CALL),
+                 id="data-eval-wrong-shape"),
     pytest.param(eval_labels_out_of_range, 2, ("data.eval.iid", "labels 'y'", "[9, 9]"),
                  id="data-eval-labels-out-of-range"),
     pytest.param(float_labels, 2, ("data.search", "labels 'y' must be integer"),
@@ -281,10 +257,8 @@ BAD_INPUTS = [
     pytest.param(labels_out_of_range, 2, ("data.search", "labels 'y'", "[7, 7]", "4 outputs"),
                  id="data-labels-out-of-range"),
     pytest.param(nan_inputs, 2, ("data.search", "'x' contains NaN"), id="data-nan"),
-    pytest.param(npz_object_array, 2, ("data.search", "search.npz"), id="data-npz-object-array",
-                 marks=BUG_NPZ),
-    pytest.param(npz_corrupt, 2, ("data.search", "search.npz"), id="data-npz-corrupt",
-                 marks=BUG_NPZ),
+    pytest.param(npz_object_array, 2, ("data.search", "search.npz"), id="data-npz-object-array"),
+    pytest.param(npz_corrupt, 2, ("data.search", "search.npz"), id="data-npz-corrupt"),
     pytest.param(spec_change(outputs=[0, 9]), 2, ("outputs:", "[9]", "4 outputs"),
                  id="outputs-out-of-range"),
     pytest.param(spec_change(keep=1.5), 1,
@@ -480,7 +454,6 @@ def test_inspect_malformed_shape_is_usage_error(mlp_task):
                                     "(without batch)"
 
 
-@BUG_SHAPEPROP
 def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
     result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"],
                                  "--input-shape", "x=7"])

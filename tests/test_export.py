@@ -141,12 +141,6 @@ def test_rationale_metadata(block):
 
 
 def test_initializers_hold_exactly_params_block(block, request):
-    if block["kind"] == "cnn":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "legoc bug: params.block is IR.param_count() of the torch block graph, which counts "
-            "BatchNorm weight/bias/running_mean/running_var; torch.onnx.export (eval mode, "
-            "constant folding) fuses each BatchNorm into the preceding Conv, so the .onnx holds "
-            "4*channels fewer float elements per BatchNorm than the metadata claims")))
     arrays = [numpy_helper.to_array(t) for t in block["model"].graph.initializer]
     stored = sum(a.size for a in arrays if np.issubdtype(a.dtype, np.floating))
     assert stored == block["rationale"]["params"]["block"]

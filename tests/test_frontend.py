@@ -101,10 +101,6 @@ def test_torch_save_state_dict_with_arch(tmp_path, legacy):
     assert not loaded.module.training
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: frontend.load_model sets kind = 'pickled-module' if isinstance(module, "
-    "nn.Module) and not _is_state(module), but _load_torch_save has already built the module "
-    "from the state dict, so every torch.save state dict is reported as 'pickled-module'"))
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_torch_save_state_dict_is_reported_as_state_dict(tmp_path, legacy):
     path = tmp_path / "model.pt"
@@ -176,11 +172,6 @@ def make():
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "legoc bug: frontend.load_factory executes a file.py module without registering it in "
-    "sys.modules first, so code that looks itself up there fails: a @dataclass with string "
-    "annotations raises AttributeError('NoneType' object has no attribute '__dict__'), "
-    "reported as 'cannot import'"))
 def test_load_factory_from_a_file_using_dataclasses(tmp_path):
     path = tmp_path / "dc_arch.py"
     path.write_text(DATACLASS_ARCH)

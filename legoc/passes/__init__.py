@@ -6,15 +6,17 @@ Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a 
 
 from legoc.passes.base import PassResult, run_pipeline
 from legoc.passes.dce import DeadCodeElimination
+from legoc.passes.fold_batch_norm import FoldBatchNorm
 from legoc.passes.fold_ablations import FoldAblations
 from legoc.passes.greedy import GreedySearch
 from legoc.passes.slice_units import SliceUnits
 
 SEARCH_PASSES = {"greedy": GreedySearch}
-REWRITE_PASSES = {p.name: p for p in (FoldAblations, SliceUnits, DeadCodeElimination)}
-REWRITE_PIPELINE = ("fold-ablations", "slice-units", "dce")
+REWRITE_PASSES = {p.name: p for p in (FoldAblations, SliceUnits, FoldBatchNorm, DeadCodeElimination)}
+REWRITE_PIPELINE = ("fold-ablations", "slice-units", "fold-batch-norm", "dce")
 
 __all__ = [
-    "PassResult", "run_pipeline", "DeadCodeElimination", "FoldAblations", "GreedySearch",
+    "PassResult", "run_pipeline", "DeadCodeElimination", "FoldAblations", "FoldBatchNorm",
+    "GreedySearch",
     "SliceUnits", "SEARCH_PASSES", "REWRITE_PASSES", "REWRITE_PIPELINE",
 ]

@@ -9,7 +9,7 @@ from legoc.errors import LegocError
 from legoc.ir import IR
 
 
-CHANGE_SUFFIXES = ("_removed", "_folded", "_added", "_sliced", "_rewritten")
+CHANGE_SUFFIXES = ("_removed", "_folded", "_added", "_sliced", "_rewritten", "_constant")
 
 
 @dataclass
