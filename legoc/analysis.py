@@ -225,6 +225,8 @@ class _Propagation:
     def couple(self, a: np.ndarray, b: np.ndarray, why: str) -> np.ndarray:
         out = a.copy()
         for i, (x, y) in enumerate(zip(a, b)):
+            if x >= 0 and y >= 0 and x == y:
+                continue  # a tensor combined with itself couples nothing
             if x >= 0 and y >= 0:
                 self.unions.union(int(x), int(y))
                 self.coupled.setdefault(int(x), set()).add(why)
@@ -237,7 +239,8 @@ class _Propagation:
     # -- walk --------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder" or any(
+            reads_values = not (node.op == "call_function" and node.target is ops.constant_channel_conv)
+            if node.op == "placeholder" or reads_values and any(
                 a.name in self.input_dependent for a in node.all_input_nodes
             ):
                 self.input_dependent.add(node.name)
@@ -270,7 +273,7 @@ class _Propagation:
         if kind == "unary" and in_layout is not None and len(tracked) == 1:
             return in_layout
         if kind == "pool" and in_layout is not None and len(tracked) == 1:
-            if in_layout.axis == 1:
+            if in_layout.axis == 1 and len(shape_of(x)) >= 3:
                 return Layout(1, in_layout.ids)
             self.freeze_inputs(node, f"pooled across units by {name}")
             return None
@@ -351,7 +354,9 @@ class _Propagation:
         if target is ops.select_outputs:
             return "select_outputs"
         if target is getattr:
-            return "size"
+            return "size" if node.args[1] in ("shape", "dtype", "device", "ndim") else None
+        if target is ops.constant_channel_conv:
+            return "size"  # reads only the shape of its input
         return None
 
     def visit_consumer(self, node: Node, tracked: list[Node]) -> None:
@@ -382,6 +387,10 @@ class _Propagation:
         layout, tracked_arg, other = (la, a, b) if la is not None else (lb, b, a)
         if not isinstance(other, Node):
             return layout  # a Python scalar keeps constants constant
+        if other.op == "call_function" and other.target is ops.constant_channel_conv:
+            kernel = other.args[1]  # its output channels are the units: slice them together
+            self.channel_params.append(ChannelParam(kernel.target, other.name, 0, layout.ids))
+            return layout
         if other.name in self.input_dependent:
             self.freeze(layout.ids, f"{name} with an input-dependent tensor")
             return None

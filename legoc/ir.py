@@ -75,13 +75,16 @@ class IR:
     # -- sizes ------------------------------------------------------------------------
     def param_count(self) -> int:
         """Float elements of every parameter and buffer the graph reads."""
-        total = 0
+        tensors: dict[str, torch.Tensor] = {}
         for node in self.gm.graph.nodes:
             if node.op == "get_attr":
-                tensor = get_attr_tensor(self.gm, node.target)
-                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-                    total += tensor.numel()
-        return total
+                tensors[node.target] = get_attr_tensor(self.gm, node.target)
+            elif node.op == "call_module":
+                module = self.gm.get_submodule(node.target)
+                for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+                    tensors[f"{node.target}.{name}"] = tensor
+        return sum(t.numel() for t in tensors.values()
+                   if isinstance(t, torch.Tensor) and t.is_floating_point())
 
     def kept_units(self) -> dict[str, list[int]]:
         return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}

@@ -119,8 +119,9 @@ def labelled_data(kind: str, n: int, seed: int, outputs: list[int] | None = None
                   ) -> dict[str, torch.Tensor]:
     """Task inputs labelled by the trained model (indices into `outputs` when given)."""
     x, _ = synthetic_task(kind, n, seed)
+    model = trained_model(kind)  # outside no_grad: a cold cache trains it first
     with torch.no_grad():
-        logits = trained_model(kind)(x)
+        logits = model(x)
     if outputs is not None:
         logits = logits[:, outputs]
     return {"x": x, "y": logits.argmax(-1)}

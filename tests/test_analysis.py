@@ -185,9 +185,6 @@ def test_a_product_with_an_input_dependent_tensor_freezes():
     assert group_of(ir, "a", 0).frozen == "mul with an input-dependent tensor"
 
 
-@pytest.mark.xfail(strict=True, reason="analysis: `getattr` nodes (h.T, h.mT) are classified "
-                   "as 'size' and drop the layout without freezing, so units read through them "
-                   "look unread (dead) and slicing them breaks the graph")
 def test_units_read_through_an_attribute_are_not_dead():
     ir = analysed(Head(lambda h: h.T.T), (4,))
     for unit in range(5):
@@ -195,8 +192,6 @@ def test_units_read_through_an_attribute_are_not_dead():
         assert not group.dead, "b reads every unit of a (through .T.T)"
 
 
-@pytest.mark.xfail(strict=True, reason="analysis: a pool on a Linear's (N, F) output pools "
-                   "along the unit axis, but visit() keeps the layout because axis == 1")
 def test_pooling_a_linears_features_freezes_them():
     ir = analysed(Head(nn.MaxPool1d(2), width=6, b_in=3), (4,))
     for unit in range(6):

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from tests.passes.helpers import assert_golden
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ def cnn_ir(model: nn.Module | None = None) -> IR:
 
 
 def test_text_matches_the_golden_file():
-    assert cnn_ir().text() == (GOLDEN / "tiny_cnn.txt").read_text()
+    assert_golden(cnn_ir().text(), "tiny_cnn.txt")
 
 
 def test_text_is_deterministic_and_independent_of_weights_and_rows():
@@ -76,8 +78,6 @@ def test_param_count_is_the_float_params_and_buffers_the_graph_reads():
     assert expected == sum(t.numel() for t in state.values() if t.is_floating_point())
 
 
-@pytest.mark.xfail(strict=True, reason="ir.param_count counts get_attr tensors only, so a "
-                   "module kept as call_module (GroupNorm, a reflect-padded conv) is left out")
 def test_param_count_includes_modules_called_whole():
     class WithGroupNorm(nn.Module):
         def __init__(self):
@@ -92,8 +92,6 @@ def test_param_count_includes_modules_called_whole():
     assert ir.param_count() == sum(p.numel() for p in model.parameters()) == 40 + 8 + 15
 
 
-@pytest.mark.xfail(strict=True, reason="ir_text: a unit tensor added to itself (h + h) records "
-                   "a coupling with no partner, printed as 'coupled with  by add'")
 def test_text_names_no_coupling_without_a_partner():
     class SelfAdd(nn.Module):
         def __init__(self):

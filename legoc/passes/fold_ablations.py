@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from legoc import ops
 from legoc.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir import IR
 from legoc.passes.base import PassResult
@@ -114,15 +115,38 @@ class FoldAblations:
         if (delta - flat).abs().max() <= UNIFORM_TOLERANCE * (1 + float(delta.abs().max())):
             self._add_to_bias(gm, node, flat.reshape(-1))
             return
-        target = add_tensor(gm, f"{weight_node.target.rsplit('.', 1)[0]}.legoc_folded", delta)
-        with gm.graph.inserting_after(node):
-            const = gm.graph.get_attr(target)
+        base = weight_node.target.rsplit(".", 1)[0]
+        kernel = self._ones_kernel(node, x_removed, weight, gone)
+        if kernel is not None:  # per-channel constants: recompute the map from ones
+            with gm.graph.inserting_after(node):
+                param = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded_kernel", kernel))
+            with gm.graph.inserting_after(param):
+                const = gm.graph.call_function(
+                    ops.constant_channel_conv, (node.args[0], param, *node.args[3:6]))
+        else:  # constants that vary over positions: store the map itself
+            with gm.graph.inserting_after(node):
+                const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
         with gm.graph.inserting_after(const):
             added = gm.graph.call_function(operator.add, (node, const))
         node.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
         stats["constants_added"] += 1
 
+    @staticmethod
+    def _ones_kernel(node, x_removed, weight, gone) -> torch.Tensor | None:
+        """sum_c weight[:, c] * value_c when each removed channel is one value everywhere."""
+        if node.target in LINEAR_OPS or node.args[6] != 1:
+            return None
+        spatial = list(range(2, x_removed.dim()))
+        values = x_removed.mean(dim=spatial, keepdim=True)
+        if (x_removed - values).abs().max() > UNIFORM_TOLERANCE * (1 + float(values.abs().max())):
+            return None
+        per_channel = values[0].reshape(1, -1, *[1] * len(spatial)) * gone.reshape(
+            1, -1, *[1] * len(spatial)).to(values.dtype)
+        return (weight.detach() * per_channel).sum(dim=1, keepdim=True)
+
     def _add_to_bias(self, gm, node, delta: torch.Tensor) -> None:
+        if not bool(delta.any()):
+            return
         bias_node = arg(node, 2, "bias")
         if bias_node is None:
             weight_target = node.args[1].target

@@ -14,6 +14,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc import ops
 from legoc.analysis import CONV_OPS, LINEAR_OPS, get_attr_tensor
 from legoc.ir import IR
 from legoc.passes.base import PassResult
@@ -32,8 +33,9 @@ def _foldable(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None]
         return None
     source, added = node.args[0], None
     if (source.op == "call_function" and source.target is operator.add
-            and isinstance(source.args[1], torch.fx.Node) and source.args[1].op == "get_attr"
-            and len(source.users) == 1):
+            and isinstance(source.args[1], torch.fx.Node) and len(source.users) == 1
+            and (source.args[1].op == "get_attr"
+                 or source.args[1].target is ops.constant_channel_conv)):
         source, added = source.args[0], source
     if (source.op != "call_function" or source.target not in (*LINEAR_OPS, *CONV_OPS)
             or len(source.users) != 1 or source.args[1].op != "get_attr"):
@@ -74,9 +76,13 @@ class FoldBatchNorm:
             else:
                 set_tensor(gm, bias_node, new_bias)
             if added is not None:
-                constant = _param(gm, added.args[1])
-                channel_shape = [-1] + [1] * (constant.dim() - 2)
-                set_tensor(gm, added.args[1], constant * scale.reshape(channel_shape))
+                term = added.args[1]
+                if term.op == "get_attr":  # a stored (1, C, ...) map
+                    constant = _param(gm, term)
+                    set_tensor(gm, term, constant * scale.reshape([-1] + [1] * (constant.dim() - 2)))
+                else:  # a constant_channel_conv: scale its kernel's output channels
+                    kernel = _param(gm, term.args[1])
+                    set_tensor(gm, term.args[1], kernel * scale.reshape(shape))
             node.replace_all_uses_with(added if added is not None else producer)
             gm.graph.erase_node(node)
             folded += 1

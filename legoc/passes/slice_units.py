@@ -8,6 +8,7 @@ contributions already live in the readers' biases.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,9 @@ class SliceUnits:
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
         for node in gm.graph.nodes:
             if node.op == "call_function" and node.target is ops.select_outputs:
-                layout = analysis.layouts[node.args[0].name]
+                layout = analysis.layouts.get(node.args[0].name)
+                if layout is None:  # read through an op that froze it: nothing was sliced
+                    continue
                 kept = keep_positions(layout.ids).tolist()
                 node.args = (node.args[0], tuple(kept.index(i) for i in node.args[1]))
         for node in list(gm.graph.nodes):
@@ -102,12 +105,23 @@ class SliceUnits:
         bias = get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
         with torch.no_grad():
             value = node.target(zeros, weight, bias, *node.args[3:])
+        output = node
+        folded = _folded_ones_term(node)
+        if folded is not None:  # the constant includes what fold-ablations added after it
+            add, term = folded
+            with torch.no_grad():
+                kernel = get_attr_tensor(gm, term.args[1].target)
+                value = value + ops.constant_channel_conv(zeros, kernel, *term.args[2:])
+            output = add
         target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
             replacement = gm.graph.call_function(
                 ops.broadcast_constant, (first_placeholder(gm), const))
-        node.replace_all_uses_with(replacement)
+        output.replace_all_uses_with(replacement)
+        if output is not node:
+            gm.graph.erase_node(output)
+            gm.graph.erase_node(folded[1])
         gm.graph.erase_node(node)
 
     def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
@@ -122,9 +136,13 @@ class SliceUnits:
             return 0
         if not isinstance(shape_args[layout.axis], int) or shape_args[layout.axis] == -1:
             return 0
+        out_shape = node.meta["legoc.shape"]
         for i, value in enumerate(shape_args):
             if value == -1 and i != layout.axis:
-                with gm.graph.inserting_before(node):
+                if out_shape[i] != "N":
+                    shape_args[i] = out_shape[i]
+                    continue
+                with gm.graph.inserting_before(node):  # the batch: read it at run time
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
         node.args = (node.args[0], *shape_args)
@@ -143,5 +161,21 @@ class SliceUnits:
             keep.append(tensor)
         if len(keep) == len(node.args[0]) or not keep:
             return 0
+        if len(keep) == 1:
+            node.replace_all_uses_with(keep[0])
+            node.graph.erase_node(node)
+            return 1
         node.args = (keep, *node.args[1:])
         return 1
+
+
+def _folded_ones_term(node: torch.fx.Node):
+    """(add, term) when `node`'s only user adds a constant_channel_conv term to it."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].target is not operator.add:
+        return None
+    add = users[0]
+    term = add.args[1]
+    if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
+        return add, term
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import copy
 from pathlib import Path
 
@@ -87,6 +89,9 @@ def groups_of(ir: IR, space: str) -> list[int]:
 
 
 def assert_golden(text: str, name: str) -> None:
+    """Compare with tests/golden/NAME; `pytest --update-golden` rewrites it instead."""
+    if os.environ.get("LEGOC_TEST_UPDATE_GOLDEN"):
+        (GOLDEN / name).write_text(text)
     expected = (GOLDEN / name).read_text()
     assert text == expected, f"IR text differs from tests/golden/{name}"
 

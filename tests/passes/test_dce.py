@@ -48,8 +48,9 @@ def test_a_traced_model_has_nothing_dead():
 def test_the_whole_conv_stem_goes_when_fc1_became_a_constant():
     result, diff = rewrite(case("cnn-all-convs"))
     assert diff <= ATOL
-    # before dce: 1463 source + the fold's 6x8x8 map + two constants (conv2's map, fc1's 10)
-    assert result.stats["params_removed"] == 1463 + 384 + 384 + 10 - (10 + 55)
+    # before dce: 1463 source + the fold's 6x1x3x3 ones-kernel + two constants (conv2's
+    # 6x8x8 map, fc1's 10)
+    assert result.stats["params_removed"] == 1463 + 54 + 384 + 10 - (10 + 55)
     assert result.ir.param_count() == 10 + 55
     assert sorted(result.ir.spaces) == ["fc2"]
 
@@ -78,9 +79,6 @@ def test_the_pipeline_reports_every_pass_in_order():
     assert block.param_count() == 51
 
 
-@pytest.mark.xfail(strict=True, reason="dce deletes every parameter no get_attr node reads, "
-                   "including those of modules kept as call_module (GroupNorm here): the block "
-                   "then fails with \"'GroupNorm' object has no attribute 'weight'\"")
 def test_parameters_of_modules_called_whole_are_kept():
     class WithGroupNorm(nn.Module):
         def __init__(self):

@@ -63,7 +63,11 @@ def test_zero_padding_makes_the_fold_add_a_non_uniform_constant_map():
     result, diff = fold(ir)
     assert result.stats == {"consumers_folded": 1, "constants_added": 1}
     assert diff <= ATOL
-    constant = result.ir.gm.conv2.legoc_folded
+    # stored as a 1-input-channel kernel applied to ones (C_out*k*k floats, not C_out*H*W)
+    kernel = result.ir.gm.conv2.legoc_folded_kernel
+    assert tuple(kernel.shape) == (ir.gm.conv2.weight.shape[0], 1, 3, 3)
+    with torch.no_grad():
+        constant = F.conv2d(torch.ones(1, 1, 5, 5), kernel, None, padding=1)
     # by hand: conv2 applied to the removed channels' constants alone (its bias is folded apart)
     removed = [1, 3]
     x = torch.zeros(1, 4, 5, 5)
