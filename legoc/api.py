@@ -19,7 +19,9 @@ from legoc.export import check_output_path, export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir, run_quietly
 from legoc.metrics import METRICS, Metric
-from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
+from legoc.passes import (
+    REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, Repair, run_pipeline,
+)
 from legoc.masking import masked_model
 from legoc.scoring import Scorer
 from legoc.task import Split, Task, load_split, load_task
@@ -178,8 +180,10 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
         progress=(lambda done, total: progress("search", done, total)) if progress else None,
     )
     searched = search_pass.run(prep.ir)
-    rationale = searched.ir
-    faith = searched.stats["faithfulness"]
+    repaired = Repair(keep=spec.keep, scorer=prep.scorer).run(searched.ir)
+    rationale = repaired.ir
+    rationale.ablation = dict(prep.scorer.values)
+    faith = repaired.stats["faithfulness"]
     if faith < spec.keep:
         raise TaskNotMet(
             f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
@@ -195,7 +199,7 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
         params_block=block.param_count(), faithfulness=faith, scores=scores,
         evaluations=searched.stats["evaluations"], method=method, seconds=0.0,
         parity_max_abs_diff=None, one_minimal=bool(searched.stats["one_minimal"]),
-        passes=[(search_pass.name, searched.stats), *reports],
+        passes=[(search_pass.name, searched.stats), ("repair", repaired.stats), *reports],
         trace=getattr(searched, "trace").rows,
     )
     if output is not None:

@@ -24,7 +24,7 @@ def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     nodes = {n.name: n for n in gm.graph.nodes}
     ablates: dict[str, Ablate] = {}
     for i, (name, space) in enumerate(sorted(ir.spaces.items())):
-        node = nodes[space.node]
+        node = unit_output(nodes[space.node])
         layout = ir.analysis.layouts[space.node]
         ndim = len(node.meta["tensor_meta"].shape)
         module = Ablate(space.size, layout.axis, ndim)
@@ -37,6 +37,15 @@ def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     gm.graph.lint()
     gm.recompile()
     return gm, ablates
+
+
+def unit_output(node: torch.fx.Node) -> torch.fx.Node:
+    """Where a producer's units are complete: after any constant fold-ablations added to it."""
+    users = list(node.users)
+    while len(users) == 1 and users[0].meta.get("legoc.folded"):
+        node = users[0]
+        users = list(node.users)
+    return node
 
 
 def set_masks(ablates: dict[str, Ablate], kept: dict[str, np.ndarray],

@@ -134,10 +134,11 @@ class Scorer:
                               self.split.batches(self.batch_size)])
 
     # -- scoring --------------------------------------------------------------------
-    def set_mask(self, kept: dict[str, np.ndarray]) -> None:
-        """Route the next forward passes to the cheapest model that computes this mask."""
+    def set_mask(self, kept: dict[str, np.ndarray], exact: bool = False) -> None:
+        """Route the next forward passes to the cheapest model that computes this mask;
+        `exact` insists on the masked source model itself (the oracle)."""
         base = self._base
-        if base is not None and base.covers(kept):
+        if not exact and base is not None and base.covers(kept):
             for name, module in base.ablates.items():
                 module.set(torch.from_numpy(np.ascontiguousarray(kept[name][base.index[name]])))
             self._active = base.gm
@@ -145,17 +146,29 @@ class Scorer:
         set_masks(self.ablates, kept)
         self._active = self.gm
 
+    def predict(self, kept: dict[str, np.ndarray], inputs: dict[str, torch.Tensor],
+                exact: bool = False) -> torch.Tensor:
+        """Outputs of the model with `kept` units on `inputs` (by the route `score` takes)."""
+        self.set_mask(kept, exact=exact)
+        with torch.no_grad():
+            return self._forward(inputs)
+
+    @property
+    def rebased(self) -> bool:
+        """Whether the last mask was scored on a sliced base rather than the source model."""
+        return self._active is not self.gm
+
     def rebase(self, kept: dict[str, np.ndarray]) -> None:
         """Score later masks that remove at least what `kept` removes on the physically sliced
         model of `kept`: same function (the rewrite is exact), fewer FLOPs."""
-        from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, run_pipeline
+        from legoc.passes import REWRITE_PASSES, SCORING_PIPELINE, run_pipeline
 
         if all(mask.all() for mask in kept.values()):
             self._base = None
             return
         masked = self.ir.with_kept(kept)
         masked.ablation = dict(self.values)
-        sliced, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+        sliced, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in SCORING_PIPELINE])
         gm, ablates = instrument(sliced)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():
@@ -171,14 +184,14 @@ class Scorer:
         return ref.empty - keep * (ref.empty - ref.full)
 
     def score(self, kept: dict[str, np.ndarray], count: bool = True,
-              keep: float | None = None) -> float:
+              keep: float | None = None, exact: bool = False) -> float:
         """The metric of the model with `kept` units (others ablated) on the whole split.
 
         With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
         `keep` (same verdict, less work); the value returned is then that bound, which is
         below the threshold, and `last_stopped_early` is set.
         """
-        self.set_mask(kept)
+        self.set_mask(kept, exact=exact)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
         total, n, offset = 0.0, 0, 0
@@ -211,8 +224,8 @@ class Scorer:
         return faithfulness(self.metric, value, self.reference.full, self.reference.empty)
 
     def faithfulness(self, kept: dict[str, np.ndarray], count: bool = True,
-                     keep: float | None = None) -> float:
-        return self.faithfulness_of(self.score(kept, count=count, keep=keep))
+                     keep: float | None = None, exact: bool = False) -> float:
+        return self.faithfulness_of(self.score(kept, count=count, keep=keep, exact=exact))
 
     def attribution(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """First-order estimate, per unit, of how much ablating it changes the task loss:

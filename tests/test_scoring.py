@@ -206,3 +206,24 @@ def test_a_full_model_scoring_zero_makes_faithfulness_undefined():
     with pytest.raises(LegocError, match="faithfulness"):
         Scorer(ir, Split("search", {"x": data["x"]}, wrong), METRICS["accuracy"])
     assert np.all(wrong.numpy() != data["y"].numpy())
+
+
+def test_scoring_on_a_sliced_base_equals_the_masked_source_model():
+    """Scorer.rebase scores supersets of a removal on the sliced model: it must be the same
+    function as the masked source model (BatchNorm included), not merely close."""
+    model = trained_model("cnn")
+    data = labelled_data("cnn", 96, seed=5)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    scorer = Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS["accuracy"])
+    rng = np.random.default_rng(0)
+    removable = ir.removable_groups()
+    base_removed = list(rng.choice(removable, size=4, replace=False))
+    scorer.rebase(ir.mask_for(base_removed))
+    for _ in range(5):
+        extra = list(rng.choice(removable, size=3, replace=False))
+        kept = ir.mask_for(sorted(set(base_removed) | set(extra)))
+        via_base = scorer.predict(kept, {"x": data["x"]})
+        assert scorer.rebased
+        exact = scorer.predict(kept, {"x": data["x"]}, exact=True)
+        assert not scorer.rebased
+        torch.testing.assert_close(via_base, exact, atol=1e-5, rtol=0)

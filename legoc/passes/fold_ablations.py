@@ -25,6 +25,7 @@ from legoc.passes.graph_edit import add_tensor, arg, clone_ir, nodes_by_name, se
 from legoc.masking import masked_model
 
 UNIFORM_TOLERANCE = 1e-7
+FOLDED = "legoc.folded"  # node.meta mark on the add that completes a reader's output
 
 
 def removed_ids(ir: IR) -> np.ndarray:
@@ -128,6 +129,7 @@ class FoldAblations:
                 const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
         with gm.graph.inserting_after(const):
             added = gm.graph.call_function(operator.add, (node, const))
+        added.meta[FOLDED] = True  # the reader's units now come out of this node
         node.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
         stats["constants_added"] += 1
 
