@@ -116,6 +116,7 @@ class _Greedy:
         elif self.budget_left() > 0:
             self.best_faith = self.scorer.faithfulness(self.ir.mask_for(removed))
         blocked: set[int] = set()  # failed alone at some earlier state; re-tried by the sweep
+        step = 1
         order = self.ranked(removed)
         while self.budget_left() > 0:
             order = [g for g in order if g not in blocked and g not in removed]
@@ -130,7 +131,8 @@ class _Greedy:
                 self.scorer.rebase(self.ir.mask_for(removed))
                 order = self.ranked(removed)
                 continue
-            taken = self.gallop(removed, order)
+            taken = self.gallop(removed, order, start=step)
+            step = max(1, taken // 2)
             if taken:
                 removed |= set(order[:taken])
                 self.scorer.rebase(self.ir.mask_for(removed))
@@ -139,9 +141,10 @@ class _Greedy:
                 blocked.add(order[0])
         return removed
 
-    def gallop(self, removed: set[int], order: list[int]) -> int:
-        """Largest k (0 if none) with order[:k] removable together, by doubling then bisection."""
-        good, bad, k = 0, None, 1
+    def gallop(self, removed: set[int], order: list[int], start: int = 1) -> int:
+        """Largest k (0 if none) with order[:k] removable together: doubling from `start`
+        (the last step's size: steps shrink slowly as the model shrinks), then bisection."""
+        good, bad, k = 0, None, max(1, min(start, len(order)))
         while k <= len(order) and self.budget_left() > 0:
             if self.try_remove(removed, order[:k]):
                 good, k = k, k * 2
