@@ -28,25 +28,67 @@ Node = torch.fx.Node
 LINEAR_OPS = {F.linear}
 CONV_OPS = {F.conv1d: 1, F.conv2d: 2}
 UNARY_FUNCS = {
-    F.relu, torch.relu, F.gelu, F.silu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid,
-    F.leaky_relu, F.elu, F.relu6, F.hardtanh, F.dropout, torch.nn.functional.hardswish,
+    F.relu,
+    torch.relu,
+    F.gelu,
+    F.silu,
+    torch.tanh,
+    F.tanh,
+    torch.sigmoid,
+    F.sigmoid,
+    F.leaky_relu,
+    F.elu,
+    F.relu6,
+    F.hardtanh,
+    F.dropout,
+    torch.nn.functional.hardswish,
 }
 UNARY_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detach"}
 POOL_FUNCS = {
-    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
 }
 UNARY_MODULES = (
-    nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.ReLU6, nn.Hardtanh,
-    nn.Hardswish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+    nn.ReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Identity,
 )
 POOL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
 )
 BINARY_FUNCS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
-    torch.mul, torch.div,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
 }
 BINARY_METHODS = {"add", "sub", "mul", "div"}
 REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
@@ -188,10 +230,14 @@ class _Propagation:
             name = module_name_of(weight_target)
             if name in self.spaces:  # a weight applied twice: treat the second use as plain op
                 continue
-            size = gm.get_parameter(weight_target).shape[0] if _is_param(gm, weight_target) else (
-                _get_attr(gm, weight_target).shape[0])
-            self.spaces[name] = UnitSpace(name, node.name, kind, size, offset, weight_target,
-                                          _bias_target(node))
+            size = (
+                gm.get_parameter(weight_target).shape[0]
+                if _is_param(gm, weight_target)
+                else (_get_attr(gm, weight_target).shape[0])
+            )
+            self.spaces[name] = UnitSpace(
+                name, node.name, kind, size, offset, weight_target, _bias_target(node)
+            )
             offset += size
         self.n_units = offset
         self.producer_of = {s.node: s for s in self.spaces.values()}
@@ -239,9 +285,13 @@ class _Propagation:
     # -- walk --------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            reads_values = not (node.op == "call_function" and node.target is ops.constant_channel_conv)
-            if node.op == "placeholder" or reads_values and any(
-                a.name in self.input_dependent for a in node.all_input_nodes
+            reads_values = not (
+                node.op == "call_function" and node.target is ops.constant_channel_conv
+            )
+            if (
+                node.op == "placeholder"
+                or reads_values
+                and any(a.name in self.input_dependent for a in node.all_input_nodes)
             ):
                 self.input_dependent.add(node.name)
             if node.op in ("placeholder", "get_attr"):
@@ -283,7 +333,9 @@ class _Propagation:
                 return None
             for arg in node.args[1:5]:
                 if isinstance(arg, Node) and arg.op == "get_attr":
-                    self.channel_params.append(ChannelParam(arg.target, node.name, 0, in_layout.ids))
+                    self.channel_params.append(
+                        ChannelParam(arg.target, node.name, 0, in_layout.ids)
+                    )
             return in_layout
         if kind == "binary":
             return self.visit_binary(node, name)
@@ -426,7 +478,7 @@ class _Propagation:
         in_shape, out_shape = shape_of(node.args[0]), shape_of(node)
         axis = layout.axis
         if out_shape[:axis] == in_shape[:axis]:
-            inner = int(np.prod(in_shape[axis + 1:], dtype=np.int64))
+            inner = int(np.prod(in_shape[axis + 1 :], dtype=np.int64))
             if len(out_shape) > axis and out_shape[axis] == in_shape[axis] * inner:
                 if inner > 1 or len(out_shape) != len(in_shape):
                     self.reshapes.append(node.name)
@@ -459,7 +511,12 @@ class _Propagation:
             perm = list(range(ndim))
             perm[a], perm[b] = perm[b], perm[a]
         else:
-            perm = [d % ndim for d in (rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest)]
+            perm = [
+                d % ndim
+                for d in (
+                    rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+                )
+            ]
         return Layout(perm.index(layout.axis), layout.ids)
 
 
@@ -520,17 +577,24 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         )
         unit_group[units] = group.index
         groups.append(group)
-    return Analysis(walk.spaces, walk.layouts, walk.consumers, walk.channel_params, groups,
-                    unit_group, walk.reshapes)
+    return Analysis(
+        walk.spaces,
+        walk.layouts,
+        walk.consumers,
+        walk.channel_params,
+        groups,
+        unit_group,
+        walk.reshapes,
+    )
 
 
 def _unit_params(gm: torch.fx.GraphModule, walk: _Propagation) -> np.ndarray:
-    """Parameters each unit accounts for: its weight row, bias, per-unit params, consumer columns."""
+    """Parameters each unit accounts for: weight row, bias, per-unit params, reader columns."""
     counts = np.zeros(walk.n_units, dtype=np.int64)
     for space in walk.spaces.values():
         weight = _get_attr(gm, space.weight)
         per_row = weight.numel() // max(weight.shape[0], 1) + (1 if space.bias else 0)
-        counts[space.offset:space.offset + space.size] += per_row
+        counts[space.offset : space.offset + space.size] += per_row
     nodes = {n.name: n for n in gm.graph.nodes}
     for use in walk.consumers:
         weight = _get_attr(gm, nodes[use.node].args[1].target)

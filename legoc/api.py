@@ -18,11 +18,15 @@ from legoc.errors import LegocError, TaskNotMet
 from legoc.export import check_output_path, export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir, run_quietly
+from legoc.masking import masked_model
 from legoc.metrics import METRICS, Metric
 from legoc.passes import (
-    REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, Repair, run_pipeline,
+    REWRITE_PASSES,
+    REWRITE_PIPELINE,
+    SEARCH_PASSES,
+    Repair,
+    run_pipeline,
 )
-from legoc.masking import masked_model
 from legoc.scoring import Scorer
 from legoc.task import Split, Task, load_split, load_task
 
@@ -65,8 +69,10 @@ class ExtractResult:
             "units_kept": {name: f"{len(k)}/{self.total[name]}" for name, k in self.kept.items()},
             "params": {"source": self.params_source, "block": self.params_block},
             "faithfulness": round(self.faithfulness, 6),
-            "scores": {name: {k: round(v, 6) for k, v in vars(s).items()}
-                       for name, s in self.scores.items()},
+            "scores": {
+                name: {k: round(v, 6) for k, v in vars(s).items()}
+                for name, s in self.scores.items()
+            },
             "evaluations": self.evaluations,
             "method": self.method,
             "one_minimal": self.one_minimal,
@@ -93,8 +99,9 @@ def _example_rows(split: Split) -> dict[str, torch.Tensor]:
     return {name: tensor[:2].clone() for name, tensor in split.inputs.items()}
 
 
-def _check_outputs(gm: torch.fx.GraphModule, example: dict, input_names: list[str],
-                   outputs: list[int] | None) -> None:
+def _check_outputs(
+    gm: torch.fx.GraphModule, example: dict, input_names: list[str], outputs: list[int] | None
+) -> None:
     if outputs is None:
         return
     try:
@@ -108,11 +115,14 @@ def _check_outputs(gm: torch.fx.GraphModule, example: dict, input_names: list[st
     width = out.shape[-1]
     bad = [i for i in outputs if i >= width]
     if bad:
-        raise LegocError(f"outputs: indices {bad} are out of range for a model with {width} outputs")
+        raise LegocError(
+            f"outputs: indices {bad} are out of range for a model with {width} outputs"
+        )
 
 
-def prepare(model: str | Path, task_path: str | Path, arch: str | None = None,
-            trust_model: bool = False) -> Prepared:
+def prepare(
+    model: str | Path, task_path: str | Path, arch: str | None = None, trust_model: bool = False
+) -> Prepared:
     task = load_task(task_path)
     loaded = load_model(model, arch=arch, trust_model=trust_model)
     metric = METRICS[task.spec.metric]
@@ -131,10 +141,14 @@ def prepare(model: str | Path, task_path: str | Path, arch: str | None = None,
     except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
         shapes = {k: tuple(v.shape[1:]) for k, v in example.items()}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LegocError(f"data.search: inputs (per row) {shapes} do not fit the model: {msg}") from None
+        raise LegocError(
+            f"data.search: inputs (per row) {shapes} do not fit the model: {msg}"
+        ) from None
     if task.spec.scope is not None and not ir.removable_groups():
-        raise LegocError(f"scope: {task.spec.scope} matches no prunable module; "
-                         f"prunable modules are {sorted(ir.spaces)}")
+        raise LegocError(
+            f"scope: {task.spec.scope} matches no prunable module; "
+            f"prunable modules are {sorted(ir.spaces)}"
+        )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
     return Prepared(loaded, task, metric, input_names, splits, ir, scorer)
 
@@ -146,17 +160,25 @@ def score_splits(prep: Prepared, kept: dict) -> dict[str, SplitScore]:
         if name == "search":
             scorer = prep.scorer
         else:
-            scorer = Scorer(prep.ir, split, prep.metric, values=prep.scorer.values,
-                            label=f"data.eval.{name}")
+            scorer = Scorer(
+                prep.ir, split, prep.metric, values=prep.scorer.values, label=f"data.eval.{name}"
+            )
         value = scorer.score(kept, count=False)
         scores[name] = SplitScore(scorer.reference.full, value, scorer.faithfulness_of(value))
     return scores
 
 
-def extract(model: str | Path, task: str | Path, output: str | Path | None,
-            arch: str | None = None, trust_model: bool = False, method: str | None = None,
-            budget: int | None = None, seed: int | None = None,
-            progress: Progress | None = None) -> ExtractResult:
+def extract(
+    model: str | Path,
+    task: str | Path,
+    output: str | Path | None,
+    arch: str | None = None,
+    trust_model: bool = False,
+    method: str | None = None,
+    budget: int | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
     Raises LegocError on bad input and TaskNotMet when no rationale reaches `keep` (the result
@@ -176,7 +198,10 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
     search_pass = SEARCH_PASSES[AVAILABLE_METHODS[method]](
-        keep=spec.keep, budget=budget, seed=seed, scorer=prep.scorer,
+        keep=spec.keep,
+        budget=budget,
+        seed=seed,
+        scorer=prep.scorer,
         progress=(lambda done, total: progress("search", done, total)) if progress else None,
     )
     searched = search_pass.run(prep.ir)
@@ -194,11 +219,19 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
     block, reports = run_pipeline(rationale, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
     reference = masked_model(rationale)
     result = ExtractResult(
-        task=spec.name, output=str(output) if output else None, kept=rationale.kept_units(),
-        total=rationale.total_units(), params_source=prep.ir.param_count(),
-        params_block=block.param_count(), faithfulness=faith, scores=scores,
-        evaluations=searched.stats["evaluations"], method=method, seconds=0.0,
-        parity_max_abs_diff=None, one_minimal=bool(searched.stats["one_minimal"]),
+        task=spec.name,
+        output=str(output) if output else None,
+        kept=rationale.kept_units(),
+        total=rationale.total_units(),
+        params_source=prep.ir.param_count(),
+        params_block=block.param_count(),
+        faithfulness=faith,
+        scores=scores,
+        evaluations=searched.stats["evaluations"],
+        method=method,
+        seconds=0.0,
+        parity_max_abs_diff=None,
+        one_minimal=bool(searched.stats["one_minimal"]),
         passes=[(search_pass.name, searched.stats), ("repair", repaired.stats), *reports],
         trace=getattr(searched, "trace").rows,
     )
@@ -207,7 +240,8 @@ def extract(model: str | Path, task: str | Path, output: str | Path | None,
             progress("export", 0, 1)
         metadata = block_metadata(prep, result)
         result.parity_max_abs_diff = export_block(
-            block, reference, prep.splits["search"], Path(output), metadata)
+            block, reference, prep.splits["search"], Path(output), metadata
+        )
     result.seconds = time.perf_counter() - started
     return result
 
@@ -227,11 +261,18 @@ def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
             "params": {"source": result.params_source, "block": result.params_block},
         },
         "legoc.scores": {name: vars(s) for name, s in result.scores.items()},
-        "legoc.search": {"method": result.method, "evaluations": result.evaluations,
-                         "keep": prep.task.spec.keep, "seed": prep.task.spec.search.seed},
-        "legoc.versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                           "onnxruntime": onnxruntime.__version__,
-                           "python": platform.python_version()},
+        "legoc.search": {
+            "method": result.method,
+            "evaluations": result.evaluations,
+            "keep": prep.task.spec.keep,
+            "seed": prep.task.spec.search.seed,
+        },
+        "legoc.versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -244,13 +285,19 @@ def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
         except ValueError:
-            raise LegocError(f"--input-shape {spec!r}: expected NAME=D1,D2,... (without batch)") from None
+            raise LegocError(
+                f"--input-shape {spec!r}: expected NAME=D1,D2,... (without batch)"
+            ) from None
     return shapes
 
 
-def inspect_model(model: str | Path, arch: str | None = None, trust_model: bool = False,
-                  task: str | Path | None = None,
-                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, dict]:
+def inspect_model(
+    model: str | Path,
+    arch: str | None = None,
+    trust_model: bool = False,
+    task: str | Path | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[str, dict]:
     """The IR text of a model; with a task, also the full model's score on each split."""
     if task is not None:
         prep = prepare(model, task, arch, trust_model)
@@ -261,13 +308,17 @@ def inspect_model(model: str | Path, arch: str | None = None, trust_model: bool 
     input_shapes = input_shapes or {}
     missing = [n for n in input_names if n not in input_shapes]
     if missing:
-        raise LegocError(f"inspect needs the input shapes: pass --task SPEC or --input-shape "
-                         f"{missing[0]}=D1,D2,... for each of {input_names}")
+        raise LegocError(
+            f"inspect needs the input shapes: pass --task SPEC or --input-shape "
+            f"{missing[0]}=D1,D2,... for each of {input_names}"
+        )
     example = {n: torch.zeros((2, *input_shapes[n])) for n in input_names}
     gm = trace(loaded.module, input_names)
     try:
         ir = build_ir(gm, input_names, example)
     except Exception as exc:  # noqa: BLE001
-        raise LegocError(f"--input-shape: the model does not run on {input_shapes}: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+        raise LegocError(
+            f"--input-shape: the model does not run on {input_shapes}: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from None
     return ir.text(), {}

@@ -16,24 +16,38 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from legoc import api
 from legoc.errors import LegocError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="legoc: extract the smallest faithful subgraph of a model as an ONNX block.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="legoc: extract the smallest faithful subgraph of a model as an ONNX block.",
+)
 err = Console(stderr=True)
 
-ModelArg = typer.Argument(..., help="Model file: a state dict (with --arch) or, with --trust-model, "
-                                    "a pickled module or ExportedProgram.")
-ArchOpt = typer.Option(None, "--arch", help="package.module:factory (or file.py:factory) "
-                                             "returning the nn.Module for a state dict.")
-TrustOpt = typer.Option(False, "--trust-model", help="Allow pickled modules and ExportedPrograms "
-                                                      "(loading them can run code from the file).")
+ModelArg = typer.Argument(
+    ...,
+    help="Model file: a state dict (with --arch) or, with --trust-model, "
+    "a pickled module or ExportedProgram.",
+)
+ArchOpt = typer.Option(
+    None,
+    "--arch",
+    help="package.module:factory (or file.py:factory) returning the nn.Module for a state dict.",
+)
+TrustOpt = typer.Option(
+    False,
+    "--trust-model",
+    help="Allow pickled modules and ExportedPrograms (loading them can run code from the file).",
+)
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
 
 
 @contextmanager
 def _reporting(debug: bool):
     """Map legoc's errors to one line and their exit code; tracebacks only with --debug."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s"
+    )
     try:
         yield
     except LegocError as exc:
@@ -47,8 +61,15 @@ def _reporting(debug: bool):
 
 
 def _progress_bar():
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
 
 @app.command()
@@ -73,8 +94,17 @@ def extract(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = api.extract(model, task, output, arch=arch, trust_model=trust_model,
-                             method=method, budget=budget, seed=seed, progress=progress)
+        result = api.extract(
+            model,
+            task,
+            output,
+            arch=arch,
+            trust_model=trust_model,
+            method=method,
+            budget=budget,
+            seed=seed,
+            progress=progress,
+        )
     summary = result.summary()
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
@@ -93,16 +123,20 @@ def inspect(
     model: Path = ModelArg,
     arch: Optional[str] = ArchOpt,
     trust_model: bool = TrustOpt,
-    task: Optional[Path] = typer.Option(None, "--task", help="Also score the full model per split."),
-    input_shape: list[str] = typer.Option([], "--input-shape",
-                                          help="NAME=D1,D2,... per input, without the batch."),
+    task: Optional[Path] = typer.Option(
+        None, "--task", help="Also score the full model per split."
+    ),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="NAME=D1,D2,... per input, without the batch."
+    ),
     debug: bool = DebugOpt,
 ) -> None:
     """Print the IR: nodes with shapes, prunable modules with units and groups, parameters."""
     with _reporting(debug):
         shapes = api.parse_input_shapes(input_shape)
-        text, scores = api.inspect_model(model, arch=arch, trust_model=trust_model, task=task,
-                                         input_shapes=shapes)
+        text, scores = api.inspect_model(
+            model, arch=arch, trust_model=trust_model, task=task, input_shapes=shapes
+        )
     typer.echo(text, nl=False)
     if scores:
         typer.echo("scores (full model):")

@@ -67,8 +67,14 @@ def to_onnx_model(block: IR) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         path = Path(tmp) / "block.onnx"
         torch.onnx.export(
-            block.gm, args, str(path), dynamo=False, input_names=list(block.input_names),
-            output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=OPSET,
+            block.gm,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=list(block.input_names),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
             do_constant_folding=True,
         )
         return onnx.load(str(path))
@@ -83,8 +89,13 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str | dict]) -> Non
         entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def parity(onnx_path: Path, reference: torch.nn.Module, split: Split, input_names: list[str],
-           batch_size: int = 256) -> float:
+def parity(
+    onnx_path: Path,
+    reference: torch.nn.Module,
+    split: Split,
+    input_names: list[str],
+    batch_size: int = 256,
+) -> float:
     """Max |onnxruntime block - masked torch model| over the split."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -99,8 +110,9 @@ def parity(onnx_path: Path, reference: torch.nn.Module, split: Split, input_name
     return worst
 
 
-def export_block(block: IR, reference: torch.nn.Module, split: Split, output: Path,
-                 metadata: dict) -> float:
+def export_block(
+    block: IR, reference: torch.nn.Module, split: Split, output: Path, metadata: dict
+) -> float:
     """Write `output` atomically; raises if the checker or the parity check fails."""
     model = to_onnx_model(block)
     set_metadata(model, metadata)

@@ -52,7 +52,7 @@ def file_sha256(path: Path) -> str:
 
 
 def detect_format(path: Path) -> str:
-    """Name the container: zip-torch, torchscript, exported-program, safetensors, pickle, unknown."""
+    """The container: zip-torch, torchscript, exported-program, safetensors, pickle, unknown."""
     with path.open("rb") as handle:
         head = handle.read(16)
     if head[:4] == b"PK\x03\x04":
@@ -121,7 +121,9 @@ def _build_from_state_dict(state: dict, arch: str | None, path: Path) -> nn.Modu
     except Exception as exc:  # noqa: BLE001
         raise LegocError(f"--arch {arch!r}: the factory raised {exc.__class__.__name__}: {exc}")
     if not isinstance(module, nn.Module):
-        raise LegocError(f"--arch {arch!r}: the factory returned {type(module).__name__}, not an nn.Module")
+        raise LegocError(
+            f"--arch {arch!r}: the factory returned {type(module).__name__}, not an nn.Module"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -141,9 +143,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
     kind = detect_format(path)
     sha = file_sha256(path)
     if kind == "torchscript":
-        raise LegocError(
-            f"{path} is a TorchScript archive, which legoc cannot trace; {SAFE_FORM}"
-        )
+        raise LegocError(f"{path} is a TorchScript archive, which legoc cannot trace; {SAFE_FORM}")
     if kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -177,7 +177,8 @@ def _refused_global(exc: Exception) -> bool:
     object), not at bytes that are simply broken."""
     text = str(exc)
     return isinstance(exc, pickle.UnpicklingError) and (
-        "Unsupported global" in text or "GLOBAL" in text)
+        "Unsupported global" in text or "GLOBAL" in text
+    )
 
 
 def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[nn.Module, str]:
@@ -186,7 +187,8 @@ def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[n
     except Exception as safe_exc:  # noqa: BLE001 - weights-only unpickling refused or file broken
         if not _refused_global(safe_exc):
             raise LegocError(
-                f"{path}: corrupt or truncated torch file ({safe_exc.__class__.__name__}); {SAFE_FORM}"
+                f"{path}: corrupt or truncated torch file ({safe_exc.__class__.__name__}); "
+                f"{SAFE_FORM}"
             ) from None
         if not trust_model:
             raise LegocError(
@@ -203,7 +205,9 @@ def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[n
         obj = obj["state_dict"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _build_from_state_dict(obj, arch, path), "state-dict"
-    raise LegocError(f"{path}: holds a {type(obj).__name__}, not a state dict or module; {SAFE_FORM}")
+    raise LegocError(
+        f"{path}: holds a {type(obj).__name__}, not a state dict or module; {SAFE_FORM}"
+    )
 
 
 def forward_arg_names(module: nn.Module) -> list[str]:
@@ -239,7 +243,9 @@ class _Tracer(torch.fx.Tracer):
 
         x = args[0]
         if isinstance(m, nn.Linear):
-            return self.create_proxy("call_function", F.linear, (x, attr("weight"), attr("bias")), {})
+            return self.create_proxy(
+                "call_function", F.linear, (x, attr("weight"), attr("bias")), {}
+            )
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             if m.padding_mode != "zeros" or isinstance(m.padding, str):
                 return super().call_module(m, forward, args, kwargs)
@@ -249,8 +255,16 @@ class _Tracer(torch.fx.Tracer):
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if m.training or m.running_mean is None:
                 return super().call_module(m, forward, args, kwargs)
-            bn_args = (x, attr("running_mean"), attr("running_var"), attr("weight"), attr("bias"),
-                       False, 0.0, m.eps)
+            bn_args = (
+                x,
+                attr("running_mean"),
+                attr("running_var"),
+                attr("weight"),
+                attr("bias"),
+                False,
+                0.0,
+                m.eps,
+            )
             return self.create_proxy("call_function", F.batch_norm, bn_args, {})
         ln_args = (x, tuple(m.normalized_shape), attr("weight"), attr("bias"), m.eps)
         return self.create_proxy("call_function", F.layer_norm, ln_args, {})

@@ -83,8 +83,11 @@ class IR:
                 module = self.gm.get_submodule(node.target)
                 for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
                     tensors[f"{node.target}.{name}"] = tensor
-        return sum(t.numel() for t in tensors.values()
-                   if isinstance(t, torch.Tensor) and t.is_floating_point())
+        return sum(
+            t.numel()
+            for t in tensors.values()
+            if isinstance(t, torch.Tensor) and t.is_floating_point()
+        )
 
     def kept_units(self) -> dict[str, list[int]]:
         return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
@@ -122,8 +125,9 @@ def run_quietly(gm: torch.fx.GraphModule, args: list[torch.Tensor]):
         return torch.fx.Interpreter(gm).run(*args)
 
 
-def propagate_shapes(gm: torch.fx.GraphModule, example: dict[str, torch.Tensor],
-                     input_names: list[str]) -> None:
+def propagate_shapes(
+    gm: torch.fx.GraphModule, example: dict[str, torch.Tensor], input_names: list[str]
+) -> None:
     """Annotate tensor_meta, and mark which dims follow the batch size (shown as N)."""
     args1 = [example[name][:1] for name in input_names]
     args2 = [example[name][:2] for name in input_names]
@@ -139,9 +143,13 @@ def propagate_shapes(gm: torch.fx.GraphModule, example: dict[str, torch.Tensor],
             node.meta.pop("legoc.shape", None)
 
 
-def build_ir(gm: torch.fx.GraphModule, input_names: list[str],
-             example_inputs: dict[str, torch.Tensor], outputs: list[int] | None = None,
-             scope: list[str] | None = None) -> IR:
+def build_ir(
+    gm: torch.fx.GraphModule,
+    input_names: list[str],
+    example_inputs: dict[str, torch.Tensor],
+    outputs: list[int] | None = None,
+    scope: list[str] | None = None,
+) -> IR:
     """Wrap a traced graph: pick the task's output tensor, restrict it to `outputs`, analyse."""
     gm = copy.deepcopy(gm)
     select_task_output(gm, outputs)
@@ -226,7 +234,9 @@ def ir_text(ir: IR) -> str:
         kwargs = ", ".join(f"{k}={_fmt_arg(v, gm)}" for k, v in sorted(node.kwargs.items()))
         call = ", ".join(part for part in (args, kwargs) if part)
         shape = _fmt_shape(node)
-        lines.append(f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else ""))
+        lines.append(
+            f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else "")
+        )
     lines.append("units:")
     for name, space in sorted(ir.spaces.items()):
         groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
@@ -236,9 +246,9 @@ def ir_text(ir: IR) -> str:
         kept = int(ir.kept[name].sum())
         notes = []
         if coupled:
-            partners = sorted({
-                other for g in set(groups) for other, _ in ir.groups[g].members if other != name
-            })
+            partners = sorted(
+                {other for g in set(groups) for other, _ in ir.groups[g].members if other != name}
+            )
             notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
         if frozen:
             notes.append(f"frozen: {'; '.join(frozen)}")

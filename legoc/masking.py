@@ -48,8 +48,11 @@ def unit_output(node: torch.fx.Node) -> torch.fx.Node:
     return node
 
 
-def set_masks(ablates: dict[str, Ablate], kept: dict[str, np.ndarray],
-              values: dict[str, torch.Tensor] | None = None) -> None:
+def set_masks(
+    ablates: dict[str, Ablate],
+    kept: dict[str, np.ndarray],
+    values: dict[str, torch.Tensor] | None = None,
+) -> None:
     for name, module in ablates.items():
         value = values.get(name) if values is not None else None
         module.set(torch.from_numpy(np.ascontiguousarray(kept[name])), value)

@@ -69,14 +69,30 @@ def _flat(logits: torch.Tensor) -> torch.Tensor:
 
 
 METRICS = {
-    "accuracy": Metric("accuracy", higher_is_better=True, needs_labels=True, needs_reference=False,
-                       item_bounds=(0.0, 1.0)),
-    "logit_diff": Metric("logit_diff", higher_is_better=True, needs_labels=True,
-                         needs_reference=False),
-    "kl": Metric("kl", higher_is_better=False, needs_labels=False, needs_reference=True,
-                 item_bounds=(0.0, float("inf"))),
-    "mse": Metric("mse", higher_is_better=False, needs_labels=True, needs_reference=False,
-                  item_bounds=(0.0, float("inf"))),
+    "accuracy": Metric(
+        "accuracy",
+        higher_is_better=True,
+        needs_labels=True,
+        needs_reference=False,
+        item_bounds=(0.0, 1.0),
+    ),
+    "logit_diff": Metric(
+        "logit_diff", higher_is_better=True, needs_labels=True, needs_reference=False
+    ),
+    "kl": Metric(
+        "kl",
+        higher_is_better=False,
+        needs_labels=False,
+        needs_reference=True,
+        item_bounds=(0.0, float("inf")),
+    ),
+    "mse": Metric(
+        "mse",
+        higher_is_better=False,
+        needs_labels=True,
+        needs_reference=False,
+        item_bounds=(0.0, float("inf")),
+    ),
 }
 
 

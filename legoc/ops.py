@@ -75,8 +75,9 @@ class Ablate(nn.Module):
 
 
 @torch.fx.wrap
-def constant_channel_conv(reference: torch.Tensor, kernel: torch.Tensor, stride, padding,
-                          dilation) -> torch.Tensor:
+def constant_channel_conv(
+    reference: torch.Tensor, kernel: torch.Tensor, stride, padding, dilation
+) -> torch.Tensor:
     """What a zero-padded conv receives from input channels that were replaced by constants.
 
     Those channels contribute the same conv applied to a channel of ones with the kernel

@@ -7,7 +7,6 @@ by the batch size, not the data size.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
@@ -17,8 +16,8 @@ import torch.fx
 
 from legoc.errors import LegocError
 from legoc.ir import IR, run_quietly
-from legoc.metrics import Metric, faithfulness
 from legoc.masking import instrument, set_masks
+from legoc.metrics import Metric, faithfulness
 from legoc.ops import Ablate
 from legoc.task import Split
 
@@ -52,9 +51,16 @@ class Reference:
 class Scorer:
     """Scores masks of one IR on one split; counts every candidate evaluation."""
 
-    def __init__(self, ir: IR, split: Split, metric: Metric, ablation: str = "mean",
-                 batch_size: int = DEFAULT_BATCH, label: str = "data.search",
-                 values: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        ir: IR,
+        split: Split,
+        metric: Metric,
+        ablation: str = "mean",
+        batch_size: int = DEFAULT_BATCH,
+        label: str = "data.search",
+        values: dict[str, torch.Tensor] | None = None,
+    ):
         """`values`: ablation values to reuse (eval splits must use the search split's)."""
         self.ir, self.split, self.metric = ir, split, metric
         self.batch_size = batch_size
@@ -89,10 +95,14 @@ class Scorer:
         try:
             out = run_quietly(self.gm, [first[0][name] for name in self.ir.input_names])
         except Exception as exc:  # noqa: BLE001 - report the model's complaint in one line
-            shapes = {k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
-                      for k, v in self.split.inputs.items()}
-            example = {k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
-                       for k, v in self.ir.example_inputs.items()}
+            shapes = {
+                k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
+                for k, v in self.split.inputs.items()
+            }
+            example = {
+                k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
+                for k, v in self.ir.example_inputs.items()
+            }
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LegocError(
                 f"{self.label}: inputs (per row) {shapes} do not fit the model, which expects "
@@ -101,11 +111,15 @@ class Scorer:
         y = self.split.y
         if y is None or self.metric.name == "mse":
             if y is not None and tuple(y.shape[1:]) != tuple(out.shape[1:]):
-                raise LegocError(f"{self.label}: targets 'y' have shape {tuple(y.shape[1:])} per "
-                                 f"row but the task outputs {tuple(out.shape[1:])}")
+                raise LegocError(
+                    f"{self.label}: targets 'y' have shape {tuple(y.shape[1:])} per "
+                    f"row but the task outputs {tuple(out.shape[1:])}"
+                )
             return
         if y.is_floating_point() or y.dtype == torch.bool:
-            raise LegocError(f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}")
+            raise LegocError(
+                f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}"
+            )
         n_classes = out.shape[-1]
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= n_classes:
@@ -130,8 +144,9 @@ class Scorer:
 
     def _collect_outputs(self) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self._forward(inputs) for inputs, _, _ in
-                              self.split.batches(self.batch_size)])
+            return torch.cat(
+                [self._forward(inputs) for inputs, _, _ in self.split.batches(self.batch_size)]
+            )
 
     # -- scoring --------------------------------------------------------------------
     def set_mask(self, kept: dict[str, np.ndarray], exact: bool = False) -> None:
@@ -146,8 +161,9 @@ class Scorer:
         set_masks(self.ablates, kept)
         self._active = self.gm
 
-    def predict(self, kept: dict[str, np.ndarray], inputs: dict[str, torch.Tensor],
-                exact: bool = False) -> torch.Tensor:
+    def predict(
+        self, kept: dict[str, np.ndarray], inputs: dict[str, torch.Tensor], exact: bool = False
+    ) -> torch.Tensor:
         """Outputs of the model with `kept` units on `inputs` (by the route `score` takes)."""
         self.set_mask(kept, exact=exact)
         with torch.no_grad():
@@ -172,8 +188,10 @@ class Scorer:
         gm, ablates = instrument(sliced)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():
-            module.set(torch.ones(len(index[name]), dtype=torch.bool),
-                       self.values[name][torch.from_numpy(index[name])])
+            module.set(
+                torch.ones(len(index[name]), dtype=torch.bool),
+                self.values[name][torch.from_numpy(index[name])],
+            )
         self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
 
     def threshold(self, keep: float) -> float:
@@ -183,8 +201,13 @@ class Scorer:
             return keep * ref.full
         return ref.empty - keep * (ref.empty - ref.full)
 
-    def score(self, kept: dict[str, np.ndarray], count: bool = True,
-              keep: float | None = None, exact: bool = False) -> float:
+    def score(
+        self,
+        kept: dict[str, np.ndarray],
+        count: bool = True,
+        keep: float | None = None,
+        exact: bool = False,
+    ) -> float:
         """The metric of the model with `kept` units (others ablated) on the whole split.
 
         With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
@@ -202,7 +225,7 @@ class Scorer:
                 logits = self._forward(inputs)
                 ref = None
                 if self.reference.outputs is not None:
-                    ref = self.reference.outputs[offset:offset + logits.shape[0]]
+                    ref = self.reference.outputs[offset : offset + logits.shape[0]]
                 s, c = self.metric.batch_sum(logits, y, ref, extras.get("y_alt"))
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)
@@ -223,8 +246,13 @@ class Scorer:
     def faithfulness_of(self, value: float) -> float:
         return faithfulness(self.metric, value, self.reference.full, self.reference.empty)
 
-    def faithfulness(self, kept: dict[str, np.ndarray], count: bool = True,
-                     keep: float | None = None, exact: bool = False) -> float:
+    def faithfulness(
+        self,
+        kept: dict[str, np.ndarray],
+        count: bool = True,
+        keep: float | None = None,
+        exact: bool = False,
+    ) -> float:
         return self.faithfulness_of(self.score(kept, count=count, keep=keep, exact=exact))
 
     def attribution(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -242,7 +270,7 @@ class Scorer:
                 logits = self._forward(inputs)
                 ref = None
                 if self.reference.outputs is not None:
-                    ref = self.reference.outputs[offset:offset + logits.shape[0]]
+                    ref = self.reference.outputs[offset : offset + logits.shape[0]]
                 loss = self.metric.proxy_loss(logits, y, ref, extras.get("y_alt"))
                 loss.backward()
                 offset += logits.shape[0]

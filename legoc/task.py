@@ -120,7 +120,9 @@ def parse_spec(text: str, source: str = "spec") -> TaskSpec:
     try:
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise LegocError(f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax") from exc
+        raise LegocError(
+            f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax"
+        ) from exc
     if not isinstance(raw, dict):
         raise LegocError(f"{source}: must be a YAML mapping with keys legoc, name, data, ...")
     try:
@@ -175,8 +177,9 @@ def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
     if head == b"PK\x03\x04" and _is_npz(path):
         try:
             with np.load(path, allow_pickle=False) as archive:
-                return {k: torch.from_numpy(np.ascontiguousarray(archive[k]))
-                        for k in archive.files}
+                return {
+                    k: torch.from_numpy(np.ascontiguousarray(archive[k])) for k in archive.files
+                }
         except Exception as exc:  # noqa: BLE001 - object arrays, corrupt members, odd dtypes
             raise LegocError(
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "

@@ -12,8 +12,11 @@ torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true",
-                     help="Rewrite tests/golden/*.txt from the current output (review the diff!).")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite tests/golden/*.txt from the current output (review the diff!).",
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -74,8 +74,11 @@ def make_planted() -> nn.Module:
 
 FACTORIES = {"mlp": make_tiny_mlp, "cnn": make_tiny_cnn, "planted": make_planted}
 INPUT_SHAPES = {"mlp": (6,), "cnn": (1, 8, 8), "planted": (4,)}
-ARCH = {"mlp": "tests.helpers:make_tiny_mlp", "cnn": "tests.helpers:make_tiny_cnn",
-        "planted": "tests.helpers:make_planted"}
+ARCH = {
+    "mlp": "tests.helpers:make_tiny_mlp",
+    "cnn": "tests.helpers:make_tiny_cnn",
+    "planted": "tests.helpers:make_planted",
+}
 
 
 def synthetic_task(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +108,7 @@ def trained_state(kind: str) -> dict[str, torch.Tensor]:
         optimizer.step()
         if kind == "planted":  # keep the noise branch disconnected: it must be redundant
             with torch.no_grad():
-                model.head.weight[:, model.signal.out_features:] = 0.0
+                model.head.weight[:, model.signal.out_features :] = 0.0
     return {k: v.detach().clone() for k, v in model.eval().state_dict().items()}
 
 
@@ -115,8 +118,9 @@ def trained_model(kind: str) -> nn.Module:
     return model.eval()
 
 
-def labelled_data(kind: str, n: int, seed: int, outputs: list[int] | None = None
-                  ) -> dict[str, torch.Tensor]:
+def labelled_data(
+    kind: str, n: int, seed: int, outputs: list[int] | None = None
+) -> dict[str, torch.Tensor]:
     """Task inputs labelled by the trained model (indices into `outputs` when given)."""
     x, _ = synthetic_task(kind, n, seed)
     model = trained_model(kind)  # outside no_grad: a cold cache trains it first
@@ -127,8 +131,14 @@ def labelled_data(kind: str, n: int, seed: int, outputs: list[int] | None = None
     return {"x": x, "y": logits.argmax(-1)}
 
 
-def write_task(folder: Path, kind: str = "mlp", n: int = 128, spec: dict | None = None,
-               outputs: list[int] | None = None, state_dict: bool = True) -> dict[str, Path]:
+def write_task(
+    folder: Path,
+    kind: str = "mlp",
+    n: int = 128,
+    spec: dict | None = None,
+    outputs: list[int] | None = None,
+    state_dict: bool = True,
+) -> dict[str, Path]:
     """A model file (state dict) plus a task folder: spec.yaml, data/search.pt, data/iid.pt."""
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / "model.pt"

@@ -15,8 +15,7 @@ from tests.helpers import TinyMLP, TinyResCNN
 def analysed(model: nn.Module, row_shape: tuple[int, ...], outputs=None, scope=None) -> IR:
     """The IR of `model` (eval mode) on two random example rows."""
     example = torch.randn((2, *row_shape), generator=torch.Generator().manual_seed(0))
-    return build_ir(trace(model.eval(), ["x"]), ["x"], {"x": example}, outputs=outputs,
-                    scope=scope)
+    return build_ir(trace(model.eval(), ["x"]), ["x"], {"x": example}, outputs=outputs, scope=scope)
 
 
 def group_of(ir: IR, space: str, unit: int):
@@ -48,6 +47,7 @@ class Head(nn.Module):
 
 
 # -- independence and coupling ----------------------------------------------------------
+
 
 def test_mlp_units_are_independent_one_group_per_unit():
     ir = analysed(TinyMLP(), (6,))
@@ -117,6 +117,7 @@ def test_flatten_after_the_residual_add_reads_whole_coupled_groups():
 
 # -- freezing ----------------------------------------------------------------------------
 
+
 def test_layer_norm_over_a_linears_features_freezes_its_units():
     ir = analysed(Head(nn.LayerNorm(5)), (4,))
     for unit in range(5):
@@ -141,8 +142,9 @@ def test_without_outputs_every_final_unit_is_frozen():
     assert [group_of(ir, "head", u).frozen for u in range(4)] == ["reaches the model output"] * 4
 
 
-@pytest.mark.parametrize("scope, prunable", [(["fc2"], {"fc2"}), (["fc*"], {"fc1", "fc2"}),
-                                             (["head"], set())])
+@pytest.mark.parametrize(
+    "scope, prunable", [(["fc2"], {"fc2"}), (["fc*"], {"fc1", "fc2"}), (["head"], set())]
+)
 def test_scope_globs_freeze_units_outside_scope(scope, prunable):
     ir = analysed(TinyMLP(), (6,), scope=scope)
     for space in ("fc1", "fc2"):
@@ -155,11 +157,14 @@ def test_scope_globs_freeze_units_outside_scope(scope, prunable):
     assert len(ir.removable_groups()) == 8 * len(prunable)
 
 
-@pytest.mark.parametrize("between, op", [
-    (lambda h: torch.softmax(h, dim=-1), "softmax"),
-    (lambda h: torch.sort(h, dim=-1)[0], "sort"),
-    (lambda h: h.cumsum(-1), ".cumsum()"),
-])
+@pytest.mark.parametrize(
+    "between, op",
+    [
+        (lambda h: torch.softmax(h, dim=-1), "softmax"),
+        (lambda h: torch.sort(h, dim=-1)[0], "sort"),
+        (lambda h: h.cumsum(-1), ".cumsum()"),
+    ],
+)
 def test_an_unsupported_op_freezes_what_it_reads(between, op):
     ir = analysed(Head(between), (4,))
     for unit in range(5):
@@ -200,6 +205,7 @@ def test_pooling_a_linears_features_freezes_them():
 
 # -- parameter accounting ------------------------------------------------------------------
 
+
 def test_group_params_counted_by_hand_on_the_mlp():
     ir = analysed(TinyMLP(6, 8, 4), (6,))
     # fc1 unit: its weight row (6) + bias (1) + its column in fc2 (8 rows)
@@ -212,10 +218,10 @@ def test_group_params_counted_by_hand_on_the_mlp():
 
 def test_group_params_counted_by_hand_on_the_residual_cnn():
     ir = analysed(TinyResCNN(), (1, 8, 8), outputs=[0, 3])
-    conv1 = 1 * 9 + 1 + 4   # row of conv1 (1 in-channel x 3x3), bias, bn1 (mean, var, w, b)
-    conv2 = 6 * 9 + 1 + 4   # row of conv2 (6 in-channels x 3x3), bias, bn2
+    conv1 = 1 * 9 + 1 + 4  # row of conv1 (1 in-channel x 3x3), bias, bn1 (mean, var, w, b)
+    conv2 = 6 * 9 + 1 + 4  # row of conv2 (6 in-channels x 3x3), bias, bn2
     conv1_in_conv2 = 6 * 9  # conv1's column in conv2 (6 out-channels x 3x3)
-    in_fc1 = 16 * 10        # both share one column block of fc1: 4x4 positions x 10 rows
+    in_fc1 = 16 * 10  # both share one column block of fc1: 4x4 positions x 10 rows
     assert group_of(ir, "conv1", 0).params == conv1 + conv2 + conv1_in_conv2 + in_fc1 == 287
     assert group_of(ir, "fc1", 0).params == 96 + 1 + 5
     assert group_of(ir, "fc2", 1).params == 10 + 1

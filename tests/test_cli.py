@@ -25,14 +25,26 @@ runner = CliRunner()
 TASK_ARCH = object()  # sentinel: pass the task's own --arch
 
 
-def extract(task: dict, *extra: str, model: Path | None = None, spec: Path | None = None,
-            arch=TASK_ARCH, out: Path | None = None):
+def extract(
+    task: dict,
+    *extra: str,
+    model: Path | None = None,
+    spec: Path | None = None,
+    arch=TASK_ARCH,
+    out: Path | None = None,
+):
     """Run `legoc extract` on a task folder; the block goes to its own empty folder."""
     if out is None:
         out = task["folder"].parent / "out" / "block.onnx"
         out.parent.mkdir(exist_ok=True)
-    args = ["extract", str(model or task["model"]), "--task", str(spec or task["spec"]),
-            "-o", str(out)]
+    args = [
+        "extract",
+        str(model or task["model"]),
+        "--task",
+        str(spec or task["spec"]),
+        "-o",
+        str(out),
+    ]
     if arch is TASK_ARCH:
         arch = task["arch"]
     if arch is not None:
@@ -74,6 +86,7 @@ def edit_data(task: dict, change, split: str = "search") -> None:
 
 
 # -- the bad-input matrix: each case prepares the task folder and returns extract() kwargs ----
+
 
 def missing_model(task):
     return {"model": task["folder"] / "missing.pt"}
@@ -123,6 +136,7 @@ def spec_text(text):
     def case(task):
         task["spec"].write_text(text)
         return {}
+
     return case
 
 
@@ -130,6 +144,7 @@ def spec_change(**dotted):
     def case(task):
         edit_spec(task, {k.replace("__", "."): v for k, v in dotted.items()})
         return {}
+
     return case
 
 
@@ -177,6 +192,7 @@ def nan_inputs(task):
         x = d["x"].clone()
         x[3, 2] = float("nan")
         return {"x": x, "y": d["y"]}
+
     edit_data(task, change)
     return {}
 
@@ -213,59 +229,118 @@ BAD_INPUTS = [
     pytest.param(random_bytes, 2, ("noise.pt", "corrupt"), id="model-random-bytes"),
     pytest.param(pickle_random_bytes, 2, ("noise.pt", "corrupt"), id="model-garbage-pickle"),
     pytest.param(torchscript, 2, ("TorchScript", "state dict"), id="model-torchscript"),
-    pytest.param(pickled_module, 2, ("--trust-model", "can run code", "state dict"),
-                 id="model-pickled-module-untrusted"),
+    pytest.param(
+        pickled_module,
+        2,
+        ("--trust-model", "can run code", "state dict"),
+        id="model-pickled-module-untrusted",
+    ),
     pytest.param(no_arch, 2, ("is a state dict", "--arch"), id="state-dict-without-arch"),
-    pytest.param(lambda t: {"arch": "no_such_pkg_legoc.models:make"}, 2,
-                 ("--arch", "cannot import no_such_pkg_legoc.models"), id="arch-does-not-import"),
-    pytest.param(lambda t: {"arch": "tests.helpers:no_such_factory"}, 2,
-                 ("--arch", "no callable named 'no_such_factory'"), id="arch-no-such-factory"),
-    pytest.param(lambda t: {"arch": "tests.helpers"}, 2, ("--arch", "package.module:factory"),
-                 id="arch-without-colon"),
-    pytest.param(lambda t: {"arch": ARCH["cnn"]}, 2, ("does not fit --arch", "conv1.weight"),
-                 id="arch-state-dict-does-not-fit"),
-    pytest.param(lambda t: {"arch": "tests.helpers:synthetic_task"}, 2,
-                 ("--arch", "the factory raised TypeError"), id="arch-factory-raises"),
+    pytest.param(
+        lambda t: {"arch": "no_such_pkg_legoc.models:make"},
+        2,
+        ("--arch", "cannot import no_such_pkg_legoc.models"),
+        id="arch-does-not-import",
+    ),
+    pytest.param(
+        lambda t: {"arch": "tests.helpers:no_such_factory"},
+        2,
+        ("--arch", "no callable named 'no_such_factory'"),
+        id="arch-no-such-factory",
+    ),
+    pytest.param(
+        lambda t: {"arch": "tests.helpers"},
+        2,
+        ("--arch", "package.module:factory"),
+        id="arch-without-colon",
+    ),
+    pytest.param(
+        lambda t: {"arch": ARCH["cnn"]},
+        2,
+        ("does not fit --arch", "conv1.weight"),
+        id="arch-state-dict-does-not-fit",
+    ),
+    pytest.param(
+        lambda t: {"arch": "tests.helpers:synthetic_task"},
+        2,
+        ("--arch", "the factory raised TypeError"),
+        id="arch-factory-raises",
+    ),
     pytest.param(missing_spec, 2, ("nope.yaml", "not found"), id="spec-missing"),
-    pytest.param(spec_change(metrikk="accuracy"), 2, ("metrikk: unknown key",),
-                 id="spec-unknown-key"),
-    pytest.param(spec_change(search__budgett=5), 2, ("search.budgett: unknown key",),
-                 id="spec-unknown-nested-key"),
-    pytest.param(spec_change(search__budget="many"), 2, ("search.budget:", "integer"),
-                 id="spec-ill-typed"),
-    pytest.param(spec_change(search__budget=0), 2, ("search.budget: must be > 0",),
-                 id="spec-budget-zero"),
+    pytest.param(
+        spec_change(metrikk="accuracy"), 2, ("metrikk: unknown key",), id="spec-unknown-key"
+    ),
+    pytest.param(
+        spec_change(search__budgett=5),
+        2,
+        ("search.budgett: unknown key",),
+        id="spec-unknown-nested-key",
+    ),
+    pytest.param(
+        spec_change(search__budget="many"), 2, ("search.budget:", "integer"), id="spec-ill-typed"
+    ),
+    pytest.param(
+        spec_change(search__budget=0), 2, ("search.budget: must be > 0",), id="spec-budget-zero"
+    ),
     pytest.param(spec_change(keep=0), 2, ("keep: must be > 0",), id="spec-keep-zero"),
     pytest.param(spec_change(legoc=2), 2, ("legoc: must be one of 1",), id="spec-version-2"),
-    pytest.param(spec_text("legoc: 1\nname: [unclosed\n"), 2, ("not valid YAML",),
-                 id="spec-invalid-yaml"),
-    pytest.param(spec_change(search__method="bogus"), 2, ("search.method: must be one of",),
-                 id="spec-unknown-method"),
+    pytest.param(
+        spec_text("legoc: 1\nname: [unclosed\n"), 2, ("not valid YAML",), id="spec-invalid-yaml"
+    ),
+    pytest.param(
+        spec_change(search__method="bogus"),
+        2,
+        ("search.method: must be one of",),
+        id="spec-unknown-method",
+    ),
     pytest.param(method_flag, 2, ("search.method: 'bogus'",), id="flag-unknown-method"),
-    pytest.param(spec_change(data__search="data/nope.pt"), 2,
-                 ("data.search", "nope.pt", "not found"), id="data-missing"),
-    pytest.param(missing_eval_data, 2, ("data.eval.iid", "iid.pt", "not found"),
-                 id="data-eval-missing"),
+    pytest.param(
+        spec_change(data__search="data/nope.pt"),
+        2,
+        ("data.search", "nope.pt", "not found"),
+        id="data-missing",
+    ),
+    pytest.param(
+        missing_eval_data, 2, ("data.eval.iid", "iid.pt", "not found"), id="data-eval-missing"
+    ),
     pytest.param(wrong_width, 2, ("data.search", "do not fit", "(9,)"), id="data-wrong-shape"),
-    pytest.param(eval_wrong_width, 2, ("data.eval.iid", "do not fit", "(9,)", "(6,)"),
-                 id="data-eval-wrong-shape"),
-    pytest.param(eval_labels_out_of_range, 2, ("data.eval.iid", "labels 'y'", "[9, 9]"),
-                 id="data-eval-labels-out-of-range"),
-    pytest.param(float_labels, 2, ("data.search", "labels 'y' must be integer"),
-                 id="data-float-labels"),
+    pytest.param(
+        eval_wrong_width,
+        2,
+        ("data.eval.iid", "do not fit", "(9,)", "(6,)"),
+        id="data-eval-wrong-shape",
+    ),
+    pytest.param(
+        eval_labels_out_of_range,
+        2,
+        ("data.eval.iid", "labels 'y'", "[9, 9]"),
+        id="data-eval-labels-out-of-range",
+    ),
+    pytest.param(
+        float_labels, 2, ("data.search", "labels 'y' must be integer"), id="data-float-labels"
+    ),
     pytest.param(no_input_name, 2, ("data.search", "no tensor 'x'"), id="data-missing-input"),
-    pytest.param(labels_out_of_range, 2, ("data.search", "labels 'y'", "[7, 7]", "4 outputs"),
-                 id="data-labels-out-of-range"),
+    pytest.param(
+        labels_out_of_range,
+        2,
+        ("data.search", "labels 'y'", "[7, 7]", "4 outputs"),
+        id="data-labels-out-of-range",
+    ),
     pytest.param(nan_inputs, 2, ("data.search", "'x' contains NaN"), id="data-nan"),
     pytest.param(npz_object_array, 2, ("data.search", "search.npz"), id="data-npz-object-array"),
     pytest.param(npz_corrupt, 2, ("data.search", "search.npz"), id="data-npz-corrupt"),
-    pytest.param(spec_change(outputs=[0, 9]), 2, ("outputs:", "[9]", "4 outputs"),
-                 id="outputs-out-of-range"),
-    pytest.param(spec_change(keep=1.5), 1,
-                 ("no rationale reaches keep=1.5", "best candidate reached faithfulness 1.0000"),
-                 id="keep-unreachable"),
-    pytest.param(missing_output_folder, 2, ("no_such_dir", "does not exist"),
-                 id="output-folder-missing"),
+    pytest.param(
+        spec_change(outputs=[0, 9]), 2, ("outputs:", "[9]", "4 outputs"), id="outputs-out-of-range"
+    ),
+    pytest.param(
+        spec_change(keep=1.5),
+        1,
+        ("no rationale reaches keep=1.5", "best candidate reached faithfulness 1.0000"),
+        id="keep-unreachable",
+    ),
+    pytest.param(
+        missing_output_folder, 2, ("no_such_dir", "does not exist"), id="output-folder-missing"
+    ),
 ]
 
 
@@ -291,8 +366,7 @@ def test_exported_program_needs_trust_model(mlp_task, exported_program):
     assert_refused(result, 2, ("ExportedProgram", "--trust-model", "state dict"), out)
 
 
-def test_exported_program_with_trust_model_extracts_like_the_state_dict(mlp_task,
-                                                                       exported_program):
+def test_exported_program_with_trust_model_extracts_like_the_state_dict(mlp_task, exported_program):
     from_state, _ = extract(mlp_task, "--json", out=mlp_task["folder"] / "from_state.onnx")
     result, out = extract(mlp_task, "--trust-model", "--json", model=exported_program, arch=None)
     assert result.exit_code == 0, result.output
@@ -335,14 +409,20 @@ def test_code_in_model_file_never_runs_without_trust(mlp_task, container):
     assert_refused(result, 2, ("--trust-model", "can run code"), out)
     assert not marker.exists()
     # the trap is live: a plain unpickling does create the marker
-    loaded = pickle.loads(path.read_bytes()) if container == "raw-pickle" else torch.load(
-        path, weights_only=False)
+    loaded = (
+        pickle.loads(path.read_bytes())
+        if container == "raw-pickle"
+        else torch.load(path, weights_only=False)
+    )
     loaded["trap"].close()
     assert marker.exists()
 
 
-@pytest.mark.parametrize("spec, exit_code", [({"search.budget": 0}, 2), ({"keep": 1.5}, 1)],
-                         ids=["bad-spec", "task-not-met"])
+@pytest.mark.parametrize(
+    "spec, exit_code",
+    [({"search.budget": 0}, 2), ({"keep": 1.5}, 1)],
+    ids=["bad-spec", "task-not-met"],
+)
 def test_failed_run_leaves_existing_block_untouched(mlp_task, spec, exit_code):
     out = mlp_task["folder"].parent / "out" / "block.onnx"
     out.parent.mkdir()
@@ -359,8 +439,10 @@ def test_output_that_is_a_folder_is_refused(mlp_task):
     out.mkdir(parents=True)
     result, _ = extract(mlp_task, out=out)
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: output {out}: is a folder; give a file name like " \
-                                    "block.onnx"
+    assert (
+        result.stderr.strip() == f"error: output {out}: is a folder; give a file name like "
+        "block.onnx"
+    )
     assert out.is_dir() and sorted(os.listdir(out.parent)) == ["block.onnx"]
 
 
@@ -387,7 +469,8 @@ SOURCE_PARAMS = {"mlp": 164, "cnn": 1463, "planted": 99}
 SUMMARY = re.compile(
     r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>\d+) -> (?P<blk>\d+) "
     r"\(\d+\.\d%\) \| faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
-    r"\d+ evaluations \| \d+\.\ds$")
+    r"\d+ evaluations \| \d+\.\ds$"
+)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "planted"])
@@ -411,7 +494,8 @@ def test_extract_json_summary(mlp_task):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert {"units_kept", "params", "faithfulness", "scores", "evaluations", "seconds"} <= set(
-        summary)
+        summary
+    )
     assert set(summary["units_kept"]) == {"fc1", "fc2", "head"}
     assert re.fullmatch(r"\d+/8", summary["units_kept"]["fc1"])
     assert summary["params"]["source"] == SOURCE_PARAMS["mlp"]
@@ -421,15 +505,17 @@ def test_extract_json_summary(mlp_task):
     for split in summary["scores"].values():
         assert set(split) == {"metric_full", "metric_block", "faithfulness"}
     assert summary["scores"]["search"]["faithfulness"] == pytest.approx(
-        summary["faithfulness"], abs=1e-6)
+        summary["faithfulness"], abs=1e-6
+    )
     assert 0 < summary["evaluations"] <= 200  # the spec's budget
     assert summary["seconds"] >= 0
     assert summary["output"] == str(out) and out.is_file()
 
 
 def test_inspect_prints_ir_text(mlp_task):
-    result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"],
-                                 "--input-shape", "x=6"])
+    result = runner.invoke(
+        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x=6"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("graph(%x: f32[N,6]):")
     assert "units:\n  fc1: linear, 8/8 units kept" in result.stdout
@@ -447,16 +533,20 @@ def test_inspect_without_shapes_or_task_is_usage_error(mlp_task):
 
 
 def test_inspect_malformed_shape_is_usage_error(mlp_task):
-    result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"],
-                                 "--input-shape", "x6"])
+    result = runner.invoke(
+        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x6"]
+    )
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --input-shape 'x6': expected NAME=D1,D2,... " \
-                                    "(without batch)"
+    assert (
+        result.stderr.strip() == "error: --input-shape 'x6': expected NAME=D1,D2,... "
+        "(without batch)"
+    )
 
 
 def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
-    result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"],
-                                 "--input-shape", "x=7"])
+    result = runner.invoke(
+        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x=7"]
+    )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -464,8 +554,17 @@ def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
 
 
 def test_inspect_with_task_scores_the_full_model(mlp_task):
-    result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"],
-                                 "--task", str(mlp_task["spec"])])
+    result = runner.invoke(
+        app,
+        [
+            "inspect",
+            str(mlp_task["model"]),
+            "--arch",
+            mlp_task["arch"],
+            "--task",
+            str(mlp_task["spec"]),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "graph(%x: f32[N,6]):" in result.stdout
     tail = result.stdout.split("scores (full model):\n", 1)[1]

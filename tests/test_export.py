@@ -38,9 +38,17 @@ def block(request, tmp_path_factory):
     result = api.extract(task["model"], task["spec"], path, arch=task["arch"])
     model = onnx.load(str(path))
     metadata = {entry.key: entry.value for entry in model.metadata_props}
-    return {"case": request.param, "kind": kind, "outputs": outputs, "task": task, "path": path,
-            "result": result, "model": model, "metadata": metadata,
-            "rationale": json.loads(metadata["legoc.rationale"])}
+    return {
+        "case": request.param,
+        "kind": kind,
+        "outputs": outputs,
+        "task": task,
+        "path": path,
+        "result": result,
+        "model": model,
+        "metadata": metadata,
+        "rationale": json.loads(metadata["legoc.rationale"]),
+    }
 
 
 def dims(value_info) -> list:
@@ -121,8 +129,11 @@ def test_rationale_metadata(block):
     rationale = block["rationale"]
     assert {"kept", "total", "faithfulness", "params"} <= set(rationale)
     source = trained_model(block["kind"])
-    prunable = {name: m.out_features if isinstance(m, nn.Linear) else m.out_channels
-                for name, m in source.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    prunable = {
+        name: m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        for name, m in source.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    }
     assert rationale["total"] == prunable
     if block["kind"] == "mlp":
         assert rationale["total"]["fc1"] == 8
@@ -134,8 +145,9 @@ def test_rationale_metadata(block):
         assert set(block["outputs"]) <= set(rationale["kept"]["fc2"])
     keep = yaml.safe_load(block["task"]["spec"].read_text())["keep"]
     assert rationale["faithfulness"] >= keep
-    source_params = sum(t.numel() for t in trained_state(block["kind"]).values()
-                        if t.is_floating_point())
+    source_params = sum(
+        t.numel() for t in trained_state(block["kind"]).values() if t.is_floating_point()
+    )
     assert rationale["params"]["source"] == source_params
     assert 0 < rationale["params"]["block"] < source_params
 

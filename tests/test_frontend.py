@@ -36,16 +36,22 @@ def write_zip(path: Path) -> None:
 # File names deliberately disagree with the content: detection must read the bytes.
 WRITERS = {
     "state-dict-zip": ("model.onnx", lambda p: torch.save(trained_state("mlp"), p), "zip-torch"),
-    "state-dict-legacy": ("model.pt", lambda p: torch.save(
-        trained_state("mlp"), p, _use_new_zipfile_serialization=False), "pickle"),
+    "state-dict-legacy": (
+        "model.pt",
+        lambda p: torch.save(trained_state("mlp"), p, _use_new_zipfile_serialization=False),
+        "pickle",
+    ),
     "whole-module": ("model.bin", lambda p: torch.save(trained_model("mlp"), p), "zip-torch"),
     "safetensors": ("model.pt", lambda p: save_file(trained_state("mlp"), str(p)), "safetensors"),
     "torchscript": ("model.safetensors", write_torchscript, "torchscript"),
     "exported-program": ("model.pt", write_exported_program, "exported-program"),
     "garbage": ("model.pt", lambda p: p.write_bytes(b"hello, not a model at all"), "unknown"),
     "other-zip": ("model.pt", write_zip, "unknown"),
-    "truncated-zip": ("model.pt", lambda p: (torch.save(trained_state("mlp"), p),
-                                             p.write_bytes(p.read_bytes()[:200])), "unknown"),
+    "truncated-zip": (
+        "model.pt",
+        lambda p: (torch.save(trained_state("mlp"), p), p.write_bytes(p.read_bytes()[:200])),
+        "unknown",
+    ),
 }
 
 
@@ -116,7 +122,7 @@ def test_pickled_module_with_trust_is_reported_as_pickled_module(tmp_path):
     assert_same_weights(loaded.module, "mlp")
 
 
-ARCH_FILE = '''\
+ARCH_FILE = """\
 import torch
 from torch import nn
 
@@ -137,7 +143,7 @@ def make():
 
 
 not_callable = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -154,7 +160,7 @@ def test_load_factory_from_a_file_path(arch_file):
     assert [name for name, _ in module.named_modules()] == ["", "fc"]
 
 
-DATACLASS_ARCH = '''\
+DATACLASS_ARCH = """\
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -169,7 +175,7 @@ class Config:
 
 def make():
     return nn.Linear(6, Config().width)
-'''
+"""
 
 
 def test_load_factory_from_a_file_using_dataclasses(tmp_path):
@@ -179,12 +185,15 @@ def test_load_factory_from_a_file_using_dataclasses(tmp_path):
     assert module.out_features == 8
 
 
-@pytest.mark.parametrize("ref, expected", [
-    ("{folder}/missing.py:make", r"file .*missing\.py not found"),
-    ("{file}:nope", r"has no callable named 'nope'"),
-    ("{file}:not_callable", r"has no callable named 'not_callable'"),
-    ("{file}", r"expected 'package\.module:factory' or 'file\.py:factory'"),
-])
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("{folder}/missing.py:make", r"file .*missing\.py not found"),
+        ("{file}:nope", r"has no callable named 'nope'"),
+        ("{file}:not_callable", r"has no callable named 'not_callable'"),
+        ("{file}", r"expected 'package\.module:factory' or 'file\.py:factory'"),
+    ],
+)
 def test_load_factory_errors_name_the_reference(arch_file, ref, expected):
     ref = ref.format(folder=arch_file.parent, file=arch_file)
     with pytest.raises(LegocError, match=r"^--arch .*" + expected):

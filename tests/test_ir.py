@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
-from tests.passes.helpers import assert_golden
 import torch
 from torch import nn
 
 from legoc.frontend import trace
 from legoc.ir import IR, build_ir
 from tests.helpers import TinyResCNN, labelled_data, trained_model
+from tests.passes.helpers import assert_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -68,8 +66,9 @@ def graph_tensors(ir: IR) -> dict[str, torch.Tensor]:
 def test_param_count_is_the_float_params_and_buffers_the_graph_reads():
     ir = cnn_ir()
     read = {n.target for n in ir.gm.graph.nodes if n.op == "get_attr"}
-    expected = sum(t.numel() for name, t in graph_tensors(ir).items()
-                   if name in read and t.is_floating_point())
+    expected = sum(
+        t.numel() for name, t in graph_tensors(ir).items() if name in read and t.is_floating_point()
+    )
     assert ir.param_count() == expected
     # by hand: conv1 6*9+6, bn1 4*6, conv2 6*6*9+6, bn2 4*6, fc1 10*96+10, fc2 5*10+5
     assert expected == 60 + 24 + 330 + 24 + 970 + 55 == 1463

@@ -31,6 +31,7 @@ def scorer_for(kind: str, metric: str = "accuracy", n: int = 96, **options) -> S
 
 # -- metrics on hand-made logits -----------------------------------------------------------
 
+
 def test_accuracy_counts_argmax_hits():
     # argmax per row: 0, 1, 2, 0 against labels 0, 2, 2, 1
     assert METRICS["accuracy"].batch_sum(LOGITS, LABELS, None) == (2.0, 4)
@@ -48,8 +49,9 @@ def test_kl_to_the_reference_outputs():
     kl = METRICS["kl"]
     assert kl.batch_sum(LOGITS, None, LOGITS) == (0.0, 4)
     # reference (1/2, 1/2) against current (3/4, 1/4): 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3)
-    total, count = kl.batch_sum(torch.tensor([[math.log(3.0), 0.0]]), None,
-                                torch.tensor([[0.0, 0.0]]))
+    total, count = kl.batch_sum(
+        torch.tensor([[math.log(3.0), 0.0]]), None, torch.tensor([[0.0, 0.0]])
+    )
     assert count == 1
     assert total == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
 
@@ -67,6 +69,7 @@ def test_metric_directions():
 
 
 # -- faithfulness definitions (DESIGN §3.2) ----------------------------------------------------
+
 
 def test_faithfulness_of_a_higher_is_better_metric_is_the_ratio():
     assert faithfulness(METRICS["accuracy"], 0.45, full=0.5, empty=0.1) == pytest.approx(0.9)
@@ -88,14 +91,17 @@ def test_faithfulness_when_the_empty_model_is_as_good_as_the_full_one():
 
 # -- the Scorer ------------------------------------------------------------------------------
 
+
 def producer_means(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-unit means of every Linear/Conv output over rows (and positions), by forward hooks."""
     means, hooks = {}, []
     for name, module in model.named_modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+
             def hook(_, __, out, name=name):
                 dims = [d for d in range(out.dim()) if d != 1]
                 means[name] = out.double().mean(dim=dims)
+
             hooks.append(module.register_forward_hook(hook))
     with torch.no_grad():
         model(x)
@@ -179,8 +185,10 @@ def test_scoring_a_mask_ablates_exactly_the_removed_units():
         out[:, 1] = scorer.values["fc2"][1]
         return out
 
-    hooks = [model.fc1.register_forward_hook(ablate_fc1_0),
-             model.fc2.register_forward_hook(ablate_fc2_1)]
+    hooks = [
+        model.fc1.register_forward_hook(ablate_fc1_0),
+        model.fc2.register_forward_hook(ablate_fc2_1),
+    ]
     with torch.no_grad():
         expected = (model(x).argmax(-1) == scorer.split.y).sum().item() / len(x)
     for handle in hooks:

@@ -58,33 +58,39 @@ finetune: {epochs: 5, lr: 1.0e-3}
     assert TaskSpec.model_validate(spec.model_dump()) == spec
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("search: {budget: 0}", "search.budget: must be > 0"),
-    ("search: {budget: -3}", "search.budget: must be > 0"),
-    ("search: {budget: many}", "search.budget: Input should be a valid integer"),
-    ("search: {budget: true}", "search.budget: Input should be a valid integer"),
-    ("search: {budgett: 5}", "search.budgett: unknown key"),
-    ("search: {method: bogus}", "search.method: must be one of 'auto', 'mcts', 'greedy'"),
-    ("metrikk: accuracy", "metrikk: unknown key"),
-    ("metric: f1", "metric: must be one of 'accuracy', 'kl', 'logit_diff' or 'mse'"),
-    ("ablation: resample", "ablation: must be one of 'mean' or 'zero'"),
-    ("keep: 0", "keep: must be > 0"),
-    ("finetune: {epochs: 0}", "finetune.epochs: must be > 0"),
-    ("finetune: {lr: 0.0}", "finetune.lr: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("search: {budget: 0}", "search.budget: must be > 0"),
+        ("search: {budget: -3}", "search.budget: must be > 0"),
+        ("search: {budget: many}", "search.budget: Input should be a valid integer"),
+        ("search: {budget: true}", "search.budget: Input should be a valid integer"),
+        ("search: {budgett: 5}", "search.budgett: unknown key"),
+        ("search: {method: bogus}", "search.method: must be one of 'auto', 'mcts', 'greedy'"),
+        ("metrikk: accuracy", "metrikk: unknown key"),
+        ("metric: f1", "metric: must be one of 'accuracy', 'kl', 'logit_diff' or 'mse'"),
+        ("ablation: resample", "ablation: must be one of 'mean' or 'zero'"),
+        ("keep: 0", "keep: must be > 0"),
+        ("finetune: {epochs: 0}", "finetune.epochs: must be > 0"),
+        ("finetune: {lr: 0.0}", "finetune.lr: must be > 0"),
+    ],
+)
 def test_error_starts_with_the_key_path(extra, expected):
     assert spec_error(MINIMAL + extra + "\n").startswith(expected)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("legoc: 1\nname: t\n", "data: required key is missing"),
-    ("legoc: 1\nname: t\ndata: {eval: {iid: i.pt}}\n", "data.search: required key is missing"),
-    ("legoc: 1\ndata: {search: s.pt}\n", "name: required key is missing"),
-    ("name: t\ndata: {search: s.pt}\n", "legoc: required key is missing"),
-    ("legoc: 2\nname: t\ndata: {search: s.pt}\n", "legoc: must be one of 1"),
-    ("legoc: 1\nname: t\ndata: {search: s.pt, eval: {iid: 3}}\n", "data.eval.iid: "),
-    ("legoc: 1\nname: t\ndata: {search: s.pt, evall: {}}\n", "data.evall: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("legoc: 1\nname: t\n", "data: required key is missing"),
+        ("legoc: 1\nname: t\ndata: {eval: {iid: i.pt}}\n", "data.search: required key is missing"),
+        ("legoc: 1\ndata: {search: s.pt}\n", "name: required key is missing"),
+        ("name: t\ndata: {search: s.pt}\n", "legoc: required key is missing"),
+        ("legoc: 2\nname: t\ndata: {search: s.pt}\n", "legoc: must be one of 1"),
+        ("legoc: 1\nname: t\ndata: {search: s.pt, eval: {iid: 3}}\n", "data.eval.iid: "),
+        ("legoc: 1\nname: t\ndata: {search: s.pt, evall: {}}\n", "data.evall: unknown key"),
+    ],
+)
 def test_required_and_nested_keys_are_named(text, expected):
     assert spec_error(text).startswith(expected)
 
@@ -94,9 +100,15 @@ def test_several_problems_name_the_first_and_count_the_rest():
     assert message == "name: required key is missing (and 1 more problem(s))"
 
 
-@pytest.mark.parametrize("outputs, expected", [
-    ("[]", "at least one"), ("[1, 1]", "distinct"), ("[0, 3, 0]", "distinct"), ("[-1]", ">= 0"),
-])
+@pytest.mark.parametrize(
+    "outputs, expected",
+    [
+        ("[]", "at least one"),
+        ("[1, 1]", "distinct"),
+        ("[0, 3, 0]", "distinct"),
+        ("[-1]", ">= 0"),
+    ],
+)
 def test_outputs_must_be_distinct_nonnegative_and_nonempty(outputs, expected):
     message = spec_error(MINIMAL + f"outputs: {outputs}\n")
     assert message.startswith("outputs: ") and expected in message
@@ -106,11 +118,14 @@ def test_outputs_keep_their_order():
     assert parse_spec(MINIMAL + "outputs: [3, 0, 2]\n").outputs == [3, 0, 2]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", "must be a YAML mapping"),
-    ("- a\n- b\n", "must be a YAML mapping"),
-    ("legoc: 1\nname: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "must be a YAML mapping"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("legoc: 1\nname: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_not_a_mapping_or_not_yaml(text, expected):
     assert expected in spec_error(text)
 
@@ -133,8 +148,9 @@ def touch(path: Path) -> Path:
 
 
 def test_relative_data_paths_resolve_against_the_spec_folder(tmp_path, monkeypatch):
-    spec = write_spec(tmp_path / "task", "data/search.pt", {"iid": "data/iid.pt",
-                                                            "far": str(tmp_path / "far.pt")})
+    spec = write_spec(
+        tmp_path / "task", "data/search.pt", {"iid": "data/iid.pt", "far": str(tmp_path / "far.pt")}
+    )
     touch(tmp_path / "task" / "data" / "search.pt")
     touch(tmp_path / "task" / "data" / "iid.pt")
     touch(tmp_path / "far.pt")
@@ -169,15 +185,29 @@ def test_split_from_npz_maps_x_to_the_single_forward_argument(tmp_path):
     assert torch.equal(split.y, torch.from_numpy(y))
 
 
-@pytest.mark.parametrize("tensors, needs_labels, expected", [
-    ({"x": torch.zeros(5, 3), "y": torch.zeros(4, dtype=torch.long)}, True,
-     "tensors must share a non-empty first dim"),
-    ({"x": torch.zeros(5, 3)}, True, "has no labels 'y'"),
-    ({"z": torch.zeros(5, 3), "y": torch.zeros(5, dtype=torch.long)}, True, "has no tensor 'x'"),
-    ({"x": torch.tensor([[0.0, float("inf"), 0.0]]), "y": torch.zeros(1, dtype=torch.long)},
-     True, "'x' contains NaN or infinite values"),
-    ([torch.zeros(2)], True, "must hold a dict of named tensors"),
-], ids=["rows-differ", "no-labels", "no-input", "inf", "not-a-dict"])
+@pytest.mark.parametrize(
+    "tensors, needs_labels, expected",
+    [
+        (
+            {"x": torch.zeros(5, 3), "y": torch.zeros(4, dtype=torch.long)},
+            True,
+            "tensors must share a non-empty first dim",
+        ),
+        ({"x": torch.zeros(5, 3)}, True, "has no labels 'y'"),
+        (
+            {"z": torch.zeros(5, 3), "y": torch.zeros(5, dtype=torch.long)},
+            True,
+            "has no tensor 'x'",
+        ),
+        (
+            {"x": torch.tensor([[0.0, float("inf"), 0.0]]), "y": torch.zeros(1, dtype=torch.long)},
+            True,
+            "'x' contains NaN or infinite values",
+        ),
+        ([torch.zeros(2)], True, "must hold a dict of named tensors"),
+    ],
+    ids=["rows-differ", "no-labels", "no-input", "inf", "not-a-dict"],
+)
 def test_bad_split_is_named(tmp_path, tensors, needs_labels, expected):
     torch.save(tensors, tmp_path / "d.pt")
     with pytest.raises(LegocError, match=r"^data\.search: ") as info:

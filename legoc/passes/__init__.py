@@ -6,21 +6,32 @@ Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a 
 
 from legoc.passes.base import PassResult, run_pipeline
 from legoc.passes.dce import DeadCodeElimination
-from legoc.passes.fold_batch_norm import FoldBatchNorm
 from legoc.passes.fold_ablations import FoldAblations
+from legoc.passes.fold_batch_norm import FoldBatchNorm
 from legoc.passes.greedy import GreedySearch
 from legoc.passes.repair import Repair
 from legoc.passes.slice_units import SliceUnits
 
 SEARCH_PASSES = {"greedy": GreedySearch}
-REWRITE_PASSES = {p.name: p for p in (FoldAblations, SliceUnits, FoldBatchNorm, DeadCodeElimination)}
+REWRITE_PASSES = {
+    p.name: p for p in (FoldAblations, SliceUnits, FoldBatchNorm, DeadCodeElimination)
+}
 REWRITE_PIPELINE = ("fold-ablations", "slice-units", "fold-batch-norm", "dce")
 # What scoring may slice away without changing what a unit's output is (folding a BatchNorm
 # into its producer would move the unit's output past the norm, away from its ablation value).
 SCORING_PIPELINE = ("fold-ablations", "slice-units", "dce")
 
 __all__ = [
-    "PassResult", "run_pipeline", "DeadCodeElimination", "FoldAblations", "FoldBatchNorm",
-    "GreedySearch", "Repair",
-    "SliceUnits", "SEARCH_PASSES", "REWRITE_PASSES", "REWRITE_PIPELINE", "SCORING_PIPELINE",
+    "PassResult",
+    "run_pipeline",
+    "DeadCodeElimination",
+    "FoldAblations",
+    "FoldBatchNorm",
+    "GreedySearch",
+    "Repair",
+    "SliceUnits",
+    "SEARCH_PASSES",
+    "REWRITE_PASSES",
+    "REWRITE_PIPELINE",
+    "SCORING_PIPELINE",
 ]

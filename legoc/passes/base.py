@@ -8,7 +8,6 @@ from typing import Protocol
 from legoc.errors import LegocError
 from legoc.ir import IR
 
-
 CHANGE_SUFFIXES = ("_removed", "_folded", "_added", "_sliced", "_rewritten", "_constant")
 
 

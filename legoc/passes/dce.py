@@ -23,8 +23,10 @@ class DeadCodeElimination:
         for node in gm.graph.nodes:  # modules called whole keep all their tensors
             if node.op == "call_module":
                 module = gm.get_submodule(node.target)
-                used |= {f"{node.target}.{name}" for name, _ in
-                         [*module.named_parameters(), *module.named_buffers()]}
+                used |= {
+                    f"{node.target}.{name}"
+                    for name, _ in [*module.named_parameters(), *module.named_buffers()]
+                }
         tensors_removed = 0
         for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
             if name not in used:

@@ -20,9 +20,9 @@ import torch.fx
 from legoc import ops
 from legoc.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir import IR
+from legoc.masking import masked_model
 from legoc.passes.base import PassResult
 from legoc.passes.graph_edit import add_tensor, arg, clone_ir, nodes_by_name, set_arg, set_tensor
-from legoc.masking import masked_model
 
 UNIFORM_TOLERANCE = 1e-7
 FOLDED = "legoc.folded"  # node.meta mark on the add that completes a reader's output
@@ -32,7 +32,7 @@ def removed_ids(ir: IR) -> np.ndarray:
     """Global unit id -> True when the unit is removed."""
     removed = np.zeros(sum(s.size for s in ir.spaces.values()), dtype=bool)
     for name, space in ir.spaces.items():
-        removed[space.offset:space.offset + space.size] = ~ir.kept[name]
+        removed[space.offset : space.offset + space.size] = ~ir.kept[name]
     return removed
 
 
@@ -77,8 +77,11 @@ class FoldAblations:
         """Precondition: `ir.ablation` holds the values removed units were scored with."""
         removed = removed_ids(ir)
         nodes = nodes_by_name(ir.gm)
-        uses = [u for u in ir.analysis.consumers
-                if not _already_folded(ir.gm, nodes[u.node], u.ids, removed)]
+        uses = [
+            u
+            for u in ir.analysis.consumers
+            if not _already_folded(ir.gm, nodes[u.node], u.ids, removed)
+        ]
         out = clone_ir(ir)
         stats = {"consumers_folded": 0, "constants_added": 0}
         if not uses:
@@ -123,7 +126,8 @@ class FoldAblations:
                 param = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded_kernel", kernel))
             with gm.graph.inserting_after(param):
                 const = gm.graph.call_function(
-                    ops.constant_channel_conv, (node.args[0], param, *node.args[3:6]))
+                    ops.constant_channel_conv, (node.args[0], param, *node.args[3:6])
+                )
         else:  # constants that vary over positions: store the map itself
             with gm.graph.inserting_after(node):
                 const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
@@ -143,7 +147,8 @@ class FoldAblations:
         if (x_removed - values).abs().max() > UNIFORM_TOLERANCE * (1 + float(values.abs().max())):
             return None
         per_channel = values[0].reshape(1, -1, *[1] * len(spatial)) * gone.reshape(
-            1, -1, *[1] * len(spatial)).to(values.dtype)
+            1, -1, *[1] * len(spatial)
+        ).to(values.dtype)
         return (weight.detach() * per_channel).sum(dim=1, keepdim=True)
 
     def _add_to_bias(self, gm, node, delta: torch.Tensor) -> None:
@@ -152,8 +157,9 @@ class FoldAblations:
         bias_node = arg(node, 2, "bias")
         if bias_node is None:
             weight_target = node.args[1].target
-            target = add_tensor(gm, f"{weight_target.rsplit('.', 1)[0]}.legoc_bias", delta,
-                                as_parameter=True)
+            target = add_tensor(
+                gm, f"{weight_target.rsplit('.', 1)[0]}.legoc_bias", delta, as_parameter=True
+            )
             with gm.graph.inserting_before(node):
                 bias_node = gm.graph.get_attr(target)
             set_arg(node, 2, "bias", bias_node)

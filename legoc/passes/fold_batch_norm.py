@@ -32,13 +32,20 @@ def _foldable(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None]
     if any(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in node.args[1:5]):
         return None
     source, added = node.args[0], None
-    if (source.op == "call_function" and source.target is operator.add
-            and isinstance(source.args[1], torch.fx.Node) and len(source.users) == 1
-            and (source.args[1].op == "get_attr"
-                 or source.args[1].target is ops.constant_channel_conv)):
+    if (
+        source.op == "call_function"
+        and source.target is operator.add
+        and isinstance(source.args[1], torch.fx.Node)
+        and len(source.users) == 1
+        and (source.args[1].op == "get_attr" or source.args[1].target is ops.constant_channel_conv)
+    ):
         source, added = source.args[0], source
-    if (source.op != "call_function" or source.target not in (*LINEAR_OPS, *CONV_OPS)
-            or len(source.users) != 1 or source.args[1].op != "get_attr"):
+    if (
+        source.op != "call_function"
+        or source.target not in (*LINEAR_OPS, *CONV_OPS)
+        or len(source.users) != 1
+        or source.args[1].op != "get_attr"
+    ):
         return None
     if source.target in LINEAR_OPS and len(source.meta["tensor_meta"].shape) != 2:
         return None  # BatchNorm1d over (N, C, L) would normalise a Linear's positions
@@ -69,8 +76,12 @@ class FoldBatchNorm:
             bias = _param(gm, bias_node) if bias_node is not None else torch.zeros_like(mean)
             new_bias = bias * scale + shift
             if bias_node is None:
-                target = add_tensor(gm, f"{producer.args[1].target.rsplit('.', 1)[0]}.legoc_bias",
-                                    new_bias, as_parameter=True)
+                target = add_tensor(
+                    gm,
+                    f"{producer.args[1].target.rsplit('.', 1)[0]}.legoc_bias",
+                    new_bias,
+                    as_parameter=True,
+                )
                 with gm.graph.inserting_before(producer):
                     set_arg(producer, 2, "bias", gm.graph.get_attr(target))
             else:
@@ -79,7 +90,9 @@ class FoldBatchNorm:
                 term = added.args[1]
                 if term.op == "get_attr":  # a stored (1, C, ...) map
                     constant = _param(gm, term)
-                    set_tensor(gm, term, constant * scale.reshape([-1] + [1] * (constant.dim() - 2)))
+                    set_tensor(
+                        gm, term, constant * scale.reshape([-1] + [1] * (constant.dim() - 2))
+                    )
                 else:  # a constant_channel_conv: scale its kernel's output channels
                     kernel = _param(gm, term.args[1])
                     set_tensor(gm, term.args[1], kernel * scale.reshape(shape))

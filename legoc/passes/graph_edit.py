@@ -29,7 +29,9 @@ def nodes_by_name(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
 def set_tensor(gm: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tensor) -> None:
     """Give get_attr `node` a new tensor; a target shared with other nodes gets a fresh name."""
     target = node.target
-    sharing = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target == target and n is not node]
+    sharing = [
+        n for n in gm.graph.nodes if n.op == "get_attr" and n.target == target and n is not node
+    ]
     old = get_attr_tensor(gm, target)
     if sharing:
         target = fresh_name(gm, target)
@@ -37,8 +39,9 @@ def set_tensor(gm: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tenso
     _assign(gm, target, value, as_parameter=isinstance(old, nn.Parameter))
 
 
-def add_tensor(gm: torch.fx.GraphModule, base: str, value: torch.Tensor,
-               as_parameter: bool = False) -> str:
+def add_tensor(
+    gm: torch.fx.GraphModule, base: str, value: torch.Tensor, as_parameter: bool = False
+) -> str:
     """Register a new tensor attribute under a fresh name derived from `base`."""
     target = fresh_name(gm, base)
     _assign(gm, target, value, as_parameter)

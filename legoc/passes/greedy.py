@@ -33,8 +33,15 @@ class SearchTrace:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, evaluation: int, removed: int, params: int, faith: float, accepted: bool) -> None:
-        self.rows.append({"evaluation": evaluation, "groups_removed": removed,
-                          "kept_params": params, "faithfulness": faith, "accepted": accepted})
+        self.rows.append(
+            {
+                "evaluation": evaluation,
+                "groups_removed": removed,
+                "kept_params": params,
+                "faithfulness": faith,
+                "accepted": accepted,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,9 @@ class _Greedy:
         candidate = removed | set(extra)
         faith = self.scorer.faithfulness(self.ir.mask_for(candidate), keep=self.o.keep)
         ok = faith >= self.o.keep
-        self.trace.add(self.scorer.evaluations, len(candidate), self.kept_params(candidate), faith, ok)
+        self.trace.add(
+            self.scorer.evaluations, len(candidate), self.kept_params(candidate), faith, ok
+        )
         if self.o.progress is not None:
             self.o.progress(self.scorer.evaluations - self.start_evals, self.o.budget)
         if ok:
@@ -103,7 +112,8 @@ class _Greedy:
         jitter = self.rng.random(len(candidates)) * 1e-12
         cost = [
             sum(scores[space][unit] for space, unit in self.ir.groups[g].members) / self.params[g]
-            + j for g, j in zip(candidates, jitter)
+            + j
+            for g, j in zip(candidates, jitter)
         ]
         return [candidates[i] for i in np.argsort(cost, kind="stable")]
 

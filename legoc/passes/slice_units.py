@@ -20,7 +20,13 @@ from legoc.analysis import get_attr_tensor, shape_of
 from legoc.ir import IR
 from legoc.passes.base import PassResult
 from legoc.passes.fold_ablations import removed_ids
-from legoc.passes.graph_edit import add_tensor, clone_ir, first_placeholder, nodes_by_name, set_tensor
+from legoc.passes.graph_edit import (
+    add_tensor,
+    clone_ir,
+    first_placeholder,
+    nodes_by_name,
+    set_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,11 @@ class SliceUnits:
         gm, analysis = out.gm, ir.analysis
         nodes = nodes_by_name(gm)
         before = out.param_count()
-        stats = {"units_sliced": int(removed.sum()), "readers_made_constant": 0,
-                 "shapes_rewritten": 0}
+        stats = {
+            "units_sliced": int(removed.sum()),
+            "readers_made_constant": 0,
+            "shapes_rewritten": 0,
+        }
         if not removed.any():
             stats["params_removed"] = 0
             return PassResult(out, stats)
@@ -102,7 +111,9 @@ class SliceUnits:
         zeros = torch.zeros((1, *shape_of(x)[1:]))
         weight = get_attr_tensor(gm, node.args[1].target)
         bias_node = node.args[2] if len(node.args) > 2 else None
-        bias = get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
+        bias = (
+            get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
+        )
         with torch.no_grad():
             value = node.target(zeros, weight, bias, *node.args[3:])
         output = node
@@ -117,7 +128,8 @@ class SliceUnits:
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
             replacement = gm.graph.call_function(
-                ops.broadcast_constant, (first_placeholder(gm), const))
+                ops.broadcast_constant, (first_placeholder(gm), const)
+            )
         output.replace_all_uses_with(replacement)
         if output is not node:
             gm.graph.erase_node(output)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import copy
+import os
 from pathlib import Path
 
 import torch
@@ -22,8 +21,12 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 ATOL = 1e-5  # the rewrite is exact up to float32 rounding; never a looser default
 
 
-def model_ir(model: torch.nn.Module, example: torch.Tensor, outputs: list[int] | None = None,
-             scope: list[str] | None = None) -> IR:
+def model_ir(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    outputs: list[int] | None = None,
+    scope: list[str] | None = None,
+) -> IR:
     return build_ir(trace(model, ["x"]), ["x"], {"x": example[:2]}, outputs=outputs, scope=scope)
 
 
@@ -37,8 +40,10 @@ def tiny_ir(kind: str, outputs: list[int] | None = None) -> IR:
 def random_ablation(ir: IR, seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Arbitrary (non-mean) constants per unit: a rewrite must be exact for any of them."""
     gen = torch.Generator().manual_seed(seed)
-    return {name: scale * torch.randn(space.size, generator=gen)
-            for name, space in sorted(ir.spaces.items())}
+    return {
+        name: scale * torch.randn(space.size, generator=gen)
+        for name, space in sorted(ir.spaces.items())
+    }
 
 
 def cnn_ablation(ir: IR, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -46,8 +51,10 @@ def cnn_ablation(ir: IR, seed: int = 0) -> dict[str, torch.Tensor]:
     a removed conv1 channel reaches the zero-padded conv2 as a non-zero constant (whose
     contribution then varies at the borders: the fold must add a constant map)."""
     values = random_ablation(ir, seed)
-    bn = {name: get_attr_tensor(ir.gm, f"bn1.{name}").detach()
-          for name in ("running_mean", "running_var", "weight", "bias")}
+    bn = {
+        name: get_attr_tensor(ir.gm, f"bn1.{name}").detach()
+        for name in ("running_mean", "running_var", "weight", "bias")
+    }
     std = (bn["running_var"] + 1e-5).sqrt()  # eps of nn.BatchNorm2d
     values["conv1"] = bn["running_mean"] + (1.0 - bn["bias"]) / bn["weight"] * std
     return values
@@ -98,8 +105,13 @@ def assert_golden(text: str, name: str) -> None:
 
 def groups_for(ir: IR, units: dict[str, list[int]]) -> list[int]:
     """The groups holding the named units (a unit's coupled partners go with it)."""
-    return sorted({int(ir.analysis.unit_group[ir.spaces[space].offset + u])
-                   for space, chosen in units.items() for u in chosen})
+    return sorted(
+        {
+            int(ir.analysis.unit_group[ir.spaces[space].offset + u])
+            for space, chosen in units.items()
+            for u in chosen
+        }
+    )
 
 
 class PaddedConvs(nn.Module):
@@ -142,9 +154,12 @@ def case(name: str) -> IR:
         return masked(ir, groups_for(ir, MLP_UNITS), random_ablation(ir, 0))
     if name.startswith("cnn"):
         ir = tiny_ir("cnn", [0, 3])
-        units = {"cnn": CNN_UNITS, "cnn-mean": {"conv1": [0], "fc1": [5]},
-                 "cnn-all-convs": {"conv1": list(range(6))},
-                 "cnn-all-fc1": {"fc1": list(range(10))}}[name]
+        units = {
+            "cnn": CNN_UNITS,
+            "cnn-mean": {"conv1": [0], "fc1": [5]},
+            "cnn-all-convs": {"conv1": list(range(6))},
+            "cnn-all-fc1": {"fc1": list(range(10))},
+        }[name]
         values = mean_ablation(ir, "cnn", [0, 3]) if name == "cnn-mean" else cnn_ablation(ir)
         return masked(ir, groups_for(ir, units), values)
     if name == "planted":
@@ -183,4 +198,3 @@ def check_weights_fit_inputs(ir: IR) -> None:
                 if isinstance(param, torch.fx.Node):
                     tensor = get_attr_tensor(ir.gm, param.target)
                     assert tensor.shape == (in_shape[1],), f"{node.name}: {param.target}"
-

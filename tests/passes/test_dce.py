@@ -8,8 +8,16 @@ from torch import nn
 
 from legoc.passes import DeadCodeElimination, FoldAblations, SliceUnits, run_pipeline
 from tests.passes.helpers import (
-    ATOL, CASES, assert_golden, case, dangling, fresh_inputs, masked_oracle, max_abs_diff,
-    model_ir, tiny_ir,
+    ATOL,
+    CASES,
+    assert_golden,
+    case,
+    dangling,
+    fresh_inputs,
+    masked_oracle,
+    max_abs_diff,
+    model_ir,
+    tiny_ir,
 )
 
 
@@ -72,8 +80,9 @@ def test_fold_slice_dce_equals_the_masked_model_on_fresh_inputs(name):
 
 
 def test_the_pipeline_reports_every_pass_in_order():
-    block, reports = run_pipeline(case("planted"), [FoldAblations(), SliceUnits(),
-                                                    DeadCodeElimination()])
+    block, reports = run_pipeline(
+        case("planted"), [FoldAblations(), SliceUnits(), DeadCodeElimination()]
+    )
     assert [name for name, _ in reports] == ["fold-ablations", "slice-units", "dce"]
     assert reports[2][1]["params_removed"] == 30
     assert block.param_count() == 51

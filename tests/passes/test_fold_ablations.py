@@ -8,8 +8,21 @@ import torch.nn.functional as F
 
 from legoc.passes import FoldAblations
 from tests.passes.helpers import (
-    ATOL, CASES, CNN_UNITS, MLP_UNITS, assert_golden, case, cnn_ablation, fresh_inputs,
-    groups_for, masked, masked_oracle, max_abs_diff, model_ir, padded_convs_ir, random_ablation,
+    ATOL,
+    CASES,
+    CNN_UNITS,
+    MLP_UNITS,
+    assert_golden,
+    case,
+    cnn_ablation,
+    fresh_inputs,
+    groups_for,
+    masked,
+    masked_oracle,
+    max_abs_diff,
+    model_ir,
+    padded_convs_ir,
+    random_ablation,
     tiny_ir,
 )
 

@@ -37,11 +37,13 @@ def test_result_is_faithful_within_budget_and_counted_by_the_scorer(kind):
     assert stats["faithfulness"] >= 0.9
     # the reported faithfulness is the result's own, re-scored (without counting)
     assert scorer.faithfulness(result.ir.kept, count=False) == pytest.approx(
-        stats["faithfulness"], abs=1e-12)
+        stats["faithfulness"], abs=1e-12
+    )
     assert stats["evaluations"] == scorer.evaluations <= 200
     assert stats["groups_removed"] == len(result.ir.removed_groups()) > 0
-    assert stats["units_removed"] == sum(len(ir.groups[g].members)
-                                         for g in result.ir.removed_groups())
+    assert stats["units_removed"] == sum(
+        len(ir.groups[g].members) for g in result.ir.removed_groups()
+    )
     assert set(result.ir.removed_groups()) <= set(ir.removable_groups())  # never a frozen one
     # the result carries the values its units were scored with
     assert result.ir.ablation.keys() == scorer.values.keys()

@@ -13,8 +13,20 @@ from torch import nn
 from legoc.ir import propagate_shapes
 from legoc.passes import DeadCodeElimination, FoldAblations, SliceUnits
 from tests.passes.helpers import (
-    ATOL, CASES, assert_golden, case, check_weights_fit_inputs, fresh_inputs, groups_for,
-    masked, masked_oracle, max_abs_diff, mean_ablation, model_ir, random_ablation, tiny_ir,
+    ATOL,
+    CASES,
+    assert_golden,
+    case,
+    check_weights_fit_inputs,
+    fresh_inputs,
+    groups_for,
+    masked,
+    masked_oracle,
+    max_abs_diff,
+    mean_ablation,
+    model_ir,
+    random_ablation,
+    tiny_ir,
 )
 
 
@@ -39,12 +51,19 @@ def test_stats_on_the_residual_cnn_and_a_second_run_changes_nothing():
     # x columns 1, 4 x 3x3 = 36); fc1 unit 2: 102 less its 32 columns already gone; fc2 unit
     # 1: 11 less its fc1-2 column; plus 2 output channels of the 6x1x3x3 ones-kernel the fold
     # added
-    assert result.stats == {"units_sliced": 2 + 2 + 1 + 1, "readers_made_constant": 0,
-                            "shapes_rewritten": 0,
-                            "params_removed": (2 * 287 - 36) + (102 - 32) + (11 - 1) + 2 * 9}
+    assert result.stats == {
+        "units_sliced": 2 + 2 + 1 + 1,
+        "readers_made_constant": 0,
+        "shapes_rewritten": 0,
+        "params_removed": (2 * 287 - 36) + (102 - 32) + (11 - 1) + 2 * 9,
+    }
     again = SliceUnits().run(result.ir)
-    assert again.stats == {"units_sliced": 0, "readers_made_constant": 0,
-                           "shapes_rewritten": 0, "params_removed": 0}
+    assert again.stats == {
+        "units_sliced": 0,
+        "readers_made_constant": 0,
+        "shapes_rewritten": 0,
+        "params_removed": 0,
+    }
     assert not again.changed
 
 
@@ -52,8 +71,12 @@ def test_stats_on_the_mlp():
     result, diff = fold_and_slice(case("mlp"))
     # fc1 units 0, 1: rows 2 * (6 + 1), columns in fc2 2 * 8; fc2 unit 3: row 8 + 1 and its
     # column in head 4; fc2's row 3 lost its columns 0 and 1 already (counted once)
-    assert result.stats == {"units_sliced": 3, "readers_made_constant": 0,
-                            "shapes_rewritten": 0, "params_removed": 2 * 15 + 13 - 2}
+    assert result.stats == {
+        "units_sliced": 3,
+        "readers_made_constant": 0,
+        "shapes_rewritten": 0,
+        "params_removed": 2 * 15 + 13 - 2,
+    }
     assert result.ir.param_count() == 164 - 41
     assert diff <= ATOL
 
@@ -61,12 +84,21 @@ def test_stats_on_the_mlp():
 def test_removing_the_planted_noise_branch_drops_its_cat_operand():
     result, diff = fold_and_slice(case("planted"))
     # head loses its 6 noise columns (3 rows); the noise rows stay for dce to delete
-    assert result.stats == {"units_sliced": 6, "readers_made_constant": 0,
-                            "shapes_rewritten": 1, "params_removed": 6 * 3}
+    assert result.stats == {
+        "units_sliced": 6,
+        "readers_made_constant": 0,
+        "shapes_rewritten": 1,
+        "params_removed": 6 * 3,
+    }
     # a concatenation left with one operand is that operand
     assert not any(n.target is torch.cat for n in result.ir.gm.graph.nodes)
-    head = next(n for n in result.ir.gm.graph.nodes if n.args and getattr(n.args[0], "name", "")
-                == "relu" and n.target is torch.nn.functional.linear)
+    head = next(
+        n
+        for n in result.ir.gm.graph.nodes
+        if n.args
+        and getattr(n.args[0], "name", "") == "relu"
+        and n.target is torch.nn.functional.linear
+    )
     assert head.args[1].target == "head.weight"
     assert diff <= ATOL
 
@@ -117,6 +149,7 @@ def test_fold_then_slice_equals_the_masked_model_on_fresh_inputs(name):
 
 # -- literal shapes on unit paths -----------------------------------------------------------
 
+
 class Viewed(nn.Module):
     """conv -> relu -> a literal view -> Linear/mean: the view's sizes must follow the slicing."""
 
@@ -140,9 +173,15 @@ def sliced_viewed(view) -> tuple[dict, float]:
     return fold_and_slice(ir)
 
 
-@pytest.mark.parametrize("view", [lambda h: h.view(h.size(0), -1), lambda h: h.view(-1, 96),
-                                  lambda h: h.reshape(h.shape[0], 96)],
-                         ids=["view-size-minus-1", "view-minus-1-literal", "reshape-literal"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda h: h.view(h.size(0), -1),
+        lambda h: h.view(-1, 96),
+        lambda h: h.reshape(h.shape[0], 96),
+    ],
+    ids=["view-size-minus-1", "view-minus-1-literal", "reshape-literal"],
+)
 def test_literal_flattening_views_follow_the_slicing(view):
     result, diff = sliced_viewed(view)
     assert diff <= ATOL
@@ -170,6 +209,7 @@ def test_output_selection_after_a_frozen_op():
 
 
 # -- properties ------------------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=None)
 def base_ir(kind: str):
