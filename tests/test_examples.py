@@ -1,0 +1,45 @@
+"""The shipped examples, extracted for real through the CLI (a small budget keeps it quick;
+the full-budget run is marked slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from legoc.cli import app
+
+SHAPES = Path(__file__).resolve().parent.parent / "examples" / "shapes"
+
+
+def extract_shapes(tmp_path: Path, *extra: str) -> tuple[dict, Path]:
+    out = tmp_path / "shapes.onnx"
+    result = CliRunner().invoke(app, [
+        "extract", str(SHAPES / "model.pt"), "--arch", f"{SHAPES / 'model.py'}:make_model",
+        "--task", str(SHAPES / "task.yaml"), "-o", str(out), "--json", *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out
+
+
+def test_shapes_extract_with_a_small_budget_writes_a_faithful_smaller_block(tmp_path):
+    summary, out = extract_shapes(tmp_path, "--budget", "40")
+    assert summary["evaluations"] <= 40
+    assert summary["faithfulness"] >= 0.95
+    assert summary["params"]["block"] < summary["params"]["source"]
+    assert summary["parity_max_abs_diff"] <= 1e-4
+    assert set(summary["scores"]) == {"search", "iid", "sketch"}
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["legoc.task"] == "shapes-circle-square-triangle"
+
+
+@pytest.mark.slow
+def test_shapes_full_extract_meets_the_issue_targets(tmp_path):
+    summary, _ = extract_shapes(tmp_path)
+    assert summary["faithfulness"] >= 0.95
+    assert summary["params"]["block"] <= 0.25 * summary["params"]["source"]
