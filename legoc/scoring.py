@@ -194,6 +194,16 @@ class Scorer:
             )
         self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
 
+    def _labelled_batches(self):
+        """(inputs, y, y_alt, full model's outputs or None) per batch of the split."""
+        offset = 0
+        for inputs, y, extras in self.split.batches(self.batch_size):
+            rows = next(iter(inputs.values())).shape[0]
+            ref = self.reference.outputs
+            ref = None if ref is None else ref[offset : offset + rows]
+            yield inputs, y, extras.get("y_alt"), ref
+            offset += rows
+
     def threshold(self, keep: float) -> float:
         """The metric value at which faithfulness equals `keep`."""
         ref = self.reference
@@ -217,19 +227,16 @@ class Scorer:
         self.set_mask(kept, exact=exact)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
-        total, n, offset = 0.0, 0, 0
+        total, n = 0.0, 0
         items_total = None
         self.last_stopped_early = False
         with torch.no_grad():
-            for inputs, y, extras in self.split.batches(self.batch_size):
+            for inputs, y, y_alt, ref in self._labelled_batches():
                 logits = self._forward(inputs)
-                ref = None
-                if self.reference.outputs is not None:
-                    ref = self.reference.outputs[offset : offset + logits.shape[0]]
-                s, c = self.metric.batch_sum(logits, y, ref, extras.get("y_alt"))
+                s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)
-                total, n, offset = total + s, n + c, offset + logits.shape[0]
+                total, n = total + s, n + c
                 if target is None or n >= items_total:
                     continue
                 rest = items_total - n
@@ -264,16 +271,11 @@ class Scorer:
         index = base.index if base else None
         for module in ablates.values():
             module.start_attribution()
-        offset = 0
         with torch.enable_grad():
-            for inputs, y, extras in self.split.batches(self.batch_size):
+            for inputs, y, y_alt, ref in self._labelled_batches():
                 logits = self._forward(inputs)
-                ref = None
-                if self.reference.outputs is not None:
-                    ref = self.reference.outputs[offset : offset + logits.shape[0]]
-                loss = self.metric.proxy_loss(logits, y, ref, extras.get("y_alt"))
+                loss = self.metric.proxy_loss(logits, y, ref, y_alt)
                 loss.backward()
-                offset += logits.shape[0]
         self._active.zero_grad(set_to_none=True)
         scores = {name: np.zeros(space.size) for name, space in self.ir.spaces.items()}
         for name, module in ablates.items():
