@@ -233,7 +233,7 @@ def extract(
         parity_max_abs_diff=None,
         one_minimal=bool(searched.stats["one_minimal"]),
         passes=[(search_pass.name, searched.stats), ("repair", repaired.stats), *reports],
-        trace=getattr(searched, "trace").rows,
+        trace=searched.trace,
     )
     if output is not None:
         if progress:

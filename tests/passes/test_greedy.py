@@ -90,7 +90,7 @@ def test_keep_above_one_is_reported_as_not_met():
 
 def test_the_trace_records_every_counted_candidate():
     result, scorer, _ = search("mlp")
-    rows = result.trace.rows
+    rows = result.trace
     assert all(row["accepted"] == (row["faithfulness"] >= 0.9) for row in rows)
     assert [row["evaluation"] for row in rows] == sorted(row["evaluation"] for row in rows)
     assert len(rows) == scorer.evaluations

@@ -1,0 +1,47 @@
+"""Pruning along a fixed ranking: the longest prefix of least-important groups that stays
+faithful, found by bisection on real ablation scores.
+
+This is what one-shot structural pruning does (rank once by an importance score, cut at the
+largest ratio that still meets the target); legoc's `attribution` method, the `mask` method's
+threshold search and the benchmark's baselines (magnitude, Taylor, random) differ only in the
+ranking they pass in.
+"""
+
+from __future__ import annotations
+
+from legoc.ir import IR
+from legoc.passes.search import SearchContext
+
+
+def prune_prefix(ctx: SearchContext, order: list[int], removed=frozenset()) -> tuple[set, float]:
+    """Largest k with `removed` + order[:k] faithful, by bisection (assuming monotonicity, as
+    one-shot pruning does). Returns the removed set and its faithfulness."""
+    removed = set(removed)
+    good, bad, good_faith = 0, len(order) + 1, None
+    if ctx.budget_left() > 0:
+        ok, value = ctx.evaluate(removed | set(order))
+        if ok:
+            return removed | set(order), value
+        bad = len(order)
+    while bad - good > 1 and ctx.budget_left() > 0:
+        mid = (good + bad) // 2
+        ok, value = ctx.evaluate(removed | set(order[:mid]))
+        if ok:
+            good, good_faith = mid, value
+        else:
+            bad = mid
+    chosen = removed | set(order[:good])
+    return chosen, good_faith if good_faith is not None else ctx.faithfulness_of(chosen)
+
+
+def group_order(ir: IR, unit_scores: dict, per_param: bool = True,
+                candidates=None) -> list[int]:
+    """Groups from least to most important by summed unit scores (per parameter saved)."""
+    groups = ir.removable_groups() if candidates is None else list(candidates)
+
+    def cost(g: int) -> float:
+        group = ir.groups[g]
+        total = float(sum(unit_scores[space][unit] for space, unit in group.members))
+        return total / max(group.params, 1) if per_param else total
+
+    return sorted(groups, key=lambda g: (cost(g), g))

@@ -1,0 +1,101 @@
+"""What every search pass shares: its options, the budget, the trace and the result.
+
+A search pass *decides*: it returns the IR with a kept mask (removed groups ablated) and stats
+counting candidate evaluations. Every candidate it scores goes through `SearchContext.evaluate`,
+which counts it against the budget and records it in the trace (size and faithfulness).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from legoc.ir import IR
+from legoc.passes.base import PassResult
+
+if TYPE_CHECKING:
+    from legoc.scoring import Scorer
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Fields common to the search passes (the subclasses add their own)."""
+
+    keep: float
+    budget: int
+    seed: int = 0
+    scorer: "Scorer" = field(default=None, compare=False, repr=False)
+    progress: Progress | None = field(default=None, compare=False, repr=False)
+    start: frozenset[int] = frozenset()  # groups already removed (a faithful starting point)
+
+
+class SearchContext:
+    """Budget, trace and scoring of one search run."""
+
+    def __init__(self, options: SearchOptions, ir: IR):
+        self.options, self.ir, self.scorer = options, ir, options.scorer
+        self.keep = options.keep
+        self.first_evaluation = self.scorer.evaluations
+        self.started = time.perf_counter()
+        self.source_params = ir.param_count()
+        self.group_params = {g.index: max(g.params, 1) for g in ir.groups}
+        self.trace: list[dict] = []
+        self.best_faith: float | None = None
+
+    @property
+    def used(self) -> int:
+        return self.scorer.evaluations - self.first_evaluation
+
+    def budget_left(self) -> int:
+        return self.options.budget - self.used
+
+    def kept_params(self, removed) -> int:
+        """Estimated block size (the sum of the removed groups' parameters is subtracted)."""
+        return self.source_params - sum(self.group_params[g] for g in removed)
+
+    def evaluate(self, removed) -> tuple[bool, float]:
+        """Score the mask with `removed` groups ablated; stops early when keep is out of reach."""
+        removed = sorted(set(removed))
+        value = self.scorer.faithfulness(self.ir.mask_for(removed), keep=self.keep)
+        ok = value >= self.keep
+        self.trace.append({
+            "evaluation": self.used,
+            "groups_removed": len(removed),
+            "kept_params": self.kept_params(removed),
+            "faithfulness": value,
+            "stopped_early": self.scorer.last_stopped_early,
+            "accepted": ok,
+        })
+        if self.options.progress is not None:
+            self.options.progress(self.used, self.options.budget)
+        return ok, value
+
+    def faithfulness_of(self, removed) -> float:
+        """Exact faithfulness without counting it as a candidate (for reporting)."""
+        return self.scorer.faithfulness(self.ir.mask_for(sorted(set(removed))), count=False)
+
+    def result(self, removed, **stats) -> PassResult:
+        removed = sorted(set(removed))
+        ir = self.ir.with_kept(self.ir.mask_for(removed))
+        ir.ablation = {k: v.clone() for k, v in self.scorer.values.items()}
+        faith = stats.pop("faithfulness", None)
+        if faith is None:
+            faith = self.faithfulness_of(removed)
+        base = {
+            "evaluations": self.used,
+            "groups_removed": len(removed),
+            "units_removed": int(sum(len(self.ir.groups[g].members) for g in removed)),
+            "faithfulness": faith,
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
+        result = PassResult(ir, {**base, **stats})
+        result.trace = self.trace  # type: ignore[attr-defined]
+        return result
+
+
+def dead_groups(ir: IR) -> set[int]:
+    """Removable groups nobody reads: removing them changes nothing."""
+    return {g for g in ir.removable_groups() if ir.groups[g].dead}
