@@ -54,7 +54,7 @@ def sample(n: int, seed: int, scale: float = 1.0, noise: float = 0.0) -> dict[st
     return {"x": x.contiguous(), "y": y}
 
 
-def train(steps: int = 3000, batch: int = 256, seed: int = 0, lr: float = 1e-3) -> nn.Module:
+def train(steps: int = 4000, batch: int = 256, seed: int = 0, lr: float = 1e-3) -> nn.Module:
     """Seeded Adam on fresh teacher-labelled batches (deterministic on CPU)."""
     torch.manual_seed(seed)
     model = WideMLP().train()

@@ -24,6 +24,7 @@ from legoc.passes import (
     REWRITE_PASSES,
     REWRITE_PIPELINE,
     SEARCH_PASSES,
+    Minimize,
     Repair,
     run_pipeline,
 )
@@ -32,7 +33,6 @@ from legoc.task import Split, Task, load_split, load_task
 
 log = logging.getLogger(__name__)
 
-AVAILABLE_METHODS = {"auto": "greedy", "greedy": "greedy"}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -168,6 +168,53 @@ def score_splits(prep: Prepared, kept: dict) -> dict[str, SplitScore]:
     return scores
 
 
+@dataclass
+class Found:
+    """A searched rationale: the IR with its mask, and how the search got there."""
+
+    ir: IR
+    faithfulness: float
+    evaluations: int
+    one_minimal: bool
+    reports: list[tuple[str, dict]]
+    trace: list[dict]
+
+
+def search_rationale(
+    prep: Prepared, method: str, budget: int, seed: int, progress: Progress | None = None
+) -> Found:
+    """Search, then repair (if the exact masked model misses keep), then make it 1-minimal
+    with what is left of the budget."""
+    spec = prep.task.spec
+    scorer = prep.scorer
+    first = scorer.evaluations
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress("search", scorer.evaluations - first, budget)
+
+    options = dict(keep=spec.keep, seed=seed, scorer=scorer, progress=report)
+    searched = SEARCH_PASSES[method](budget=budget, **options).run(prep.ir)
+    repaired = Repair(keep=spec.keep, scorer=scorer).run(searched.ir)
+    reports = [(method, searched.stats), ("repair", repaired.stats)]
+    trace = list(searched.trace)
+    rationale, faith = repaired.ir, repaired.stats["faithfulness"]
+    one_minimal = bool(searched.stats.get("one_minimal")) and not repaired.stats["groups_restored"]
+    left = budget - (scorer.evaluations - first)
+    if faith >= spec.keep and not one_minimal and left > 0:
+        minimized = Minimize(budget=left, **options).run(rationale)
+        reports.append(("minimize", minimized.stats))
+        trace += minimized.trace
+        rationale, one_minimal = minimized.ir, bool(minimized.stats["one_minimal"])
+        faith = minimized.stats["faithfulness"]
+    faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
+    if faith < spec.keep <= repaired.stats["faithfulness"]:  # a float flip on a sliced base
+        rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
+        faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
+    rationale.ablation = dict(scorer.values)
+    return Found(rationale, faith, scorer.evaluations - first, one_minimal, reports, trace)
+
+
 def extract(
     model: str | Path,
     task: str | Path,
@@ -187,32 +234,19 @@ def extract(
     started = time.perf_counter()
     if output is not None:
         check_output_path(Path(output))
+    if method is not None and method not in SEARCH_PASSES:
+        raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     prep = prepare(model, task, arch, trust_model)
     spec = prep.task.spec
     method = method or spec.search.method
-    if method not in AVAILABLE_METHODS:
-        raise LegocError(
-            f"search.method: {method!r} is not implemented in legoc {legoc.__version__}; "
-            f"use one of {sorted(AVAILABLE_METHODS)}"
-        )
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
-    search_pass = SEARCH_PASSES[AVAILABLE_METHODS[method]](
-        keep=spec.keep,
-        budget=budget,
-        seed=seed,
-        scorer=prep.scorer,
-        progress=(lambda done, total: progress("search", done, total)) if progress else None,
-    )
-    searched = search_pass.run(prep.ir)
-    repaired = Repair(keep=spec.keep, scorer=prep.scorer).run(searched.ir)
-    rationale = repaired.ir
-    rationale.ablation = dict(prep.scorer.values)
-    faith = repaired.stats["faithfulness"]
+    found = search_rationale(prep, method, budget, seed, progress)
+    rationale, faith = found.ir, found.faithfulness
     if faith < spec.keep:
         raise TaskNotMet(
             f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
-            f"{faith:.4f} ({prep.metric.name}) within {searched.stats['evaluations']} evaluations; "
+            f"{faith:.4f} ({prep.metric.name}) within {found.evaluations} evaluations; "
             "lower keep or raise search.budget"
         )
     scores = score_splits(prep, rationale.kept)
@@ -227,13 +261,13 @@ def extract(
         params_block=block.param_count(),
         faithfulness=faith,
         scores=scores,
-        evaluations=searched.stats["evaluations"],
+        evaluations=found.evaluations,
         method=method,
         seconds=0.0,
         parity_max_abs_diff=None,
-        one_minimal=bool(searched.stats["one_minimal"]),
-        passes=[(search_pass.name, searched.stats), ("repair", repaired.stats), *reports],
-        trace=searched.trace,
+        one_minimal=found.one_minimal,
+        passes=[*found.reports, *reports],
+        trace=found.trace,
     )
     if output is not None:
         if progress:

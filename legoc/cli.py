@@ -58,6 +58,16 @@ def _reporting(debug: bool):
     except KeyboardInterrupt:
         err.print("interrupted: nothing was written", markup=False)
         raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line unless --debug
+        if debug:
+            raise
+        err.print(
+            f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug and report it)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _progress_bar():

@@ -38,6 +38,7 @@ class Ablate(nn.Module):
         self.mean_count = 0
         self.attribution: torch.Tensor | None = None
         self.token_mask: torch.Tensor | None = None  # (batch, positions) real tokens, if any
+        self.gate: torch.Tensor | None = None  # soft 0..1 keep per unit (learned masks)
 
     def set(self, keep: torch.Tensor, value: torch.Tensor | None = None) -> None:
         self.keep.copy_(keep.reshape(self.keep.shape))
@@ -71,6 +72,8 @@ class Ablate(nn.Module):
                 self.attribution += per_item.abs().sum(dim=0).double()
 
             x.register_hook(accumulate)
+        if self.gate is not None:
+            return self.value + self.gate.reshape(self.keep.shape) * (x - self.value)
         return torch.where(self.keep, x, self.value)
 
 

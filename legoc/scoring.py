@@ -194,6 +194,29 @@ class Scorer:
             )
         self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
 
+    def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
+        differentiable in the gates: what learned masks train on."""
+        inputs = {name: tensor[rows] for name, tensor in self.split.inputs.items()}
+        y = None if self.split.y is None else self.split.y[rows]
+        y_alt = self.split.extras.get("y_alt")
+        ref = self.reference.outputs
+        for name, module in self.ablates.items():
+            module.gate = gates.get(name)
+        try:
+            self._active = self.gm
+            logits = self._forward(inputs)
+            loss = self.metric.proxy_loss(
+                logits,
+                y,
+                None if ref is None else ref[rows],
+                None if y_alt is None else y_alt[rows],
+            )
+        finally:
+            for module in self.ablates.values():
+                module.gate = None
+        return loss / len(rows)
+
     def _labelled_batches(self):
         """(inputs, y, y_alt, full model's outputs or None) per batch of the split."""
         offset = 0

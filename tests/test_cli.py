@@ -293,7 +293,7 @@ BAD_INPUTS = [
         ("search.method: must be one of",),
         id="spec-unknown-method",
     ),
-    pytest.param(method_flag, 2, ("search.method: 'bogus'",), id="flag-unknown-method"),
+    pytest.param(method_flag, 2, ("--method 'bogus'", "auto"), id="flag-unknown-method"),
     pytest.param(
         spec_change(data__search="data/nope.pt"),
         2,

@@ -17,10 +17,21 @@ SHAPES = Path(__file__).resolve().parent.parent / "examples" / "shapes"
 
 def extract_shapes(tmp_path: Path, *extra: str) -> tuple[dict, Path]:
     out = tmp_path / "shapes.onnx"
-    result = CliRunner().invoke(app, [
-        "extract", str(SHAPES / "model.pt"), "--arch", f"{SHAPES / 'model.py'}:make_model",
-        "--task", str(SHAPES / "task.yaml"), "-o", str(out), "--json", *extra,
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            str(SHAPES / "model.pt"),
+            "--arch",
+            f"{SHAPES / 'model.py'}:make_model",
+            "--task",
+            str(SHAPES / "task.yaml"),
+            "-o",
+            str(out),
+            "--json",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), out
 

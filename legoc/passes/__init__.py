@@ -1,18 +1,26 @@
 """Passes over the IR: search passes decide the kept units, rewrite passes restructure the graph.
 
 Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a `PassResult`
-(the new IR and counts of what changed). `PIPELINE` lists the rewrite passes in order.
+(the new IR and counts of what changed). `SEARCH_PASSES` names the search methods;
+`REWRITE_PIPELINE` lists the rewrite passes in order.
 """
 
+from legoc.passes.attribution import AttributionSearch
+from legoc.passes.auto import AutoSearch
 from legoc.passes.base import PassResult, run_pipeline
 from legoc.passes.dce import DeadCodeElimination
 from legoc.passes.fold_ablations import FoldAblations
 from legoc.passes.fold_batch_norm import FoldBatchNorm
 from legoc.passes.greedy import GreedySearch
+from legoc.passes.masks import MaskSearch
+from legoc.passes.mcts import MctsSearch
+from legoc.passes.minimize import Minimize
 from legoc.passes.repair import Repair
 from legoc.passes.slice_units import SliceUnits
 
-SEARCH_PASSES = {"greedy": GreedySearch}
+SEARCH_PASSES = {
+    p.name: p for p in (AutoSearch, MctsSearch, MaskSearch, AttributionSearch, GreedySearch)
+}
 REWRITE_PASSES = {
     p.name: p for p in (FoldAblations, SliceUnits, FoldBatchNorm, DeadCodeElimination)
 }
@@ -22,16 +30,21 @@ REWRITE_PIPELINE = ("fold-ablations", "slice-units", "fold-batch-norm", "dce")
 SCORING_PIPELINE = ("fold-ablations", "slice-units", "dce")
 
 __all__ = [
-    "PassResult",
-    "run_pipeline",
+    "AttributionSearch",
+    "AutoSearch",
     "DeadCodeElimination",
     "FoldAblations",
     "FoldBatchNorm",
     "GreedySearch",
-    "Repair",
-    "SliceUnits",
-    "SEARCH_PASSES",
+    "MaskSearch",
+    "MctsSearch",
+    "Minimize",
+    "PassResult",
     "REWRITE_PASSES",
     "REWRITE_PIPELINE",
+    "Repair",
     "SCORING_PIPELINE",
+    "SEARCH_PASSES",
+    "SliceUnits",
+    "run_pipeline",
 ]

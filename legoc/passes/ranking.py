@@ -34,8 +34,7 @@ def prune_prefix(ctx: SearchContext, order: list[int], removed=frozenset()) -> t
     return chosen, good_faith if good_faith is not None else ctx.faithfulness_of(chosen)
 
 
-def group_order(ir: IR, unit_scores: dict, per_param: bool = True,
-                candidates=None) -> list[int]:
+def group_order(ir: IR, unit_scores: dict, per_param: bool = True, candidates=None) -> list[int]:
     """Groups from least to most important by summed unit scores (per parameter saved)."""
     groups = ir.removable_groups() if candidates is None else list(candidates)
 

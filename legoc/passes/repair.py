@@ -27,8 +27,10 @@ class Repair:
     def run(self, ir: IR) -> PassResult:
         """Precondition: `ir.kept` is the mask to repair; `ir.ablation` its values."""
         removed = ir.removed_groups()
-        faith = self.scorer.faithfulness(ir.kept, exact=True)
-        stats = {"groups_restored": 0, "faithfulness": faith, "evaluations": 1}
+        faith = self.scorer.faithfulness(
+            ir.kept, count=False, exact=True
+        )  # a check, not a candidate
+        stats = {"groups_restored": 0, "faithfulness": faith, "evaluations": 0}
         if faith >= self.keep or not removed:
             return PassResult(ir, stats)
         full = ir.mask_for([])

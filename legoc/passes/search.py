@@ -61,14 +61,16 @@ class SearchContext:
         removed = sorted(set(removed))
         value = self.scorer.faithfulness(self.ir.mask_for(removed), keep=self.keep)
         ok = value >= self.keep
-        self.trace.append({
-            "evaluation": self.used,
-            "groups_removed": len(removed),
-            "kept_params": self.kept_params(removed),
-            "faithfulness": value,
-            "stopped_early": self.scorer.last_stopped_early,
-            "accepted": ok,
-        })
+        self.trace.append(
+            {
+                "evaluation": self.used,
+                "groups_removed": len(removed),
+                "kept_params": self.kept_params(removed),
+                "faithfulness": value,
+                "stopped_early": self.scorer.last_stopped_early,
+                "accepted": ok,
+            }
+        )
         if self.options.progress is not None:
             self.options.progress(self.used, self.options.budget)
         return ok, value

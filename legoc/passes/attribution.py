@@ -1,0 +1,32 @@
+"""`attribution`: one-shot first-order pruning.
+
+One forward and one backward pass per batch estimate, for every unit, how much ablating it
+would change the task loss (|sum over positions of (ablation value - activation) * gradient|,
+averaged over rows); groups are ranked by that estimate per parameter saved, and the longest
+faithful prefix of the ranking is removed (bisection on real ablation scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from legoc.ir import IR
+from legoc.passes.base import PassResult
+from legoc.passes.ranking import group_order, prune_prefix
+from legoc.passes.search import SearchContext, SearchOptions, dead_groups
+
+
+@dataclass(frozen=True)
+class AttributionSearch(SearchOptions):
+    name = "attribution"
+
+    def run(self, ir: IR) -> PassResult:
+        ctx = SearchContext(self, ir)
+        start = set(self.start) | dead_groups(ir)
+        scores = ctx.scorer.attribution(ir.mask_for(sorted(start)))
+        candidates = [g for g in ir.removable_groups() if g not in start]
+        np.random.default_rng(self.seed).shuffle(candidates)  # the seed breaks ties only
+        removed, faith = prune_prefix(ctx, group_order(ir, scores, candidates=candidates), start)
+        return ctx.result(removed, faithfulness=faith, gradient_passes=1)

@@ -1,0 +1,56 @@
+"""`auto`: learned masks to get close, a 1-minimality sweep to finish, restarts while the
+budget lasts; the smallest faithful result wins.
+
+Measured on the shipped examples (see benchmarks/search.py), a learned-mask cut followed by a
+sweep of single removals beat both greedy elimination and tree search refinement at equal
+budget, so that is what auto spends its budget on: each round trains masks with a new seed,
+cuts at the longest faithful prefix and sweeps the cut to 1-minimality. The first round is
+exactly `mask` with the same seed (plus the sweep every method gets), so auto is never larger
+than the mask method given the same budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from legoc.ir import IR
+from legoc.passes.base import PassResult
+from legoc.passes.masks import MaskSearch
+from legoc.passes.minimize import Minimize
+from legoc.passes.search import SearchContext, SearchOptions
+
+
+@dataclass(frozen=True)
+class AutoSearch(SearchOptions):
+    rounds: int = 3
+    name = "auto"
+
+    def run(self, ir: IR) -> PassResult:
+        ctx = SearchContext(self, ir)
+        common = dict(keep=self.keep, scorer=self.scorer, progress=self.progress)
+        best, best_faith, best_proven = set(self.start), None, False
+        trace, round_cost, rounds = [], 0, 0
+        for round_index in range(self.rounds):
+            if round_index and ctx.budget_left() < round_cost:
+                break  # another round would not finish its sweep
+            before = ctx.used
+            seed = self.seed + round_index
+            masked = MaskSearch(
+                budget=ctx.budget_left(), seed=seed, start=self.start, **common
+            ).run(ir)
+            trace += masked.trace
+            if masked.stats["faithfulness"] < self.keep or ctx.budget_left() <= 0:
+                continue
+            swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
+            trace += swept.trace
+            rounds += 1
+            round_cost = max(round_cost, ctx.used - before)
+            removed = set(swept.ir.removed_groups())
+            if best_faith is None or ctx.kept_params(removed) < ctx.kept_params(best):
+                best, best_faith = removed, swept.stats["faithfulness"]
+                best_proven = bool(swept.stats["one_minimal"])
+        result = ctx.result(
+            best, faithfulness=best_faith, rounds=rounds, one_minimal=int(best_proven)
+        )
+        result.trace = trace
+        return result

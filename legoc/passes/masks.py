@@ -1,0 +1,122 @@
+"""`mask`: learned relaxed-binary masks over dependency groups (hard-concrete / L0).
+
+Each removable group gets a gate z in [0, 1] drawn from a hard-concrete distribution with a
+learned location log_alpha (Louizos et al., 2018); a gated unit outputs
+value + z * (activation - value), so z = 0 is exactly the ablation legoc scores. The weights
+stay frozen; the gates train on the task's proxy loss plus a penalty pulling the expected kept
+parameter fraction toward a target that is lowered step by step (the sparsity schedule). The
+log_alpha order at several points of the schedule gives candidate rankings; each is cut at the
+longest faithful prefix by real ablation (the threshold search), and the smallest faithful cut
+wins. Repair (in the pipeline) re-adds groups if anything still falls short of keep.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from legoc.ir import IR
+from legoc.passes.base import PassResult
+from legoc.passes.ranking import prune_prefix
+from legoc.passes.search import SearchContext, SearchOptions, dead_groups
+
+BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
+
+
+def open_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(z > 0): the expected share of the time a gate lets its group through."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+
+def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand(log_alpha.shape, generator=generator).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class MaskSearch(SearchOptions):
+    steps: int = 300
+    batch_rows: int = 64
+    lr: float = 0.05
+    penalty: float = 5.0
+    final_target: float = 0.02  # kept-parameter fraction the schedule ends at
+    snapshots: int = 8
+    name = "mask"
+
+    def run(self, ir: IR) -> PassResult:
+        ctx = SearchContext(self, ir)
+        start = set(self.start) | dead_groups(ir)
+        groups = [g for g in ir.removable_groups() if g not in start]
+        rankings = self.learn_rankings(ir, ctx, groups, start)
+        best, best_faith = set(self.start), None
+        tried = set()
+        for order in rankings:
+            if ctx.budget_left() <= 0:
+                break
+            key = tuple(order)
+            if key in tried:
+                continue
+            tried.add(key)
+            removed, faith = prune_prefix(ctx, order, removed=start)
+            if faith >= self.keep and (
+                best_faith is None or ctx.kept_params(removed) < ctx.kept_params(best)
+            ):
+                best, best_faith = removed, faith
+        return ctx.result(
+            best, faithfulness=best_faith, rankings_tried=len(tried), gradient_steps=self.steps
+        )
+
+    def learn_rankings(
+        self, ir: IR, ctx: SearchContext, groups: list[int], start: set[int]
+    ) -> list[list[int]]:
+        """log_alpha orders (least important first) at evenly spaced points of the schedule."""
+        scorer = ctx.scorer
+        generator = torch.Generator().manual_seed(self.seed)
+        index = {}
+        for name, space in ir.spaces.items():  # unit -> gate slot; -1 kept, -2 removed
+            slots = torch.full((space.size,), -1, dtype=torch.long)
+            index[name] = slots
+        slot_of = {g: i for i, g in enumerate(groups)}
+        for g in ir.removable_groups():
+            for space, unit in ir.groups[g].members:
+                index[space][unit] = slot_of.get(g, -2)
+        params = torch.tensor([float(max(ir.groups[g].params, 1)) for g in groups])
+        total = float(params.sum()) or 1.0
+        log_alpha = torch.full((len(groups),), 3.0, requires_grad=True)
+        optimizer = torch.optim.Adam([log_alpha], lr=self.lr)
+        frozen = [p for p in scorer.gm.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        n_rows = len(scorer.split)
+        marks = {int(self.steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
+        rankings = []
+        try:
+            for step in range(self.steps):
+                progress = min(1.0, step / max(1, int(0.85 * self.steps)))
+                target = 1.0 - (1.0 - self.final_target) * progress
+                z = sample_gates(log_alpha, generator)
+                gates = {name: _unit_gates(slots, z) for name, slots in index.items()}
+                rows = torch.randint(n_rows, (min(self.batch_rows, n_rows),), generator=generator)
+                kept_share = (open_probability(log_alpha) * params).sum() / total
+                loss = scorer.gated_loss(gates, rows) + self.penalty * (kept_share - target) ** 2
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if step in marks:
+                    order = np.argsort(log_alpha.detach().numpy(), kind="stable")
+                    rankings.append([groups[i] for i in order])
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return rankings[::-1]  # sparsest schedule point first: the most promising cut
+
+
+def _unit_gates(slots: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    gates = torch.ones(slots.shape)
+    gated = slots >= 0
+    gates = gates.masked_scatter(gated, z[slots[gated]]) if gated.any() else gates
+    return torch.where(slots == -2, torch.zeros(()), gates)
