@@ -59,6 +59,7 @@ class ExtractResult:
     seconds: float
     parity_max_abs_diff: float | None
     one_minimal: bool
+    keep: float = 0.0
     passes: list[tuple[str, dict]] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list, repr=False)
 
@@ -266,6 +267,7 @@ def extract(
         seconds=0.0,
         parity_max_abs_diff=None,
         one_minimal=found.one_minimal,
+        keep=spec.keep,
         passes=[*found.reports, *reports],
         trace=found.trace,
     )

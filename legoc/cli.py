@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from legoc import api
 from legoc.errors import LegocError
+from legoc.report import write_report
 
 app = typer.Typer(
     add_completion=False,
@@ -93,6 +94,9 @@ def extract(
     budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
+    ),
     debug: bool = DebugOpt,
 ) -> None:
     """Search the task's rationale and write it as a standalone ONNX block."""
@@ -116,6 +120,9 @@ def extract(
             progress=progress,
         )
     summary = result.summary()
+    if report is not None:
+        with _reporting(debug):
+            write_report(report, summary, result.trace, result.keep)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
