@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from legoc import api
-from legoc.errors import LegocError
+from legoc.cli_common import progress_bar, reporting
+from legoc.cli_runtime import register_runtime_commands
 from legoc.report import write_report
 
 app = typer.Typer(
@@ -23,7 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="legoc: extract the smallest faithful subgraph of a model as an ONNX block.",
 )
-err = Console(stderr=True)
 
 ModelArg = typer.Argument(
     ...,
@@ -43,46 +39,6 @@ TrustOpt = typer.Option(
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
 
 
-@contextmanager
-def _reporting(debug: bool):
-    """Map legoc's errors to one line and their exit code; tracebacks only with --debug."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s"
-    )
-    try:
-        yield
-    except LegocError as exc:
-        if debug:
-            err.print_exception()
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing was written", markup=False)
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line unless --debug
-        if debug:
-            raise
-        err.print(
-            f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug and report it)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
-
-
-def _progress_bar():
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-
-
 @app.command()
 def extract(
     model: Path = ModelArg,
@@ -100,7 +56,7 @@ def extract(
     debug: bool = DebugOpt,
 ) -> None:
     """Search the task's rationale and write it as a standalone ONNX block."""
-    with _reporting(debug), _progress_bar() as bar:
+    with reporting(debug), progress_bar() as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -121,7 +77,7 @@ def extract(
         )
     summary = result.summary()
     if report is not None:
-        with _reporting(debug):
+        with reporting(debug):
             write_report(report, summary, result.trace, result.keep)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
@@ -149,7 +105,7 @@ def inspect(
     debug: bool = DebugOpt,
 ) -> None:
     """Print the IR: nodes with shapes, prunable modules with units and groups, parameters."""
-    with _reporting(debug):
+    with reporting(debug):
         shapes = api.parse_input_shapes(input_shape)
         text, scores = api.inspect_model(
             model, arch=arch, trust_model=trust_model, task=task, input_shapes=shapes
@@ -159,6 +115,9 @@ def inspect(
         typer.echo("scores (full model):")
         for name, value in scores.items():
             typer.echo(f"  {name}: {value:.6g}")
+
+
+register_runtime_commands(app)
 
 
 def main() -> None:
