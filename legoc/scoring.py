@@ -24,6 +24,7 @@ from legoc.task import Split
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 128  # small enough that failing candidates stop early
+ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Scorer:
         """`values`: ablation values to reuse (eval splits must use the search split's)."""
         self.ir, self.split, self.metric = ir, split, metric
         self.batch_size = batch_size
+        self.max_batch_size = _rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
         self.label = label
         self.gm, self.ablates = instrument(ir)
         self.gm.eval()
@@ -217,10 +219,12 @@ class Scorer:
                 module.gate = None
         return loss / len(rows)
 
-    def _labelled_batches(self):
-        """(inputs, y, y_alt, full model's outputs or None) per batch of the split."""
+    def _labelled_batches(self, growing: bool = False):
+        """(inputs, y, y_alt, full model's outputs or None) per batch of the split; `growing`
+        batches (for no-grad scoring) double from batch_size up to the memory cap."""
         offset = 0
-        for inputs, y, extras in self.split.batches(self.batch_size):
+        cap = self.max_batch_size if growing else None
+        for inputs, y, extras in self.split.batches(self.batch_size, cap):
             rows = next(iter(inputs.values())).shape[0]
             ref = self.reference.outputs
             ref = None if ref is None else ref[offset : offset + rows]
@@ -254,7 +258,7 @@ class Scorer:
         items_total = None
         self.last_stopped_early = False
         with torch.no_grad():
-            for inputs, y, y_alt, ref in self._labelled_batches():
+            for inputs, y, y_alt, ref in self._labelled_batches(growing=True):
                 logits = self._forward(inputs)
                 s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
@@ -306,3 +310,14 @@ class Scorer:
             scores[name][index[name] if index is not None else slice(None)] = values
             module.stop()
         return scores
+
+
+def _rows_within(ir: IR, budget_bytes: int, floor: int) -> int:
+    """How many rows a no-grad batch may hold so all its activations fit in `budget_bytes`."""
+    per_row = 0
+    for node in ir.gm.graph.nodes:
+        shape = node.meta.get("legoc.shape")
+        meta = node.meta.get("tensor_meta")
+        if shape and meta is not None:
+            per_row += int(np.prod([d for d in shape if d != "N"], dtype=np.int64)) * 4
+    return max(floor, budget_bytes // max(per_row, 1))

@@ -160,15 +160,22 @@ class Split:
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
-    def batches(self, batch_size: int):
-        """Yield (inputs, y, extras) slices; slicing a memory-mapped tensor reads only that part."""
-        n = len(self)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+    def batches(self, batch_size: int, max_batch_size: int | None = None):
+        """Yield (inputs, y, extras) slices; slicing a memory-mapped tensor reads only that part.
+
+        With `max_batch_size`, batches start at `batch_size` rows and double up to it: an early
+        verdict still comes after a small batch, while long passes pay less overhead per row.
+        """
+        n, start, size = len(self), 0, batch_size
+        while start < n:
+            stop = min(start + size, n)
+            if max_batch_size is not None:
+                size = min(size * 2, max_batch_size)
             inputs = {k: v[start:stop] for k, v in self.inputs.items()}
             y = None if self.y is None else self.y[start:stop]
             extras = {k: v[start:stop] for k, v in self.extras.items()}
             yield inputs, y, extras
+            start = stop
 
 
 def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
