@@ -12,7 +12,7 @@ import typer
 from legoc import api
 from legoc.cli_common import progress_bar, reporting
 from legoc.cli_runtime import register_runtime_commands
-from legoc.report import write_report
+from legoc.report import prepare_report_dir, write_report
 
 app = typer.Typer(
     add_completion=False,
@@ -56,6 +56,9 @@ def extract(
     debug: bool = DebugOpt,
 ) -> None:
     """Search the task's rationale and write it as a standalone ONNX block."""
+    if report is not None:
+        with reporting(debug):
+            prepare_report_dir(report)
     with reporting(debug), progress_bar() as bar:
         tasks: dict[str, int] = {}
 

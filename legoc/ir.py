@@ -89,6 +89,42 @@ class IR:
             if isinstance(t, torch.Tensor) and t.is_floating_point()
         )
 
+    def sliced_param_count(self, kept: dict[str, np.ndarray]) -> int:
+        """Parameters left once the units not in `kept` are sliced away: producer rows, reader
+        columns and per-unit parameters shrink; everything else stays. Exact for slicing; the
+        constants fold-ablations adds and the BatchNorms fold-batch-norm merges are not counted."""
+        a = self.analysis
+        removed = np.zeros(sum(s.size for s in a.spaces.values()), dtype=bool)
+        for name, space in a.spaces.items():
+            removed[space.offset : space.offset + space.size] = ~kept[name]
+        nodes = {n.name: n for n in self.gm.graph.nodes}
+        columns = {use.node: use.ids for use in a.consumers}
+
+        def kept_slots(ids: np.ndarray) -> int:
+            return int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
+
+        total = self.param_count()
+        for space in a.spaces.values():
+            weight = get_attr_tensor(self.gm, space.weight)
+            rows = int(kept[space.name].sum())
+            node = nodes[space.node]
+            cols = kept_slots(columns[node.name]) if node.name in columns else weight.shape[1]
+            per_entry = weight.numel() // (weight.shape[0] * weight.shape[1])
+            total -= weight.numel() - rows * cols * per_entry
+            if space.bias:
+                total -= weight.shape[0] - rows
+        for use in a.consumers:  # readers that are not producers themselves
+            node = nodes[use.node]
+            if any(s.node == use.node for s in a.spaces.values()):
+                continue
+            weight = get_attr_tensor(self.gm, node.args[1].target)
+            total -= (weight.shape[1] - kept_slots(use.ids)) * (weight.numel() // weight.shape[1])
+        for param in a.channel_params:
+            tensor = get_attr_tensor(self.gm, param.target)
+            per_slot = tensor.numel() // tensor.shape[param.dim]
+            total -= (len(param.ids) - kept_slots(param.ids)) * per_slot
+        return total
+
     def kept_units(self) -> dict[str, list[int]]:
         return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
 

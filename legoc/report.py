@@ -18,13 +18,19 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return front
 
 
-def write_report(directory: Path, summary: dict, trace: list[dict], keep: float) -> list[Path]:
-    """Write trace.json and pareto.png into `directory` (created if missing)."""
+def prepare_report_dir(directory: Path) -> Path:
+    """Create the report folder up front, so a bad path fails before any search."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LegocError(f"--report {directory}: cannot create it ({exc.strerror})") from None
+    return directory
+
+
+def write_report(directory: Path, summary: dict, trace: list[dict], keep: float) -> list[Path]:
+    """Write trace.json and pareto.png into `directory` (created if missing)."""
+    directory = prepare_report_dir(directory)
     trace_path = directory / "trace.json"
     payload = {"summary": summary, "keep": keep, "candidates": trace, "pareto": pareto_front(trace)}
     trace_path.write_text(json.dumps(payload, indent=1, sort_keys=True))

@@ -29,4 +29,6 @@ class AttributionSearch(SearchOptions):
         candidates = [g for g in ir.removable_groups() if g not in start]
         np.random.default_rng(self.seed).shuffle(candidates)  # the seed breaks ties only
         removed, faith = prune_prefix(ctx, group_order(ir, scores, candidates=candidates), start)
+        if faith < self.keep:  # not even the start is faithful: hand it back unchanged
+            removed, faith = set(self.start), None
         return ctx.result(removed, faithfulness=faith, gradient_passes=1)

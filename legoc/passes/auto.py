@@ -27,9 +27,9 @@ class AutoSearch(SearchOptions):
 
     def run(self, ir: IR) -> PassResult:
         ctx = SearchContext(self, ir)
-        common = dict(keep=self.keep, scorer=self.scorer, progress=self.progress)
+        common = dict(keep=self.keep, scorer=self.scorer, progress=self.progress, memo=ctx.seen)
         best, best_faith, best_proven = set(self.start), None, False
-        trace, round_cost, rounds = [], 0, 0
+        round_cost, rounds = 0, 0
         for round_index in range(self.rounds):
             if round_index and ctx.budget_left() < round_cost:
                 break  # another round would not finish its sweep
@@ -38,19 +38,18 @@ class AutoSearch(SearchOptions):
             masked = MaskSearch(
                 budget=ctx.budget_left(), seed=seed, start=self.start, **common
             ).run(ir)
-            trace += masked.trace
+            ctx.absorb(masked.trace, before)
             if masked.stats["faithfulness"] < self.keep or ctx.budget_left() <= 0:
                 continue
+            offset = ctx.used
             swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
-            trace += swept.trace
+            ctx.absorb(swept.trace, offset)
             rounds += 1
             round_cost = max(round_cost, ctx.used - before)
             removed = set(swept.ir.removed_groups())
             if best_faith is None or ctx.kept_params(removed) < ctx.kept_params(best):
                 best, best_faith = removed, swept.stats["faithfulness"]
                 best_proven = bool(swept.stats["one_minimal"])
-        result = ctx.result(
+        return ctx.result(
             best, faithfulness=best_faith, rounds=rounds, one_minimal=int(best_proven)
         )
-        result.trace = trace
-        return result

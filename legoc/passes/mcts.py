@@ -55,7 +55,9 @@ class MctsSearch(SearchOptions):
                 budget=max(1, ctx.budget_left() // 10),
                 seed=self.seed,
                 scorer=ctx.scorer,
+                memo=ctx.seen,
             ).run(ir)
+            ctx.absorb(first.trace, 0)
             if first.stats["faithfulness"] >= self.keep:
                 root_removed |= set(first.ir.removed_groups())
         ok, faith = ctx.evaluate(root_removed) if ctx.budget_left() > 0 else (False, 0.0)

@@ -51,5 +51,6 @@ class Repair:
         restored = ir.with_kept(ir.mask_for(sorted(set(removed) - set(order[:high]))))
         if high == len(order):
             best = self.scorer.faithfulness(restored.kept, exact=True)
+            stats["evaluations"] += 1
         stats.update(groups_restored=high, faithfulness=best)
         return PassResult(restored, stats)

@@ -30,6 +30,7 @@ class SearchOptions:
     scorer: "Scorer" = field(default=None, compare=False, repr=False)
     progress: Progress | None = field(default=None, compare=False, repr=False)
     start: frozenset[int] = frozenset()  # groups already removed (a faithful starting point)
+    memo: dict | None = field(default=None, compare=False, repr=False)  # shared verdicts
 
 
 class SearchContext:
@@ -44,6 +45,8 @@ class SearchContext:
         self.group_params = {g.index: max(g.params, 1) for g in ir.groups}
         self.trace: list[dict] = []
         self.best_faith: float | None = None
+        # candidates scored (shared with an outer search): never pay for one twice
+        self.seen: dict[frozenset[int], float] = options.memo if options.memo is not None else {}
 
     @property
     def used(self) -> int:
@@ -53,13 +56,18 @@ class SearchContext:
         return self.options.budget - self.used
 
     def kept_params(self, removed) -> int:
-        """Estimated block size (the sum of the removed groups' parameters is subtracted)."""
-        return self.source_params - sum(self.group_params[g] for g in removed)
+        """The block's size with `removed` groups sliced away (before constants are folded)."""
+        return self.ir.sliced_param_count(self.ir.mask_for(sorted(set(removed))))
 
     def evaluate(self, removed) -> tuple[bool, float]:
-        """Score the mask with `removed` groups ablated; stops early when keep is out of reach."""
-        removed = sorted(set(removed))
+        """Score the mask with `removed` groups ablated; stops early when keep is out of reach.
+        A candidate scored before returns its earlier verdict without counting again."""
+        key = frozenset(removed)
+        if key in self.seen:
+            return self.seen[key] >= self.keep, self.seen[key]
+        removed = sorted(key)
         value = self.scorer.faithfulness(self.ir.mask_for(removed), keep=self.keep)
+        self.seen[key] = value
         ok = value >= self.keep
         self.trace.append(
             {
@@ -74,6 +82,11 @@ class SearchContext:
         if self.options.progress is not None:
             self.options.progress(self.used, self.options.budget)
         return ok, value
+
+    def absorb(self, inner: list[dict], offset: int) -> None:
+        """Append an inner search's trace, renumbered to this search's evaluations."""
+        for row in inner:
+            self.trace.append({**row, "evaluation": row["evaluation"] + offset})
 
     def faithfulness_of(self, removed) -> float:
         """Exact faithfulness without counting it as a candidate (for reporting)."""
