@@ -260,6 +260,24 @@ def finish_mask(prep: api.Prepared, kept: dict, row: Row) -> None:
 # ---------------------------------------------------------------------------------------------
 # legoc search methods (every entry of SEARCH_PASSES at run time)
 # ---------------------------------------------------------------------------------------------
+def progress_printer(label: str):
+    """Report every quarter of the budget on stderr (long runs should show they are alive)."""
+    shown = {0}
+    started = time.perf_counter()
+
+    def report(_stage: str, done: int, total: int) -> None:
+        quarter = min(4, done * 4 // max(total, 1))
+        if quarter not in shown:
+            shown.add(quarter)
+            print(
+                f"    {label}: {done}/{total} evaluations, {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return report
+
+
 def run_legoc(case: Case, name: str, budget: int, seed: int) -> Row:
     """The method as `legoc extract` runs it: `api.search_rationale` (search, repair, then
     1-minimal with the budget left) when the API has it and maps `name` to this pass; else the
@@ -271,7 +289,7 @@ def run_legoc(case: Case, name: str, budget: int, seed: int) -> Row:
     started = time.perf_counter()
     available = getattr(api, "AVAILABLE_METHODS", None)  # older API: method -> pass name
     if hasattr(api, "search_rationale") and (available is None or available.get(name) == name):
-        found = api.search_rationale(prep, name, budget, seed)
+        found = api.search_rationale(prep, name, budget, seed, progress=progress_printer(name))
         row.seconds = time.perf_counter() - started
         kept = found.ir.kept
         reports = dict(found.reports)
@@ -949,26 +967,33 @@ def main(argv=None) -> int:
         flush=True,
     )
     results = []
-    try:
-        for name in names:
-            info = run_model(name, work, args)
-            print_table(info)
-            results.append(info)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    total = time.perf_counter() - started
-    print(f"\ntotal {total:.0f} s")
-    if args.out:
+
+    def write_json(complete: bool) -> None:
+        if not args.out:
+            return
         payload = {
             "legoc": legoc.__version__,
             "torch": torch.__version__,
             "search_methods": sorted(SEARCH_PASSES),
             "quick": args.quick,
-            "seconds": total,
+            "complete": complete,
+            "seconds": time.perf_counter() - started,
             "models": [to_json(i) for i in results],
         }
         Path(args.out).write_text(json.dumps(payload, indent=1, default=_json_default))
+
+    try:
+        for name in names:
+            info = run_model(name, work, args)
+            print_table(info)
+            results.append(info)
+            write_json(complete=False)  # a long run keeps what it finished
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    total = time.perf_counter() - started
+    print(f"\ntotal {total:.0f} s")
+    write_json(complete=True)
     return 0
 
 

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from legoc.cli_common import progress_bar, reporting
@@ -64,24 +63,11 @@ def run(
     debug: bool = DebugOpt,
 ) -> None:
     """Run a block on an input file; print a summary or write the outputs (.npz)."""
-    from legoc.runtime import Block, read_arrays
-    from legoc.runtime.data import inputs_for
-    from legoc.runtime.files import atomic_file, check_output_file
+    from legoc.runtime.run import run_file, summarize
 
     with reporting(debug):
-        if output is not None:
-            if output.suffix != ".npz":
-                raise LegocError(f"-o {output}: outputs are written as .npz; name it OUT.npz")
-            check_output_file(output)
-        loaded = Block.load(block)
-        arrays = read_arrays(input, "input")
-        feeds = inputs_for(loaded.input_names, arrays, "input", str(input))
-        outputs = loaded.run(feeds, batch_size=batch_size)
-        if output is not None:
-            with atomic_file(output) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.savez(handle, **outputs)
-    summary = {name: _describe(value, arrays.get("y")) for name, value in outputs.items()}
+        outputs, arrays = run_file(block, input, output, batch_size)
+    summary = {name: summarize(value, arrays.get("y")) for name, value in outputs.items()}
     if as_json:
         typer.echo(json.dumps({"output": str(output) if output else None, "outputs": summary}))
         return
@@ -89,23 +75,12 @@ def run(
         typer.echo(f"wrote {output}: " + ", ".join(f"{k} {v['type']}" for k, v in summary.items()))
         return
     for name, info in summary.items():
-        line = f"{name}: {info['type']} min {info['min']:.4g} mean {info['mean']:.4g} "
-        line += f"max {info['max']:.4g}"
+        line = f"{name}: {info['type']}"
+        if info["min"] is not None:
+            line += f" min {info['min']:.4g} mean {info['mean']:.4g} max {info['max']:.4g}"
         if "accuracy" in info:
             line += f" | accuracy vs y {info['accuracy']:.4f}"
         typer.echo(line)
-
-
-def _describe(value: np.ndarray, y) -> dict:
-    info = {"type": f"{value.dtype}[{','.join(str(d) for d in value.shape)}]"}
-    if value.size and np.issubdtype(value.dtype, np.number):
-        info.update(min=float(value.min()), mean=float(value.mean()), max=float(value.max()))
-    else:
-        info.update(min=float("nan"), mean=float("nan"), max=float("nan"))
-    if y is not None and value.ndim >= 2 and y.shape == value.shape[:-1]:
-        if np.issubdtype(y.dtype, np.integer):
-            info["accuracy"] = float((value.argmax(-1) == y).mean())
-    return info
 
 
 # ----------------------------------------------------------------------------- compose
@@ -123,31 +98,18 @@ CheckOpt = typer.Option(
 
 
 def _compose(kind: str, blocks, output, check_data, names, debug, **options) -> None:
-    from legoc.runtime import Block, compose_parallel, compose_sequential, read_arrays
-    from legoc.runtime.data import inputs_for
-    from legoc.runtime.files import check_output_file
+    from legoc.runtime.compose import compose_files
 
     with reporting(debug):
-        check_output_file(output)
-        loaded = [Block.load(path) for path in blocks]
-        build = compose_sequential if kind == "sequential" else compose_parallel
-        composition = build(loaded, names=names or None, **options)
-        feeds = None
-        if check_data is not None:
-            arrays = read_arrays(check_data, "--check-data")
-            feeds = inputs_for(
-                composition.block.input_names, arrays, "--check-data", str(check_data)
-            )
-        diff = composition.check(feeds)
-        composition.save(output)
+        composition, diff = compose_files(kind, blocks, output, check_data, names, **options)
     result = composition.block
-    parts = " + ".join(name for name, _ in composition.parts)
-    arrow = " -> ".join(name for name, _ in composition.parts)
+    names = [name for name, _ in composition.parts]
+    joined = " -> ".join(names) if kind == "sequential" else " + ".join(names)
     ins = ", ".join(f"{t.name} {t.describe()}" for t in result.inputs)
     outs = ", ".join(f"{t.name} {t.describe()}" for t in result.outputs)
     typer.echo(
-        f"{output}: {kind} {arrow if kind == 'sequential' else parts} | inputs {ins} | "
-        f"outputs {outs} | params {result.param_count():,} | max |composed - parts| {diff:.3g}"
+        f"{output}: {kind} {joined} | inputs {ins} | outputs {outs} | "
+        f"params {result.param_count():,} | max |composed - parts| {diff:.3g}"
     )
 
 

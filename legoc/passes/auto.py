@@ -1,12 +1,11 @@
-"""`auto`: learned masks to get close, a 1-minimality sweep to finish, restarts while the
-budget lasts; the smallest faithful result wins.
+"""`auto`: learned masks to get close, a 1-minimality sweep to finish; optional restarts.
 
-Measured on the shipped examples (see benchmarks/search.py), a learned-mask cut followed by a
-sweep of single removals beat both greedy elimination and tree search refinement at equal
-budget, so that is what auto spends its budget on: each round trains masks with a new seed,
-cuts at the longest faithful prefix and sweeps the cut to 1-minimality. The first round is
-exactly `mask` with the same seed (plus the sweep every method gets), so auto is never larger
-than the mask method given the same budget.
+Measured on the shapes example, a learned-mask cut followed by a sweep of single removals gave
+a block 43% smaller than greedy elimination (44,953 vs 78,548 parameters) and tree-search
+refinement of the mask cut did not beat the sweep, so that is what auto does: train masks, cut
+at the longest faithful prefix, sweep the cut to 1-minimality. `rounds` > 1 restarts with new
+seeds while the budget lasts and keeps the smallest; on shapes three rounds found nothing
+smaller than the first and cost three times as long, so one round is the default.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from legoc.passes.search import SearchContext, SearchOptions
 
 @dataclass(frozen=True)
 class AutoSearch(SearchOptions):
-    rounds: int = 3
+    rounds: int = 1  # restarts with new seeds; see the module docstring
     name = "auto"
 
     def run(self, ir: IR) -> PassResult:

@@ -8,9 +8,15 @@ torch (`.npz` never does).
 from legoc.runtime.block import Block, TensorInfo
 from legoc.runtime.card import write_card
 from legoc.runtime.catalog import Catalog, Entry
-from legoc.runtime.compose import Composition, compose_parallel, compose_sequential
+from legoc.runtime.compose import (
+    Composition,
+    compose_files,
+    compose_parallel,
+    compose_sequential,
+)
 from legoc.runtime.data import read_arrays
 from legoc.runtime.deploy import TARGETS, DeployReport, deploy
+from legoc.runtime.run import run_file
 
 __all__ = [
     "TARGETS",
@@ -20,9 +26,11 @@ __all__ = [
     "DeployReport",
     "Entry",
     "TensorInfo",
+    "compose_files",
     "compose_parallel",
     "compose_sequential",
     "deploy",
     "read_arrays",
+    "run_file",
     "write_card",
 ]

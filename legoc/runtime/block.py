@@ -53,10 +53,15 @@ class TensorInfo:
         return f"{self.dtype}[{dims}]"
 
     def conform(self, array: Any, who: str) -> np.ndarray:
-        """`array` as this input needs it; safe casts only (float64 -> float32, int32 -> int64)."""
+        """`array` as this input needs it; casts only within a kind (float64 -> float32, int32 ->
+        int64), never int -> float (uint8 pixels fed as floats are a silent bug)."""
         array = np.asarray(array)
         if array.dtype != self.dtype:
-            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
+            same_kind = array.dtype.kind == self.dtype.kind or {
+                array.dtype.kind,
+                self.dtype.kind,
+            } == {"i", "u"}
+            if not (same_kind and np.can_cast(array.dtype, self.dtype, casting="same_kind")):
                 raise LegocError(
                     f"{who}: input '{self.name}' is {array.dtype} but the block expects "
                     f"{self.describe()}; convert the data to {self.dtype}"
@@ -167,7 +172,8 @@ class Block:
         """Run on named inputs; with `batch_size`, in slices of the first axis."""
         feeds = self.feeds(arrays)
         rows = {a.shape[0] if a.ndim else None for a in feeds.values()}
-        if batch_size is None or len(rows) != 1 or None in rows:
+        batched = all(t.shape and not isinstance(t.shape[0], int) for t in self.inputs)
+        if batch_size is None or not batched or len(rows) != 1 or None in rows:
             return self._run_once(feeds)
         (n,) = rows
         parts = [

@@ -12,20 +12,36 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import compose, helper
+from onnx import helper
 
 import legoc
 from legoc.errors import LegocError
-from legoc.runtime.block import Block, TensorInfo
-from legoc.runtime.files import atomic_file, sha256_file
+from legoc.runtime.block import Block
+from legoc.runtime.compose_checks import (
+    check_concat,
+    check_mapping,
+    check_versions,
+    compatible,
+    labels_of,
+)
+from legoc.runtime.data import inputs_for, read_arrays, sample_inputs
+from legoc.runtime.files import atomic_file, check_output_file, sha256_file
+from legoc.runtime.merge import (
+    assemble,
+    concat_output,
+    graph_inputs,
+    merged_input,
+    prefixed,
+    value_info,
+)
 
 COMPOSE_TOLERANCE = 1e-5  # max |composed - parts run one after another|; same ops, same order
 CHECK_ROWS = 16
-DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass
@@ -85,21 +101,27 @@ class Composition:
             onnx.save(self.block.model, str(tmp))
 
 
-def sample_inputs(inputs: Sequence[TensorInfo], rows: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs for a check: normal floats, zeros for integers and booleans."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for info in inputs:
-        if info.shape is None:
-            raise LegocError(f"input '{info.name}' has no known shape; pass check data")
-        shape = [
-            d if isinstance(d, int) else (rows if i == 0 else 4) for i, d in enumerate(info.shape)
-        ]
-        if np.issubdtype(info.dtype, np.floating):
-            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
-        else:
-            feeds[info.name] = np.zeros(shape, dtype=info.dtype)
-    return feeds
+def compose_files(
+    kind: str,
+    paths: Sequence[str | Path],
+    output: str | Path,
+    check_data: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    **options,
+) -> tuple[Composition, float]:
+    """Load, compose (`kind` sequential or parallel), check numerically (on `check_data` or
+    seeded random rows), write atomically. Returns the composition and the check's max diff."""
+    check_output_file(Path(output))
+    blocks = [Block.load(path) for path in paths]
+    build = {"sequential": compose_sequential, "parallel": compose_parallel}[kind]
+    composition = build(blocks, names=names or None, **options)
+    feeds = None
+    if check_data is not None:
+        arrays = read_arrays(check_data, "--check-data")
+        feeds = inputs_for(composition.block.input_names, arrays, "--check-data", str(check_data))
+    diff = composition.check(feeds)
+    composition.save(output)
+    return composition, diff
 
 
 def part_names(blocks: Sequence[Block], names: Sequence[str] | None = None) -> list[str]:
@@ -124,51 +146,6 @@ def part_names(blocks: Sequence[Block], names: Sequence[str] | None = None) -> l
     return result
 
 
-def labels_of(blocks: Sequence[Block]) -> list[str]:
-    """How messages name each block: its file, plus its position when files repeat."""
-    labels = [b.label for b in blocks]
-    if len(set(labels)) == len(labels):
-        return labels
-    return [f"{label} (block {k + 1})" for k, label in enumerate(labels)]
-
-
-def check_versions(blocks: Sequence[Block]) -> None:
-    """Same IR version and the same opset per domain, or a message naming both sides."""
-    labels = labels_of(blocks)
-    first = blocks[0]
-    for k, other in enumerate(blocks[1:], start=1):
-        if other.model.ir_version != first.model.ir_version:
-            raise LegocError(
-                f"compose: {labels[0]} has IR version {first.model.ir_version} but "
-                f"{labels[k]} has IR version {other.model.ir_version}; save both with the "
-                "same onnx version"
-            )
-    seen: dict[str, tuple[int, str]] = {}
-    for block, label in zip(blocks, labels):
-        for entry in block.model.opset_import:
-            domain = "ai.onnx" if entry.domain in DEFAULT_DOMAINS else entry.domain
-            if domain in seen and seen[domain][0] != entry.version:
-                version, owner = seen[domain]
-                raise LegocError(
-                    f"compose: {owner} imports opset {domain} {version} but "
-                    f"{label} imports {domain} {entry.version}; convert one with "
-                    f"onnx.version_converter.convert_version(model, {max(version, entry.version)})"
-                )
-            seen.setdefault(domain, (entry.version, label))
-
-
-def compatible(a: TensorInfo, b: TensorInfo) -> bool:
-    if a.dtype != b.dtype:
-        return False
-    if a.shape is None or b.shape is None:
-        return True
-    if len(a.shape) != len(b.shape):
-        return False
-    return all(
-        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape)
-    )
-
-
 def compose_sequential(
     blocks: Sequence[Block],
     mapping: Mapping[str, str] | None = None,
@@ -180,7 +157,7 @@ def compose_sequential(
         raise LegocError("compose sequential: give at least two blocks")
     check_versions(blocks)
     mapping = dict(mapping or {})
-    _check_mapping(blocks, mapping)
+    check_mapping(blocks, mapping)
     labels = labels_of(blocks)
     links = []
     for k, (prev, block) in enumerate(zip(blocks, blocks[1:])):
@@ -206,15 +183,15 @@ def compose_sequential(
             link[info.name] = source
         links.append(link)
     names = part_names(blocks, names)
-    prefixed = [_prefixed(block, name) for block, name in zip(blocks, names)]
+    copies = [prefixed(block, name) for block, name in zip(blocks, names)]
     renames: list[dict[str, str]] = [{f"{names[0]}/{i}": i for i in blocks[0].input_names}]
     for k, link in enumerate(links, start=1):
         renames.append({f"{names[k]}/{i}": f"{names[k - 1]}/{o}" for i, o in link.items()})
     last = len(blocks) - 1
     renames[last].update({f"{names[last]}/{o}": o for o in blocks[last].output_names})
-    inputs = [_value_info(v, v.name) for v in _graph_inputs(blocks[0])]
-    outputs = [_value_info(v, v.name) for v in blocks[last].model.graph.output]
-    model = _assemble("sequential", blocks, prefixed, renames, inputs, outputs, [])
+    inputs = [value_info(v, v.name) for v in graph_inputs(blocks[0])]
+    outputs = [value_info(v, v.name) for v in blocks[last].model.graph.output]
+    model = assemble("sequential", blocks, copies, renames, inputs, outputs, [])
     composition = Composition("sequential", list(zip(names, blocks)), Block(model), links)
     _set_metadata(composition, links)
     return composition
@@ -244,215 +221,28 @@ def compose_parallel(
                     f"but {label} input '{info.name}' is {theirs[info.name].describe()}"
                 )
     if concat:
-        _check_concat(blocks)
+        check_concat(blocks)
     names = part_names(blocks, names)
-    prefixed = [_prefixed(block, name) for block, name in zip(blocks, names)]
+    copies = [prefixed(block, name) for block, name in zip(blocks, names)]
     renames = [{f"{n}/{i}": i for i in b.input_names} for b, n in zip(blocks, names)]
-    inputs = [_merged_input(v, blocks) for v in _graph_inputs(first)]
+    inputs = [merged_input(v, blocks) for v in graph_inputs(first)]
     extra_nodes = []
     if concat:
         out_names = {b.output_names[0] for b in blocks}
         public = out_names.pop() if len(out_names) == 1 else "output"
         sources = [f"{n}/{b.output_names[0]}" for b, n in zip(blocks, names)]
         extra_nodes.append(helper.make_node("Concat", sources, [public], name="concat", axis=-1))
-        outputs = [_concat_output(blocks, public)]
+        outputs = [concat_output(blocks, public)]
     else:
         outputs = []
         for block, name, rename in zip(blocks, names, renames):
             for value in block.model.graph.output:
                 rename[f"{name}/{value.name}"] = f"{name}.{value.name}"
-                outputs.append(_value_info(value, f"{name}.{value.name}"))
-    model = _assemble("parallel", blocks, prefixed, renames, inputs, outputs, extra_nodes)
+                outputs.append(value_info(value, f"{name}.{value.name}"))
+    model = assemble("parallel", blocks, copies, renames, inputs, outputs, extra_nodes)
     composition = Composition("parallel", list(zip(names, blocks)), Block(model), concat=concat)
     _set_metadata(composition, [])
     return composition
-
-
-def _check_mapping(blocks: Sequence[Block], mapping: dict[str, str]) -> None:
-    outs = {o for b in blocks[:-1] for o in b.output_names}
-    ins = {i for b in blocks[1:] for i in b.input_names}
-    for out, inp in mapping.items():
-        if out not in outs:
-            raise LegocError(
-                f"compose sequential: --map {out}={inp}: no block but the last has an output "
-                f"'{out}' (outputs: {sorted(outs)})"
-            )
-        if inp not in ins:
-            raise LegocError(
-                f"compose sequential: --map {out}={inp}: no block but the first has an input "
-                f"'{inp}' (inputs: {sorted(ins)})"
-            )
-
-
-def _check_concat(blocks: Sequence[Block]) -> None:
-    labels = labels_of(blocks)
-    first = blocks[0]
-    for block, label in zip(blocks, labels):
-        if len(block.outputs) != 1:
-            raise LegocError(
-                f"compose parallel --concat: {label} has {len(block.outputs)} outputs "
-                f"{block.output_names}; concatenation needs exactly one per block"
-            )
-    a = first.outputs[0]
-    for other, label in zip(blocks[1:], labels[1:]):
-        b = other.outputs[0]
-        lead_a = None if a.shape is None else a.shape[:-1]
-        lead_b = None if b.shape is None else b.shape[:-1]
-        same_lead = (
-            lead_a is None
-            or lead_b is None
-            or (
-                len(lead_a) == len(lead_b)
-                and all(
-                    not (isinstance(x, int) and isinstance(y, int)) or x == y
-                    for x, y in zip(lead_a, lead_b)
-                )
-            )
-        )
-        if a.dtype != b.dtype or not same_lead:
-            raise LegocError(
-                f"compose parallel --concat: {labels[0]} output '{a.name}' is {a.describe()} "
-                f"but {label} output '{b.name}' is {b.describe()}; concatenation needs "
-                "the same dtype and the same dims except the last"
-            )
-
-
-def _graph_inputs(block: Block) -> list[onnx.ValueInfoProto]:
-    names = set(block.input_names)
-    return [v for v in block.model.graph.input if v.name in names]
-
-
-def _value_info(value: onnx.ValueInfoProto, name: str) -> onnx.ValueInfoProto:
-    copy = onnx.ValueInfoProto()
-    copy.CopyFrom(value)
-    copy.name = name
-    return copy
-
-
-def _merged_input(value: onnx.ValueInfoProto, blocks: Sequence[Block]) -> onnx.ValueInfoProto:
-    """A shared input whose dims are static where any part's are."""
-    merged = _value_info(value, value.name)
-    for block in blocks[1:]:
-        other = next(v for v in block.model.graph.input if v.name == value.name)
-        for dim, theirs in zip(merged.type.tensor_type.shape.dim, other.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value") and theirs.HasField("dim_value"):
-                dim.dim_value = theirs.dim_value
-    return merged
-
-
-def _concat_output(blocks: Sequence[Block], name: str) -> onnx.ValueInfoProto:
-    infos = [b.outputs[0] for b in blocks]
-    elem = blocks[0].model.graph.output[0].type.tensor_type.elem_type
-    if any(i.shape is None for i in infos):
-        return helper.make_tensor_value_info(name, elem, None)
-    lasts = [i.shape[-1] for i in infos]
-    last = sum(lasts) if all(isinstance(d, int) for d in lasts) else None
-    shape = [d for d in infos[0].shape[:-1]] + [last]
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def _prefixed(block: Block, name: str) -> onnx.ModelProto:
-    model = onnx.ModelProto()
-    model.CopyFrom(block.model)
-    del model.metadata_props[:]
-    return compose.add_prefix(model, f"{name}/", inplace=True)
-
-
-def _rename(graph: onnx.GraphProto, names: Mapping[str, str]) -> None:
-    """Rename values wherever they are read or written, subgraphs included (outer-scope reads)."""
-    for node in graph.node:
-        for i, value in enumerate(node.input):
-            node.input[i] = names.get(value, value)
-        for i, value in enumerate(node.output):
-            node.output[i] = names.get(value, value)
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                _rename(attribute.g, names)
-            for sub in attribute.graphs:
-                _rename(sub, names)
-    for value in graph.value_info:
-        value.name = names.get(value.name, value.name)
-
-
-def _assemble(
-    kind: str,
-    blocks: Sequence[Block],
-    prefixed: Sequence[onnx.ModelProto],
-    renames: Sequence[dict[str, str]],
-    inputs: list[onnx.ValueInfoProto],
-    outputs: list[onnx.ValueInfoProto],
-    extra_nodes: list[onnx.NodeProto],
-) -> onnx.ModelProto:
-    nodes, initializers, sparse, value_info, functions = [], [], [], [], []
-    public = {v.name for v in [*inputs, *outputs]}
-    for model, rename in zip(prefixed, renames):
-        graph = model.graph
-        _rename(graph, rename)
-        nodes += graph.node
-        initializers += graph.initializer
-        sparse += graph.sparse_initializer
-        value_info += [v for v in graph.value_info if v.name not in public]
-        functions += model.functions
-    nodes = _live(nodes + extra_nodes, {v.name for v in outputs})
-    value_info = list({v.name: v for v in value_info}.values())
-    graph = helper.make_graph(
-        nodes,
-        f"legoc_{kind}",
-        inputs,
-        outputs,
-        initializer=initializers,
-        value_info=value_info,
-        sparse_initializer=sparse,
-    )
-    opsets: dict[str, int] = {}
-    for block in blocks:
-        for entry in block.model.opset_import:
-            domain = "" if entry.domain in DEFAULT_DOMAINS else entry.domain
-            opsets.setdefault(domain, entry.version)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-        producer_name="legoc",
-        producer_version=legoc.__version__,
-        functions=functions,
-    )
-    model.ir_version = blocks[0].model.ir_version
-    _check_unique(model)
-    return model
-
-
-def _live(nodes: list[onnx.NodeProto], wanted: set[str]) -> list[onnx.NodeProto]:
-    """Drop nodes nothing downstream reads (e.g. an intermediate block's unmapped outputs)."""
-    needed = set(wanted)
-    keep = []
-    for node in reversed(nodes):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(_reads(node))
-    return list(reversed(keep))
-
-
-def _reads(node: onnx.NodeProto) -> set[str]:
-    reads = set(node.input)
-    for attribute in node.attribute:
-        for graph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-            for sub in graph.node:
-                reads |= _reads(sub)
-    return reads
-
-
-def _check_unique(model: onnx.ModelProto) -> None:
-    seen: set[str] = set()
-    graph = model.graph
-    defined = [v.name for v in graph.input] + [t.name for t in graph.initializer]
-    defined += [o for n in graph.node for o in n.output if o]
-    for name in defined:
-        if name in seen:
-            raise LegocError(
-                f"compose: the composed block would define '{name}' twice (an input and an "
-                "output, or two parts, share the name); rename one with --name"
-            )
-        seen.add(name)
 
 
 def _set_metadata(composition: Composition, links: list[dict[str, str]]) -> None:

@@ -7,10 +7,12 @@ import importlib
 import importlib.util
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from legoc.errors import LegocError
+from legoc.runtime.block import TensorInfo
 
 LABEL_KEYS = ("y", "y_alt")  # labels in task data files; never fed to a block
 
@@ -90,3 +92,20 @@ def inputs_for(
                 f"{sorted(arrays)}"
             )
     return picked
+
+
+def sample_inputs(inputs: Sequence[TensorInfo], rows: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs for a check: normal floats, zeros for integers and booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in inputs:
+        if info.shape is None:
+            raise LegocError(f"input '{info.name}' has no known shape; pass check data")
+        shape = [
+            d if isinstance(d, int) else (rows if i == 0 else 4) for i, d in enumerate(info.shape)
+        ]
+        if np.issubdtype(info.dtype, np.floating):
+            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
+        else:
+            feeds[info.name] = np.zeros(shape, dtype=info.dtype)
+    return feeds

@@ -95,6 +95,7 @@ def deploy(
         raise LegocError(f"--quant {quant!r}: use one of {list(QUANT_MODES)}")
     if quant != "auto" and target != "ort-int8":
         raise LegocError(f"--quant {quant} applies to --target ort-int8 only")
+
     def step(done: int) -> None:
         if progress is not None:
             progress(f"deploy {target}", done, 4)

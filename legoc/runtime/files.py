@@ -67,11 +67,17 @@ def staging_folder(final: Path) -> Iterator[Path]:
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
         raise LegocError(f"output {final}: folder {parent} does not exist; create it first")
+    created = not final.exists()
     final.mkdir(exist_ok=True)
     if not os.access(final, os.W_OK):
         raise LegocError(f"output {final}: folder is not writable")
     scratch = Path(tempfile.mkdtemp(prefix=".legoc-", dir=final))
     try:
         yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if created and not any(final.iterdir()):
+            final.rmdir()  # a failed run leaves no trace, not even the folder it made
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

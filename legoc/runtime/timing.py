@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from legoc.runtime.block import TensorInfo
-from legoc.runtime.compose import sample_inputs
+from legoc.runtime.data import sample_inputs
 
 WARMUP = 5
 RUNS = 30

@@ -1,0 +1,287 @@
+"""Runtime benchmark: each shipped example's block against its full model in onnxruntime.
+
+For every example, the full model is exported to ONNX as it is (all its outputs, opset 17,
+dynamic batch) and the block is extracted by `legoc.api.extract` (or given with --block). Both
+run in plain onnxruntime through `legoc.runtime`; printed per example: file size ratio,
+latency ratio at batch 1 and 64 (median of --runs timed runs after --warmup, --threads
+intra-op threads), parameter ratio (legoc's count from the block metadata: source -> block) and,
+to explain latency, the ratio of multiply-accumulates (Conv/Gemm/MatMul at batch 1).
+
+Target: latency ratio <= 1.5 x parameter ratio, at both batch sizes.
+
+    python benchmarks/runtime.py                 # the spec's search settings (minutes)
+    python benchmarks/runtime.py --quick         # greedy, budget 60
+    python benchmarks/runtime.py --block shapes=shapes-block.onnx --out runtime.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from legoc import api
+from legoc.frontend import forward_arg_names, load_model
+from legoc.runtime import Block
+from legoc.runtime.block import make_session
+from legoc.runtime.scores import load_split, read_task
+from legoc.runtime.timing import batch_of, latency_ms
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1.5  # latency ratio <= TARGET x parameter ratio
+BATCHES = (1, 64)
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    model: Path
+    arch: str
+    task: Path
+
+
+EXAMPLES = {
+    "shapes": Example(
+        "shapes",
+        ROOT / "examples/shapes/model.pt",
+        f"{ROOT / 'examples/shapes/model.py'}:make_model",
+        ROOT / "examples/shapes/task.yaml",
+    ),
+}
+
+
+@dataclass
+class Row:
+    example: str
+    block_file: str
+    params_source: int
+    params_block: int
+    onnx_weights_full: int
+    onnx_weights_block: int
+    bytes_full: int
+    bytes_block: int
+    macs_full: int
+    macs_block: int
+    latency_full_ms: dict[str, float]
+    latency_block_ms: dict[str, float]
+    faithfulness: dict[str, float]
+    export_max_abs_diff: float
+
+    def ratios(self) -> dict[str, float]:
+        r = {
+            "file size": self.bytes_block / self.bytes_full,
+            "params": self.params_block / self.params_source,
+            "onnx weights": self.onnx_weights_block / self.onnx_weights_full,
+            "MACs": self.macs_block / self.macs_full,
+        }
+        for b in self.latency_full_ms:
+            r[f"latency b={b}"] = self.latency_block_ms[b] / self.latency_full_ms[b]
+        return r
+
+
+def export_full(example: Example, path: Path, sample: np.ndarray) -> float:
+    """The full source model as ONNX (all outputs); returns max |onnxruntime - torch|."""
+    module = load_model(example.model, arch=example.arch).module.eval()
+    names = forward_arg_names(module)
+    x = torch.from_numpy(sample)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (x,),
+            str(path),
+            dynamo=False,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={names[0]: {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            do_constant_folding=True,
+        )
+    with torch.no_grad():
+        expected = module(x).numpy()
+    got = Block.load(path).run({names[0]: sample})["logits"]
+    return float(np.abs(got - expected).max())
+
+
+def macs(path: Path) -> int:
+    """Multiply-accumulates of Conv, Gemm and MatMul at batch 1 (shapes by onnx inference)."""
+    model = onnx.load(str(path))
+    for value in model.graph.input:
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_value = 1
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0])
+        if not out:
+            continue
+        if node.op_type == "Conv":
+            weight = shapes[node.input[1]]
+            total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type == "Gemm":
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            a = shapes[node.input[0]]
+            total += int(np.prod(out)) * (a[0] if trans_a else a[-1])
+        elif node.op_type == "MatMul":
+            total += int(np.prod(out)) * shapes[node.input[0]][-1]
+    return total
+
+
+def measure(path: Path, sample: dict, threads: int, warmup: int, runs: int) -> dict[str, float]:
+    block = Block.load(path)
+    session = make_session(block.model.SerializeToString(), threads, path.name)
+    return {
+        str(n): latency_ms(session, batch_of(block.inputs, n, sample), warmup, runs)
+        for n in BATCHES
+    }
+
+
+def run_example(example: Example, work: Path, args) -> Row:
+    block_path = args.blocks.get(example.name)
+    if block_path is None:
+        block_path = work / f"{example.name}.block.onnx"
+        method, budget = ("greedy", 60) if args.quick else (None, None)
+        started = time.perf_counter()
+        api.extract(
+            example.model, example.task, block_path, arch=example.arch, method=method, budget=budget
+        )
+        print(
+            f"[{example.name}] extracted {block_path.name} in "
+            f"{time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    block = Block.load(block_path)
+    task = read_task(example.task)
+    search = load_split("search", task.splits["search"], block.input_names, "data.search")
+    full_path = work / f"{example.name}.full.onnx"
+    sample = next(iter(search.inputs.values()))[:8]
+    diff = export_full(example, full_path, sample)
+    rationale = block.meta("legoc.rationale")
+    scores = block.meta("legoc.scores") or {}
+    timing = dict(sample=search.inputs, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    return Row(
+        example=example.name,
+        block_file=str(block_path),
+        params_source=rationale["params"]["source"],
+        params_block=rationale["params"]["block"],
+        onnx_weights_full=Block.load(full_path).param_count(),
+        onnx_weights_block=block.param_count(),
+        bytes_full=full_path.stat().st_size,
+        bytes_block=block_path.stat().st_size,
+        macs_full=macs(full_path),
+        macs_block=macs(block_path),
+        latency_full_ms=measure(full_path, **timing),
+        latency_block_ms=measure(block_path, **timing),
+        faithfulness={k: v["faithfulness"] for k, v in scores.items()},
+        export_max_abs_diff=diff,
+    )
+
+
+def print_table(rows: list[Row], args) -> None:
+    threads = args.threads or "default"
+    print(
+        f"onnxruntime {onnxruntime.__version__} CPU ({platform.machine()}), {threads} intra-op "
+        f"thread(s), median of {args.runs} runs after {args.warmup} warm-up; block / full model"
+    )
+    print()
+    print(
+        "| example | file size | latency b=1 | latency b=64 | params | MACs (b=1) | "
+        f"target: latency <= {TARGET}x params |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        r = ratios = row.ratios()
+        verdicts = []
+        for b in BATCHES:
+            limit = TARGET * r["params"]
+            ok = ratios[f"latency b={b}"] <= limit
+            verdicts.append(
+                f"b={b} {'PASS' if ok else 'MISS'} ({ratios[f'latency b={b}']:.3f} "
+                f"vs <= {limit:.3f})"
+            )
+        print(
+            f"| {row.example} | {r['file size']:.3f} | {r['latency b=1']:.3f} | "
+            f"{r['latency b=64']:.3f} | {r['params']:.3f} | {r['MACs']:.3f} | "
+            f"{'; '.join(verdicts)} |"
+        )
+    print()
+    print("| example | | full model | block |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row.example} | params (legoc count) | {row.params_source:,} | "
+            f"{row.params_block:,} |"
+        )
+        print(
+            f"| | ONNX weights (BN folded) | {row.onnx_weights_full:,} | "
+            f"{row.onnx_weights_block:,} |"
+        )
+        print(f"| | file bytes | {row.bytes_full:,} | {row.bytes_block:,} |")
+        print(f"| | MACs at batch 1 | {row.macs_full:,} | {row.macs_block:,} |")
+        for b in row.latency_full_ms:
+            print(
+                f"| | latency b={b} (ms) | {row.latency_full_ms[b]:.3f} | "
+                f"{row.latency_block_ms[b]:.3f} |"
+            )
+        faith = ", ".join(f"{k} {v:.3f}" for k, v in row.faithfulness.items())
+        print(f"| | faithfulness | 1 | {faith} |")
+        print(f"| | full-model export max abs diff vs torch | {row.export_max_abs_diff:.2g} | |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", default=",".join(EXAMPLES), help="comma-separated subset")
+    parser.add_argument("--quick", action="store_true", help="extract with greedy, budget 60")
+    parser.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="use this block for an example instead of extracting one",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="onnxruntime intra-op threads (0: onnxruntime's default)",
+    )
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per latency")
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up runs per latency")
+    parser.add_argument("--workdir", default=None, help="keep blocks and exports here")
+    parser.add_argument("--out", default=None, help="write every number as JSON here")
+    args = parser.parse_args(argv)
+    args.blocks = dict(item.split("=", 1) for item in args.block)
+    args.blocks = {k: Path(v) for k, v in args.blocks.items()}
+    names = [n for n in args.examples.split(",") if n]
+    unknown = [n for n in names if n not in EXAMPLES]
+    if unknown:
+        parser.error(f"unknown examples {unknown}; choose from {sorted(EXAMPLES)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = [run_example(EXAMPLES[name], work, args) for name in names]
+    print_table(rows, args)
+    if args.out:
+        body = [{**asdict(r), "ratios": r.ratios()} for r in rows]
+        Path(args.out).write_text(json.dumps(body, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

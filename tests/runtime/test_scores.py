@@ -1,0 +1,56 @@
+"""The torch-free metrics agree with the compiler's (legoc.metrics, in torch) on every metric,
+and the runtime's spec reader resolves splits like the compiler's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from legoc.errors import LegocError
+from legoc.metrics import METRICS
+from legoc.runtime.scores import metric_value, read_task
+from legoc.task import load_task
+
+
+@pytest.mark.parametrize("name", ["accuracy", "logit_diff", "mse", "kl"])
+@pytest.mark.parametrize("with_alt", [False, True])
+def test_numpy_metrics_match_the_compilers(name, with_alt):
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((50, 5)).astype(np.float32)
+    reference = rng.standard_normal((50, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 50) if name != "mse" else rng.standard_normal((50, 5))
+    y_alt = (y + 1) % 5 if with_alt and name == "logit_diff" else None
+    t = {
+        k: None if v is None else torch.from_numpy(np.asarray(v))
+        for k, v in dict(logits=logits, y=y, reference=reference, y_alt=y_alt).items()
+    }
+    total, count = METRICS[name].batch_sum(t["logits"], t["y"], t["reference"], t["y_alt"])
+    expected = total / count
+    got = metric_value(name, logits, y, reference, y_alt)
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def test_the_spec_reader_resolves_splits_like_the_compiler(tiny):
+    spec = tiny["mlp"]["spec"]
+    ours, theirs = read_task(spec), load_task(spec)
+    assert ours.splits == theirs.split_paths()
+    assert (ours.name, ours.metric, ours.sha256) == (theirs.name, "accuracy", theirs.sha256)
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"name": "t"}, "not a legoc task spec"),
+        ({"legoc": 1, "name": "t", "data": {}}, "data.search: required key is missing"),
+        ({"legoc": 1, "data": {"search": "s.npz"}, "metric": "f1"}, "metric: must be one of"),
+        ({"legoc": 1, "data": {"search": "missing.npz"}}, "data.search: data file"),
+    ],
+)
+def test_bad_specs_name_the_key(tmp_path, body, needle):
+    (tmp_path / "s.npz").write_bytes(b"")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(body))
+    with pytest.raises(LegocError, match=needle):
+        read_task(spec)
