@@ -141,7 +141,7 @@ class Catalog:
             except LegocError as exc:
                 problems.append(str(exc))
         if problems:
-            raise LegocError(" | ".join(problems))
+            raise LegocError(f"catalogue {self.root}: " + " | ".join(problems))
         return list(entries.values())
 
     def _check(self, entry: Entry) -> None:
@@ -156,8 +156,8 @@ class Catalog:
         digest = sha256_file(path)
         if digest != entry.sha256:
             raise LegocError(
-                f"entry '{entry.name}': {entry.file} has sha256 {digest[:12]}… but the index "
-                f"recorded {entry.sha256[:12]}…: the file changed after it was added; {readd}"
+                f"entry '{entry.name}': {entry.file} has sha256 {digest[:12]}... but the index "
+                f"recorded {entry.sha256[:12]}...: the file changed after it was added; {readd}"
             )
 
 

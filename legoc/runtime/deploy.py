@@ -126,8 +126,8 @@ def deploy(
             ort_dir.mkdir()
             files = list(to_ort_format(fp32, ort_dir))
             notes.append(
-                "ORT format without the x86-only NCHWc layout (it runs on ARM too); on x86 it "
-                "may be slower than the fp32 .onnx, which onnxruntime lays out at load time"
+                "ORT format without the x86-only NCHWc layout, so it runs on ARM too; on x86 its "
+                "latency can differ from the fp32 .onnx, which onnxruntime lays out at load time"
             )
         after_model: bytes | str = (
             str(files[0]) if files[0].suffix == ".ort" else files[0].read_bytes()

@@ -19,6 +19,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_importing_and_running_a_block_never_imports_torch(tiny):
+    """Nor anything else beyond onnx, onnxruntime and numpy (and legoc's own runtime)."""
     done = python(
         f"""
         import sys, numpy as np, legoc.runtime as r
@@ -26,6 +27,8 @@ def test_importing_and_running_a_block_never_imports_torch(tiny):
         out = b(x=np.zeros((3, 6), np.float32))
         assert out["logits"].shape == (3, 4)
         assert "torch" not in sys.modules, "torch was imported"
+        others = ["yaml", "matplotlib", "pydantic", "typer", "rich", "legoc.api", "legoc.task"]
+        assert not [m for m in others if m in sys.modules], [m for m in others if m in sys.modules]
         print("ok")
         """
     )
