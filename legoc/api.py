@@ -15,7 +15,7 @@ import torch
 
 import legoc
 from legoc.errors import LegocError, TaskNotMet
-from legoc.export import check_output_path, export_block
+from legoc.export import export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir, run_quietly
 from legoc.masking import masked_model
@@ -28,6 +28,7 @@ from legoc.passes import (
     Repair,
     run_pipeline,
 )
+from legoc.runtime.files import check_output_file
 from legoc.scoring import Scorer
 from legoc.task import Split, Task, load_split, load_task
 
@@ -234,7 +235,7 @@ def extract(
     """
     started = time.perf_counter()
     if output is not None:
-        check_output_path(Path(output))
+        check_output_file(Path(output))
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     prep = prepare(model, task, arch, trust_model)

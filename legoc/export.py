@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from legoc.errors import LegocError, TaskNotMet
+from legoc.errors import TaskNotMet
 from legoc.ir import IR
+from legoc.runtime.files import atomic_file
 from legoc.task import Split
 
 log = logging.getLogger(__name__)
@@ -24,37 +23,6 @@ log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
 OUTPUT_NAME = "logits"
-
-
-def check_output_path(final: Path) -> Path:
-    """Fail before any work when the block could not be written; returns its folder."""
-    directory = final.parent if str(final.parent) else Path(".")
-    if not directory.is_dir():
-        raise LegocError(f"output {final}: folder {directory} does not exist; create it first")
-    if final.is_dir():
-        raise LegocError(f"output {final}: is a folder; give a file name like block.onnx")
-    if not os.access(directory, os.W_OK):
-        raise LegocError(f"output {final}: folder {directory} is not writable")
-    return directory
-
-
-@contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
-    final = Path(final)
-    directory = check_output_path(final)
-    try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise LegocError(f"output {final}: cannot write in {directory} ({exc.strerror})") from None
-    os.close(handle)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def to_onnx_model(block: IR) -> onnx.ModelProto:
@@ -120,7 +88,7 @@ def export_block(
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise TaskNotMet(f"export: the block fails onnx.checker: {exc}") from None
-    with atomic_path(output) as tmp:
+    with atomic_file(output) as tmp:
         onnx.save(model, str(tmp))
         diff = parity(tmp, reference, split, block.input_names)
         if not diff <= PARITY_TOLERANCE:

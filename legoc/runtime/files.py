@@ -27,7 +27,7 @@ def check_output_file(final: Path) -> Path:
     if not folder.is_dir():
         raise LegocError(f"output {final}: folder {folder} does not exist; create it first")
     if final.is_dir():
-        raise LegocError(f"output {final}: is a folder; give a file name")
+        raise LegocError(f"output {final}: is a folder; give a file name like block.onnx")
     if not os.access(folder, os.W_OK):
         raise LegocError(f"output {final}: folder {folder} is not writable")
     return folder
