@@ -352,6 +352,8 @@ class _Propagation:
                 self.freeze_inputs(node, "outputs selected across another axis")
                 return None
             return Layout(in_layout.axis, in_layout.ids[list(node.args[1])])
+        if kind == "attention":
+            return self.visit_attention(node)
         if kind == "layer_norm":
             self.freeze_inputs(node, "a norm over the units couples all of them")
             return None
@@ -405,6 +407,8 @@ class _Propagation:
             return "permute"
         if target is ops.select_outputs:
             return "select_outputs"
+        if target is F.scaled_dot_product_attention:
+            return "attention"
         if target is getattr:
             return "size" if node.args[1] in ("shape", "dtype", "device", "ndim") else None
         if target is ops.constant_channel_conv:
@@ -486,8 +490,34 @@ class _Propagation:
             if len(out_shape) > axis and out_shape[axis] == in_shape[axis]:
                 self.reshapes.append(node.name)
                 return layout
+            if _splits_axis(in_shape, out_shape, axis):  # channels -> (heads, head_dim)
+                blocks = layout.ids.reshape(out_shape[axis], out_shape[axis + 1])
+                for block in blocks:
+                    self.couple(np.full_like(block, block[0]), block, "attention head")
+                self.reshapes.append(node.name)
+                return Layout(axis, blocks[:, 0].copy())
         self.freeze(layout.ids, "reshaped across the unit axis")
         return None
+
+    def visit_attention(self, node: Node) -> Layout | None:
+        """Scaled dot-product attention over (batch, heads, tokens, head_dim): a head's query,
+        key and value channels are one unit. Removed together, they are constants: the scores
+        of every query shift by one constant (softmax ignores it) and the head outputs its
+        value constant, which folds into the output projection's bias."""
+        q, k, v = node.args[:3]
+        layouts = [self.layouts.get(t.name) if isinstance(t, Node) else None for t in (q, k, v)]
+        head_axis = len(shape_of(q)) - 3
+        extra = [a for a in node.all_input_nodes if a not in (q, k, v) and a.name in self.layouts]
+        whole_heads = all(
+            lay is not None and lay.axis == head_axis and len(lay.ids) == len(layouts[0].ids)
+            for lay in layouts
+        )
+        if extra or not whole_heads:
+            self.freeze_inputs(node, "attention over units that are not whole heads")
+            return None
+        ids = self.couple(layouts[0].ids, layouts[1].ids, "attention head")
+        ids = self.couple(ids, layouts[2].ids, "attention head")
+        return Layout(head_axis, ids)
 
     def visit_reduce(self, node: Node, layout: Layout) -> Layout | None:
         in_shape = shape_of(node.args[0])
@@ -518,6 +548,17 @@ class _Propagation:
                 )
             ]
         return Layout(perm.index(layout.axis), layout.ids)
+
+
+def _splits_axis(in_shape, out_shape, axis: int) -> bool:
+    """True when a reshape splits dim `axis` in two and leaves every other dim as it was."""
+    return (
+        len(out_shape) == len(in_shape) + 1
+        and out_shape[:axis] == in_shape[:axis]
+        and out_shape[axis] * out_shape[axis + 1] == in_shape[axis]
+        and out_shape[axis + 2 :] == in_shape[axis + 1 :]
+        and out_shape[axis] > 1
+    )
 
 
 def _op_name(node: Node) -> str:

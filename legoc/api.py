@@ -123,7 +123,11 @@ def _check_outputs(
 
 
 def prepare(
-    model: str | Path, task_path: str | Path, arch: str | None = None, trust_model: bool = False
+    model: str | Path,
+    task_path: str | Path,
+    arch: str | None = None,
+    trust_model: bool = False,
+    model_output: str | None = None,
 ) -> Prepared:
     task = load_task(task_path)
     loaded = load_model(model, arch=arch, trust_model=trust_model)
@@ -133,8 +137,8 @@ def prepare(
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
         splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
-    gm = trace(loaded.module, input_names)
     example = _example_rows(splits["search"])
+    gm = trace(loaded.module, input_names, example, model_output)
     _check_outputs(gm, example, input_names, task.spec.outputs)
     try:
         ir = build_ir(gm, input_names, example, task.spec.outputs, task.spec.scope)
@@ -227,6 +231,7 @@ def extract(
     budget: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    model_output: str | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -238,7 +243,7 @@ def extract(
         check_output_file(Path(output))
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
-    prep = prepare(model, task, arch, trust_model)
+    prep = prepare(model, task, arch, trust_model, model_output)
     spec = prep.task.spec
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
@@ -350,7 +355,7 @@ def inspect_model(
             f"{missing[0]}=D1,D2,... for each of {input_names}"
         )
     example = {n: torch.zeros((2, *input_shapes[n])) for n in input_names}
-    gm = trace(loaded.module, input_names)
+    gm = trace(loaded.module, input_names, example)
     try:
         ir = build_ir(gm, input_names, example)
     except Exception as exc:  # noqa: BLE001

@@ -49,6 +49,12 @@ def extract(
     method: Optional[str] = typer.Option(None, help="Override search.method."),
     budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    model_output: Optional[str] = typer.Option(
+        None,
+        "--model-output",
+        help="Which output is the task's when the model returns a tuple/dict/HF output object: "
+        "a key or a position (default: 'logits' if present, else the first).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -77,6 +83,7 @@ def extract(
             budget=budget,
             seed=seed,
             progress=progress,
+            model_output=model_output,
         )
     summary = result.summary()
     if report is not None:

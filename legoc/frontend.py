@@ -24,6 +24,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from legoc.capture import capture, prefers_export
 from legoc.errors import LegocError
 from legoc.lowering import is_aten_graph, lower_aten
 
@@ -270,16 +271,26 @@ class _Tracer(torch.fx.Tracer):
         return self.create_proxy("call_function", F.layer_norm, ln_args, {})
 
 
-def trace(module: nn.Module, input_names: list[str]) -> torch.fx.GraphModule:
-    """torch.fx symbolic trace; an untraceable model gets the offending op and the way out."""
+def trace(
+    module: nn.Module,
+    input_names: list[str],
+    example: dict[str, torch.Tensor] | None = None,
+    model_output: str | None = None,
+) -> torch.fx.GraphModule:
+    """torch.fx symbolic trace, or torch.export on `example` where fx cannot follow the model
+    (transformers); an uncapturable model gets the offending op and the way out."""
     if isinstance(module, torch.fx.GraphModule) and is_aten_graph(module):
         return lower_aten(module)
     if isinstance(module, torch.fx.GraphModule) and not _has_modules_to_open(module):
         return module
     module.eval()
+    if example is not None and prefers_export(module):
+        return capture(module, example, input_names, model_output)
     try:
         graph = _Tracer().trace(module, concrete_args=None)
     except Exception as exc:  # noqa: BLE001
+        if example is not None:
+            return capture(module, example, input_names, model_output)
         where = _describe_trace_failure(exc)
         raise LegocError(
             f"torch.fx cannot trace the model: {where}; remove data-dependent Python control "

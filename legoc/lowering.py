@@ -44,7 +44,7 @@ SAME_ARGS = {
     aten.avg_pool2d.default: F.avg_pool2d,
     aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
-    aten.layer_norm.default: F.layer_norm,
+    aten.scaled_dot_product_attention.default: F.scaled_dot_product_attention,
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
@@ -52,7 +52,22 @@ SAME_ARGS = {
     aten.reshape.default: torch.reshape,
     aten.view.default: torch.reshape,
 }
-REORDERED = {aten.batch_norm.default: (F.batch_norm, _batch_norm)}
+
+
+def _layer_norm(args):
+    return tuple(args[:5])  # drops aten's trailing cudnn_enable flag
+
+
+# ops whose size arguments can be the batch: as Tensor methods / torch functions they accept
+# the traced sizes the ONNX exporter passes, where aten overloads demand Python ints
+AS_METHOD = {aten.expand.default: "expand", aten.new_ones.default: "new_ones"}
+SAME_ARGS[aten.arange.default] = torch.arange
+SAME_ARGS[aten.arange.start] = torch.arange
+
+REORDERED = {
+    aten.batch_norm.default: (F.batch_norm, _batch_norm),
+    aten.layer_norm.default: (F.layer_norm, _layer_norm),
+}
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
 
 
@@ -70,9 +85,18 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if node.op == "call_function" and node.target in DROPPED:
             env[node] = env[node.args[0]]
             continue
+        if node.op == "call_function" and node.target is aten.sym_size.int:
+            # a method call stays dynamic when the ONNX exporter traces the graph; the aten op
+            # would be baked in as the example's batch size
+            new = graph.call_method("size", (env[node.args[0]], node.args[1]))
+            new.meta = dict(node.meta)
+            env[node] = new
+            continue
         new = graph.node_copy(node, lambda n: env[n])
         if node.op == "call_function" and node.target in SAME_ARGS:
             new.target = SAME_ARGS[node.target]
+        elif node.op == "call_function" and node.target in AS_METHOD:
+            new.op, new.target = "call_method", AS_METHOD[node.target]
         elif node.op == "call_function" and node.target in REORDERED:
             target, reorder = REORDERED[node.target]
             new.target, new.args = target, reorder(new.args)

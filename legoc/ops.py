@@ -61,8 +61,14 @@ class Ablate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_sum is not None:
             flat = self._unit_last(x.detach()).double()
-            self.mean_sum += flat.sum(dim=(0, 1))
-            self.mean_count += flat.shape[0] * flat.shape[1]
+            mask = self.token_mask
+            if mask is not None and x.dim() == 3 and self.axis == 2 and x.shape[:2] == mask.shape:
+                weights = mask.to(flat.dtype).unsqueeze(-1)  # padding never enters a mean
+                self.mean_sum += (flat * weights).sum(dim=(0, 1))
+                self.mean_count += float(weights.sum())
+            else:
+                self.mean_sum += flat.sum(dim=(0, 1))
+                self.mean_count += flat.shape[0] * flat.shape[1]
         if self.attribution is not None and x.requires_grad:
             value = self.value.reshape(-1)
             detached = self._unit_last(x.detach())

@@ -27,6 +27,9 @@ DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
 
 
+TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
+
+
 @dataclass
 class _Base:
     """A sliced model standing for every mask that removes at least what `kept` removes."""
@@ -137,7 +140,12 @@ class Scorer:
             module.start_means()
         with torch.no_grad():
             for inputs, _, _ in self.split.batches(self.batch_size):
+                mask = inputs.get(TOKEN_MASK)
+                for module in self.ablates.values():
+                    module.token_mask = mask if mask is not None and mask.dim() == 2 else None
                 self._forward(inputs)
+        for module in self.ablates.values():
+            module.token_mask = None
         values = {}
         for name, module in self.ablates.items():
             values[name] = (module.mean_sum / max(module.mean_count, 1)).float()
