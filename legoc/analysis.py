@@ -155,6 +155,7 @@ class Analysis:
     groups: list[Group]
     unit_group: np.ndarray  # global unit id -> group index
     reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
+    splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():
@@ -249,6 +250,8 @@ class _Propagation:
         self.consumers: list[ConsumerUse] = []
         self.channel_params: list[ChannelParam] = []
         self.reshapes: list[str] = []
+        self.splits: list[str] = []
+        self.split_parts: dict[str, tuple[int, list[np.ndarray]]] = {}  # split -> axis, parts
         self.input_dependent: set[str] = set()
         if scope is not None:
             for space in self.spaces.values():
@@ -314,6 +317,9 @@ class _Propagation:
             ndim = len(shape_of(node))
             axis = ndim - 1 if space.kind == "linear" else 1
             return Layout(axis, np.arange(space.offset, space.offset + space.size))
+        if node.target is operator.getitem and node.args[0].name in self.split_parts:
+            axis, parts = self.split_parts[node.args[0].name]
+            return Layout(axis, parts[node.args[1]])
         if not tracked:
             return None
         name = _op_name(node)
@@ -354,6 +360,8 @@ class _Propagation:
             return Layout(in_layout.axis, in_layout.ids[list(node.args[1])])
         if kind == "attention":
             return self.visit_attention(node)
+        if kind == "split" and in_layout is not None and len(tracked) == 1:
+            return self.visit_split(node, in_layout)
         if kind == "layer_norm":
             self.freeze_inputs(node, "a norm over the units couples all of them")
             return None
@@ -409,6 +417,10 @@ class _Propagation:
             return "select_outputs"
         if target is F.scaled_dot_product_attention:
             return "attention"
+        if target is torch.split:
+            return "split"
+        if target is torch.pow and isinstance(node.args[1], (int, float)):
+            return "unary"  # an element-wise power maps constants to constants
         if target is getattr:
             return "size" if node.args[1] in ("shape", "dtype", "device", "ndim") else None
         if target is ops.constant_channel_conv:
@@ -519,6 +531,26 @@ class _Propagation:
         ids = self.couple(ids, layouts[2].ids, "attention head")
         return Layout(head_axis, ids)
 
+    def visit_split(self, node: Node, layout: Layout) -> None:
+        """Each part of a split along the unit axis gets its slice of the units (its getitem
+        reads them); a split along another axis hands every part the same units."""
+        size = node.args[1]
+        dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(
+            shape_of(node.args[0])
+        )
+        length = shape_of(node.args[0])[dim]
+        sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-length // size)
+        if dim != layout.axis:
+            self.split_parts[node.name] = (layout.axis, [layout.ids] * len(sizes))
+            return None
+        bounds = np.cumsum([0, *sizes])
+        self.split_parts[node.name] = (
+            layout.axis,
+            [layout.ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        )
+        self.splits.append(node.name)
+        return None
+
     def visit_reduce(self, node: Node, layout: Layout) -> Layout | None:
         in_shape = shape_of(node.args[0])
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -626,6 +658,7 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         groups,
         unit_group,
         walk.reshapes,
+        walk.splits,
     )
 
 

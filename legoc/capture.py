@@ -10,6 +10,9 @@ the one tensor the task reads.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
@@ -46,10 +49,12 @@ def capture(
     module.eval()
     batch = torch.export.Dim("batch")
     kwargs = {name: example[name] for name in input_names}
+    if "use_cache" in inspect.signature(module.forward).parameters:
+        kwargs["use_cache"] = False  # a block is stateless: no key/value cache in or out
     dynamic = {name: {0: batch} for name in input_names}
     try:
         # grad mode on: torch's transformer layers skip their fused inference fast path
-        with torch.enable_grad():
+        with torch.enable_grad(), _without_cache(module):
             program = torch.export.export(module, (), kwargs, dynamic_shapes=dynamic, strict=False)
     except Exception as exc:  # noqa: BLE001 - report the exporter's reason in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -64,6 +69,21 @@ def capture(
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+@contextlib.contextmanager
+def _without_cache(module: nn.Module):
+    """Hugging Face models default to building a key/value cache (for generation) even when
+    wrapped; a block is stateless, so it is switched off while exporting."""
+    configs = {id(c): c for m in module.modules() if (c := getattr(m, "config", None)) is not None}
+    saved = {key: c.use_cache for key, c in configs.items() if hasattr(c, "use_cache")}
+    try:
+        for key in saved:
+            configs[key].use_cache = False
+        yield
+    finally:
+        for key, value in saved.items():
+            configs[key].use_cache = value
 
 
 def _output_leaf(spec: pytree.TreeSpec | None, model_output: str | None) -> int:

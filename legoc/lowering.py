@@ -48,6 +48,8 @@ SAME_ARGS = {
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
+    aten.split.Tensor: torch.split,
+    aten.pow.Tensor_Scalar: torch.pow,
     aten.transpose.int: torch.transpose,
     aten.reshape.default: torch.reshape,
     aten.view.default: torch.reshape,
@@ -102,7 +104,47 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             new.target, new.args = target, reorder(new.args)
         env[node] = new
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+    _addmm_to_linear(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()
     lowered.recompile()
     return lowered
+
+
+def _addmm_to_linear(gm: torch.fx.GraphModule) -> None:
+    """`reshape(addmm(b, reshape(x, [-1, n]), W), [..., m])` (GPT-2's Conv1D) is F.linear with
+    W transposed: stored transposed under its own name, its output features become units."""
+    users_of: dict[str, list[torch.fx.Node]] = {}
+    transposed: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            users_of[node.target] = users_of.get(node.target, []) + list(node.users)
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not aten.addmm.default:
+            continue
+        bias, flat, weight = node.args[:3]
+        outer = next(iter(node.users)) if len(node.users) == 1 else None
+        if (
+            node.kwargs
+            or not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr")
+            or not (isinstance(flat, torch.fx.Node) and flat.target is torch.reshape)
+            or outer is None
+            or outer.target is not torch.reshape
+            or any(u.target is not aten.addmm.default for u in users_of[weight.target])
+        ):
+            continue
+        if weight.target not in transposed:
+            owner_path, _, attr = weight.target.rpartition(".")
+            owner = gm.get_submodule(owner_path) if owner_path else gm
+            tensor = getattr(owner, attr)
+            flipped = tensor.detach().t().contiguous()
+            if isinstance(tensor, torch.nn.Parameter):
+                flipped = torch.nn.Parameter(flipped, requires_grad=tensor.requires_grad)
+            setattr(owner, attr, flipped)
+            transposed.add(weight.target)
+        with gm.graph.inserting_before(outer):
+            linear = gm.graph.call_function(F.linear, (flat.args[0], weight, bias))
+        linear.meta = dict(outer.meta)
+        outer.replace_all_uses_with(linear)
+        gm.graph.erase_node(outer)
+        gm.graph.erase_node(node)

@@ -210,3 +210,48 @@ def test_extract_end_to_end_from_token_ids(tmp_path):
     kept = json.loads(meta["legoc.rationale"])["kept"]
     assert "bert.encoder.layer.0.attention.self.query" in kept
     assert np.all(np.diff(kept["bert.encoder.layer.0.intermediate.dense"]) > 0)
+
+
+class TinyGpt2Classifier(nn.Module):
+    """A GPT-2 decoder (fused c_attn Conv1D, causal attention) read at the last token."""
+
+    def __init__(self):
+        super().__init__()
+        config = transformers.GPT2Config(
+            vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=16
+        )
+        self.gpt = transformers.GPT2Model(config)
+        self.head = nn.Linear(HIDDEN, 3)
+
+    def forward(self, input_ids):
+        return self.head(self.gpt(input_ids=input_ids).last_hidden_state[:, -1])
+
+
+def gpt2_ir():
+    torch.manual_seed(0)
+    model = TinyGpt2Classifier().eval()
+    example = {"input_ids": token_batch(2, 0)["input_ids"]}
+    return model, build_ir(trace(model, ["input_ids"], example), ["input_ids"], example)
+
+
+def test_gpt2_fused_projection_heads_and_neurons_slice_exactly():
+    model, ir = gpt2_ir()
+    attn = "gpt.h.0.attn.c_attn"
+    heads = sorted({g.index for g in ir.groups if any(m[0] == attn for m in g.members)})
+    assert len(heads) == HEADS
+    assert all(len(ir.groups[g].members) == 3 * HEAD_DIM for g in heads)  # q, k, v of a head
+    mlp = "gpt.h.1.mlp.c_fc"
+    neurons = [g.index for g in ir.groups if any(m[0] == mlp for m in g.members)]
+    assert len(neurons) == 4 * HIDDEN and all(ir.groups[g].frozen is None for g in neurons)
+    ids = token_batch(64, 3)["input_ids"]
+    scorer = Scorer(ir, Split("search", {"input_ids": ids}, None), METRICS["kl"], "mean")
+    masked = ir.with_kept(ir.mask_for(heads[1:] + neurons[::3]))
+    masked.ablation = dict(scorer.values)
+    block, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    fresh = token_batch(7, 11)["input_ids"]
+    with torch.no_grad():
+        assert float((masked_model(masked)(fresh) - block.gm(fresh)).abs().max()) <= 1e-5
+        full = model(fresh)
+        assert torch.allclose(ir.gm(fresh), full, atol=1e-5)  # capture + Conv1D lowering
+    c_attn = block.gm.get_parameter("gpt.h.0.attn.c_attn.weight")
+    assert tuple(c_attn.shape) == (3 * HEAD_DIM, HIDDEN)  # one head's q, k, v rows

@@ -14,9 +14,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything comes from the installed package
 
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
 from model import TOPICS, encoder_dir, make_model  # noqa: E402 - same folder
+from safetensors.torch import load_file  # noqa: E402
 from sentences import PARAPHRASE_VOCAB, SEARCH_VOCAB, sentences  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +46,11 @@ def main() -> None:
     model = make_model().eval()
     weights = load_file(str(encoder_dir() / "model.safetensors"))
     missing, unexpected = model.encoder.load_state_dict(weights, strict=False)
-    assert not missing and set(unexpected) <= {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}, (missing, unexpected)
+    assert not missing and set(unexpected) <= {
+        "embeddings.position_ids",
+        "pooler.dense.weight",
+        "pooler.dense.bias",
+    }, (missing, unexpected)
 
     data = {}
     for name, (vocab, per_topic, seed) in SPLITS.items():
@@ -73,7 +76,9 @@ def main() -> None:
         accuracy = float((logits.argmax(-1) == data[name]["y"]).float().mean())
         print(f"{name:>10}: {len(data[name]['y'])} sentences, accuracy {accuracy:.3f}")
     torch.save(model.state_dict(), HERE / "model.pt")
-    print(f"topics {list(TOPICS)}; wrote model.pt and data/ in {time.perf_counter() - started:.0f}s")
+    print(
+        f"topics {list(TOPICS)}; wrote model.pt and data/ in {time.perf_counter() - started:.0f}s"
+    )
 
 
 if __name__ == "__main__":

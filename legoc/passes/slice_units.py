@@ -97,6 +97,8 @@ class SliceUnits:
             stats["readers_made_constant"] += 1
         for name in analysis.reshapes:
             stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
+        for name in analysis.splits:
+            stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
         gm.graph.lint()
         gm.recompile()
         out.kept = {}
@@ -158,6 +160,22 @@ class SliceUnits:
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
         node.args = (node.args[0], *shape_args)
+        return 1
+
+    def _rewrite_split(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
+        """A split along the unit axis takes the kept count of each part (q, k, v of a fused
+        projection keep the same heads, but nothing here assumes it)."""
+        ids = analysis.layouts[node.args[0].name].ids
+        size = node.args[1]
+        sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-len(ids) // size)
+        bounds = np.cumsum([0, *sizes])
+        kept = [
+            int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        if kept == sizes:
+            return 0
+        node.args = (node.args[0], kept, *node.args[2:])
         return 1
 
     def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
