@@ -105,6 +105,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         env[node] = new
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
+    _mha_heads_visible(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()
     lowered.recompile()
@@ -148,3 +149,72 @@ def _addmm_to_linear(gm: torch.fx.GraphModule) -> None:
         outer.replace_all_uses_with(linear)
         gm.graph.erase_node(outer)
         gm.graph.erase_node(node)
+
+
+def _node(value, target) -> bool:
+    return isinstance(value, torch.fx.Node) and value.target is target
+
+
+def _mha_heads_visible(gm: torch.fx.GraphModule) -> None:
+    """Rewrite torch's multi-head attention (nn.MultiheadAttention on its scaled-dot-product
+    path, as in nn.TransformerEncoderLayer) into the shape Hugging Face models have, so heads
+    become units: the fused in-projection is split with `torch.split` rather than an
+    unflatten/select dance, and heads get their own axis instead of being folded into the
+    batch axis. Every rewrite computes the same values; anything else is left as it was."""
+    graph = gm.graph
+    splits: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in list(graph.nodes):
+        if not (_node(node, aten.select.int) and node.args[1] == 0):
+            continue
+        squeeze = node.args[0]
+        if not (_node(squeeze, aten.squeeze.dim) and squeeze.args[1] == -2):
+            continue
+        swap = squeeze.args[0]
+        if not (_node(swap, torch.transpose) and tuple(swap.args[1:]) == (0, -2)):
+            continue
+        lift = swap.args[0]
+        if not (_node(lift, aten.unsqueeze.default) and lift.args[1] == 0):
+            continue
+        unflat = lift.args[0]
+        if not (_node(unflat, aten.unflatten.int) and unflat.args[1] == -1):
+            continue
+        parts, width = unflat.args[2]
+        if parts != 3:
+            continue
+        if unflat not in splits:
+            with graph.inserting_after(unflat):
+                splits[unflat] = graph.call_function(torch.split, (unflat.args[0], width, -1))
+        with graph.inserting_before(node):
+            part = graph.call_function(operator.getitem, (splits[unflat], node.args[2]))
+        node.replace_all_uses_with(part)
+    for node in list(graph.nodes):  # view(T, B*H, D) -> transpose(0, 1) -> view(B, H, T, D)
+        if not _node(node, F.scaled_dot_product_attention):
+            continue
+        for operand in node.args[:3]:
+            if not (_node(operand, torch.reshape) and len(operand.users) == 1):
+                continue
+            swap = operand.args[0]
+            if not (_node(swap, torch.transpose) and tuple(swap.args[1:]) in ((0, 1), (1, 0))):
+                continue
+            folded = swap.args[0]
+            if not (_node(folded, torch.reshape) and len(folded.args[1]) == 3):
+                continue
+            source, head_dim = folded.args[0], folded.args[1][2]
+            if not isinstance(head_dim, int):
+                continue
+            with graph.inserting_before(operand):
+                tokens = graph.call_method("size", (source, 0))
+                batch = graph.call_method("size", (source, 1))
+                split = graph.call_function(torch.reshape, (source, [tokens, batch, -1, head_dim]))
+                heads = graph.call_function(torch.permute, (split, [1, 2, 0, 3]))
+            operand.replace_all_uses_with(heads)
+        for user in list(node.users):  # permute(2, 0, 1, 3) -> reshape(T*B, E): keep T, B apart
+            if not (_node(user, torch.permute) and list(user.args[1]) == [2, 0, 1, 3]):
+                continue
+            for merge in list(user.users):
+                if _node(merge, torch.reshape) and len(merge.args[1]) == 2:
+                    with graph.inserting_before(merge):
+                        tokens = graph.call_method("size", (user, 0))
+                        batch = graph.call_method("size", (user, 1))
+                    merge.args = (user, [tokens, batch, -1])
+    graph.eliminate_dead_code()

@@ -15,10 +15,12 @@ def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.fx.wrap
-def broadcast_constant(reference: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """A constant with the batch size of `reference`: what a layer becomes when all its inputs
-    were removed and only their folded ablation constant is left."""
-    return value.expand(reference.shape[0], *value.shape[1:])
+def broadcast_constant(reference: torch.Tensor, value: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    """A constant with the batch size of `reference` (on `axis` of the constant): what a layer
+    becomes when all its inputs were removed and only their folded ablation constant is left."""
+    shape = list(value.shape)
+    shape[axis] = reference.shape[0]
+    return value.expand(*shape)
 
 
 class Ablate(nn.Module):

@@ -255,3 +255,48 @@ def test_gpt2_fused_projection_heads_and_neurons_slice_exactly():
         assert torch.allclose(ir.gm(fresh), full, atol=1e-5)  # capture + Conv1D lowering
     c_attn = block.gm.get_parameter("gpt.h.0.attn.c_attn.weight")
     assert tuple(c_attn.shape) == (3 * HEAD_DIM, HIDDEN)  # one head's q, k, v rows
+
+
+class TinyTorchEncoder(nn.Module):
+    """nn.TransformerEncoder (fused in-projection, heads folded into the batch axis by torch)."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        layer = nn.TransformerEncoderLayer(HIDDEN, HEADS, FFN, dropout=0.0, batch_first=batch_first)
+        self.encoder = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
+        self.head = nn.Linear(HIDDEN, 3)
+        self.batch_first = batch_first
+
+    def forward(self, input_ids):
+        x = self.embed(input_ids)
+        if not self.batch_first:
+            return self.head(self.encoder(x.transpose(0, 1)).mean(0))
+        return self.head(self.encoder(x).mean(1))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torch_transformer_encoder_heads_are_units(batch_first):
+    torch.manual_seed(0)
+    model = TinyTorchEncoder(batch_first).eval()
+    example = {"input_ids": token_batch(2, 0)["input_ids"]}
+    ir = build_ir(trace(model, ["input_ids"], example), ["input_ids"], example)
+    fresh = token_batch(7, 11)["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(ir.gm(fresh), model(fresh), atol=1e-5)
+    attn = "encoder.layers.0.self_attn"
+    heads = sorted({g.index for g in ir.groups if any(m[0] == attn for m in g.members)})
+    assert len(heads) == HEADS and all(ir.groups[g].frozen is None for g in heads)
+    last = "encoder.layers.1.self_attn"
+    all_last = sorted({g.index for g in ir.groups if any(m[0] == last for m in g.members)})
+    ids = token_batch(64, 3)["input_ids"]
+    scorer = Scorer(ir, Split("search", {"input_ids": ids}, None), METRICS["kl"], "mean")
+    masked = ir.with_kept(ir.mask_for(heads[:3] + all_last))
+    masked.ablation = dict(scorer.values)
+    block, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    with torch.no_grad():
+        assert float((masked_model(masked)(fresh) - block.gm(fresh)).abs().max()) <= 1e-5
+    in_proj = block.gm.get_parameter("encoder.layers.0.self_attn.in_proj_weight")
+    assert tuple(in_proj.shape) == (3 * HEAD_DIM, HIDDEN)
+    attention = [n for n in block.gm.graph.nodes if "scaled_dot_product" in str(n.target)]
+    assert len(attention) == 1  # layer 1 dropped out

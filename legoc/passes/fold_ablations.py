@@ -114,7 +114,9 @@ class FoldAblations:
         set_tensor(gm, weight_node, new_weight)
         stats["consumers_folded"] += 1
         channel = delta.dim() - 1 if node.target in LINEAR_OPS else 1
-        other_dims = [d for d in range(1, delta.dim()) if d != channel]
+        # every axis but the channel: the captured row makes the batch axis (wherever it
+        # sits, e.g. axis 1 in torch's sequence-first attention) one long
+        other_dims = [d for d in range(delta.dim()) if d != channel]
         flat = delta.mean(dim=other_dims, keepdim=True) if other_dims else delta
         if (delta - flat).abs().max() <= UNIFORM_TOLERANCE * (1 + float(delta.abs().max())):
             self._add_to_bias(gm, node, flat.reshape(-1))

@@ -110,7 +110,11 @@ class SliceUnits:
     def _make_constant(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
         """Every input removed: the reader outputs its (folded) bias, whatever the input."""
         x = node.args[0]
-        zeros = torch.zeros((1, *shape_of(x)[1:]))
+        symbolic = x.meta.get("legoc.shape", ())
+        axis = symbolic.index("N") if "N" in symbolic else 0  # the batch axis
+        shape = list(shape_of(x))
+        shape[axis] = 1
+        zeros = torch.zeros(shape)
         weight = get_attr_tensor(gm, node.args[1].target)
         bias_node = node.args[2] if len(node.args) > 2 else None
         bias = (
@@ -130,7 +134,7 @@ class SliceUnits:
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
             replacement = gm.graph.call_function(
-                ops.broadcast_constant, (first_placeholder(gm), const)
+                ops.broadcast_constant, (first_placeholder(gm), const, axis)
             )
         output.replace_all_uses_with(replacement)
         if output is not node:
@@ -173,7 +177,7 @@ class SliceUnits:
             int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
-        if kept == sizes:
+        if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0
         node.args = (node.args[0], kept, *node.args[2:])
         return 1
