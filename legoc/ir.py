@@ -8,10 +8,12 @@ deterministic text form used by `legoc inspect` and golden tests.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torch.fx
 
 from legoc import ops
@@ -88,6 +90,23 @@ class IR:
             for t in tensors.values()
             if isinstance(t, torch.Tensor) and t.is_floating_point()
         )
+
+    def macs_per_row(self) -> int:
+        """Multiply-accumulates of the Linear/Conv layers for one input row (from the example
+        shapes): a deterministic cost measure, unlike a timing."""
+        total = 0
+        for node in self.gm.graph.nodes:
+            if node.op != "call_function" or node.target not in (F.linear, F.conv1d, F.conv2d):
+                continue
+            out, weight = node.meta.get("tensor_meta"), node.args[1]
+            if out is None or not isinstance(weight, torch.fx.Node):
+                continue
+            kernel = get_attr_tensor(self.gm, weight.target) if weight.op == "get_attr" else None
+            if kernel is None:
+                continue
+            total += math.prod(out.shape) * math.prod(kernel.shape[1:])
+        rows = next(iter(self.example_inputs.values())).shape[0]
+        return total // max(rows, 1)
 
     def sliced_param_count(self, kept: dict[str, np.ndarray]) -> int:
         """Parameters left once the units not in `kept` are sliced away: producer rows, reader

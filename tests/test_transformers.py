@@ -300,3 +300,18 @@ def test_torch_transformer_encoder_heads_are_units(batch_first):
     assert tuple(in_proj.shape) == (3 * HEAD_DIM, HIDDEN)
     attention = [n for n in block.gm.graph.nodes if "scaled_dot_product" in str(n.target)]
     assert len(attention) == 1  # layer 1 dropped out
+
+
+def test_macs_per_row_and_mask_step_rows():
+    from legoc.passes.masks import MAX_ROWS, MIN_ROWS, STEP_MACS, step_rows
+
+    ir = bert_ir()
+    per_layer = 4 * TOKENS * HIDDEN * HIDDEN + 2 * TOKENS * HIDDEN * FFN  # q, k, v, o + MLP
+    assert ir.macs_per_row() == LAYERS * per_layer + HIDDEN * 3
+    assert step_rows(ir) == MAX_ROWS  # a tiny model: full-size gradient batches
+
+    class Costly:
+        def macs_per_row(self):
+            return STEP_MACS // 6  # ~MiniLM on 16 tokens
+
+    assert step_rows(Costly()) == MIN_ROWS

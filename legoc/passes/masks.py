@@ -40,7 +40,7 @@ def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.T
 @dataclass(frozen=True)
 class MaskSearch(SearchOptions):
     steps: int = 300
-    batch_rows: int = 64
+    batch_rows: int | None = None  # None: MAX_ROWS, fewer for models costlier than STEP_MACS
     lr: float = 0.05
     penalty: float = 5.0
     final_target: float = 0.02  # kept-parameter fraction the schedule ends at
@@ -92,6 +92,7 @@ class MaskSearch(SearchOptions):
         for p in frozen:
             p.requires_grad_(False)
         n_rows = len(scorer.split)
+        batch_rows = self.batch_rows or step_rows(ir)
         marks = {int(self.steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
         rankings = []
         try:
@@ -100,7 +101,7 @@ class MaskSearch(SearchOptions):
                 target = 1.0 - (1.0 - self.final_target) * progress
                 z = sample_gates(log_alpha, generator)
                 gates = {name: _unit_gates(slots, z) for name, slots in index.items()}
-                rows = torch.randint(n_rows, (min(self.batch_rows, n_rows),), generator=generator)
+                rows = torch.randint(n_rows, (min(batch_rows, n_rows),), generator=generator)
                 kept_share = (open_probability(log_alpha) * params).sum() / total
                 loss = scorer.gated_loss(gates, rows) + self.penalty * (kept_share - target) ** 2
                 optimizer.zero_grad()
@@ -113,6 +114,16 @@ class MaskSearch(SearchOptions):
             for p in frozen:
                 p.requires_grad_(True)
         return rankings[::-1]  # sparsest schedule point first: the most promising cut
+
+
+MAX_ROWS, MIN_ROWS = 64, 16
+STEP_MACS = 10**9  # one gradient step's forward work: 64 rows of the shapes CNN fit in it
+
+
+def step_rows(ir: IR) -> int:
+    """Rows per gradient step: 64, fewer for big models (MiniLM: 16), so the mask phase does
+    not dwarf the candidate evaluations it exists to save."""
+    return int(np.clip(STEP_MACS // max(ir.macs_per_row(), 1), MIN_ROWS, MAX_ROWS))
 
 
 def _unit_gates(slots: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
