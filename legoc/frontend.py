@@ -7,7 +7,6 @@ only with `trust_model=True`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -27,6 +26,7 @@ from torch import nn
 from legoc.capture import capture, prefers_export
 from legoc.errors import LegocError
 from legoc.lowering import is_aten_graph, lower_aten
+from legoc.runtime.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ class LoadedModel:
     sha256: str
     path: Path
     kind: str  # state-dict | safetensors | pickled-module | exported-program
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> str:
@@ -142,7 +134,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
     if path.stat().st_size == 0:
         raise LegocError(f"model file {path}: is empty; {SAFE_FORM}")
     kind = detect_format(path)
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     if kind == "torchscript":
         raise LegocError(f"{path} is a TorchScript archive, which legoc cannot trace; {SAFE_FORM}")
     if kind == "safetensors":

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torch.fx
+import torch.nn.functional as F
 
 from legoc import ops
 from legoc.analysis import Analysis, analyze, get_attr_tensor, shape_of

@@ -19,12 +19,14 @@ from legoc.ir import IR, run_quietly
 from legoc.masking import instrument, set_masks
 from legoc.metrics import Metric, faithfulness
 from legoc.ops import Ablate
+from legoc.prefix import PrefixCache
 from legoc.task import Split
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
+PREFIX_CACHE_BYTES = 512 << 20  # cut values kept so candidates run from their first change
 
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
@@ -74,6 +76,8 @@ class Scorer:
         self.gm.eval()
         self._base: _Base | None = None
         self._active = self.gm
+        self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
+        self._prefix_done = {"hits": 0, "misses": 0}  # counts of caches already dropped
         self.evaluations = 0
         self.last_stopped_early = False
         self._check_labels_and_shapes()
@@ -190,6 +194,7 @@ class Scorer:
         from legoc.passes import REWRITE_PASSES, SCORING_PIPELINE, run_pipeline
 
         if all(mask.all() for mask in kept.values()):
+            self._drop_prefix_cache()
             self._base = None
             return
         masked = self.ir.with_kept(kept)
@@ -202,6 +207,7 @@ class Scorer:
                 torch.ones(len(index[name]), dtype=torch.bool),
                 self.values[name][torch.from_numpy(index[name])],
             )
+        self._drop_prefix_cache()
         self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
 
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
@@ -265,9 +271,11 @@ class Scorer:
         total, n = 0.0, 0
         items_total = None
         self.last_stopped_early = False
+        prefix = self._prefix_cache()
+        sigs = prefix.signatures()
         with torch.no_grad():
-            for inputs, y, y_alt, ref in self._labelled_batches(growing=True):
-                logits = self._forward(inputs)
+            for batch, (inputs, y, y_alt, ref) in enumerate(self._labelled_batches(growing=True)):
+                logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
                 s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)
@@ -284,6 +292,28 @@ class Scorer:
         if count:
             self.evaluations += 1
         return total / max(n, 1)
+
+    def _prefix_cache(self) -> PrefixCache:
+        key = id(self._active)
+        if key not in self._prefix:
+            self._prefix[key] = PrefixCache(self._active, PREFIX_CACHE_BYTES)
+        return self._prefix[key]
+
+    def _drop_prefix_cache(self) -> None:
+        """The sliced base is replaced: its suffixes and cut values go with it."""
+        if self._base is not None and id(self._base.gm) in self._prefix:
+            old = self._prefix.pop(id(self._base.gm))
+            self._prefix_done["hits"] += old.hits
+            self._prefix_done["misses"] += old.misses
+
+    @property
+    def prefix_stats(self) -> dict[str, int]:
+        """Batches scored from a cached cut (hits) or from the inputs (misses)."""
+        caches = self._prefix.values()
+        return {
+            "hits": self._prefix_done["hits"] + sum(c.hits for c in caches),
+            "misses": self._prefix_done["misses"] + sum(c.misses for c in caches),
+        }
 
     def faithfulness_of(self, value: float) -> float:
         return faithfulness(self.metric, value, self.reference.full, self.reference.empty)

@@ -235,3 +235,28 @@ def test_scoring_on_a_sliced_base_equals_the_masked_source_model():
         exact = scorer.predict(kept, {"x": data["x"]}, exact=True)
         assert not scorer.rebased
         torch.testing.assert_close(via_base, exact, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_prefix_cache_scores_a_sweep_from_the_first_changed_layer_with_the_same_values(kind):
+    """Removing one group at a time from one mask: later candidates start at the cut of the
+    space they change, and every value equals a scoring without any cache."""
+    import legoc.scoring as scoring
+
+    cached = scorer_for(kind, "kl", n=300)
+    ir = cached.ir
+    rng = np.random.default_rng(3)
+    base = list(rng.choice(ir.removable_groups(), size=3, replace=False))
+    sweep = [g for g in ir.removable_groups() if g not in base][:12]
+    masks = [ir.mask_for(sorted(set(base) | {g})) for g in sweep]
+    got = [cached.score(m, count=False) for m in masks]
+    assert cached.prefix_stats["hits"] > 0
+    original = scoring.PREFIX_CACHE_BYTES
+    try:
+        scoring.PREFIX_CACHE_BYTES = 0  # nothing fits: every batch runs from the inputs
+        plain = scorer_for(kind, "kl", n=300)
+        want = [plain.score(m, count=False) for m in masks]
+        assert plain.prefix_stats["hits"] == 0
+    finally:
+        scoring.PREFIX_CACHE_BYTES = original
+    assert got == want  # bit-identical, not merely close

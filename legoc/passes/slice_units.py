@@ -82,13 +82,19 @@ class SliceUnits:
                 if attr_node.op == "get_attr" and attr_node.target == param.target:
                     tensor = get_attr_tensor(gm, attr_node.target).detach()
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
-        for node in gm.graph.nodes:
+        for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts.get(node.args[0].name)
                 if layout is None:  # read through an op that froze it: nothing was sliced
                     continue
                 kept = keep_positions(layout.ids).tolist()
-                node.args = (node.args[0], tuple(kept.index(i) for i in node.args[1]))
+                indices = tuple(kept.index(i) for i in node.args[1])
+                if indices == tuple(range(len(kept))):  # the sliced layer is the task's outputs
+                    node.replace_all_uses_with(node.args[0])
+                    gm.graph.erase_node(node)
+                    stats["shapes_rewritten"] += 1
+                    continue
+                node.args = (node.args[0], indices)
         for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is torch.cat:
                 stats["shapes_rewritten"] += self._drop_removed_operands(node, analysis, removed)
