@@ -144,6 +144,7 @@ class Group:
     dead: bool
     params: int
     coupled_by: tuple[str, ...] = ()
+    macs: int = 0  # multiply-accumulates per input row its units account for
 
 
 @dataclass
@@ -626,6 +627,7 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
     n = walk.n_units
     roots = np.array([walk.unions.find(u) for u in range(n)], dtype=np.int64)
     unit_params = _unit_params(gm, walk)
+    unit_macs = _unit_params(gm, walk, per_position=True)
     groups: list[Group] = []
     unit_group = np.full(n, -1, dtype=np.int64)
     by_root: dict[int, list[int]] = {}
@@ -647,6 +649,7 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
             dead=not reasons and not walk.read[units].any(),
             params=int(sum(unit_params[u] for u in units)),
             coupled_by=tuple(coupled),
+            macs=int(sum(unit_macs[u] for u in units)),
         )
         unit_group[units] = group.index
         groups.append(group)
@@ -662,18 +665,39 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
     )
 
 
-def _unit_params(gm: torch.fx.GraphModule, walk: _Propagation) -> np.ndarray:
-    """Parameters each unit accounts for: weight row, bias, per-unit params, reader columns."""
+def output_positions(node: Node) -> int:
+    """Output positions per row of a Linear/Conv (tokens, pixels): each weight element is
+    multiply-accumulated this many times for one input row."""
+    shape = shape_of(node)
+    if shape is None:
+        return 1
+    channel = len(shape) - 1 if node.target in LINEAR_OPS else 1
+    return int(np.prod([d for i, d in enumerate(shape) if i not in (0, channel)], dtype=np.int64))
+
+
+def _unit_params(
+    gm: torch.fx.GraphModule, walk: _Propagation, per_position: bool = False
+) -> np.ndarray:
+    """Parameters each unit accounts for: weight row, bias, per-unit params, reader columns.
+    `per_position`: multiply-accumulates per input row instead (weights only)."""
     counts = np.zeros(walk.n_units, dtype=np.int64)
+    nodes = {n.name: n for n in gm.graph.nodes}
     for space in walk.spaces.values():
         weight = _get_attr(gm, space.weight)
-        per_row = weight.numel() // max(weight.shape[0], 1) + (1 if space.bias else 0)
+        per_row = weight.numel() // max(weight.shape[0], 1)
+        if per_position:
+            per_row *= output_positions(nodes[space.node])
+        elif space.bias:
+            per_row += 1
         counts[space.offset : space.offset + space.size] += per_row
-    nodes = {n.name: n for n in gm.graph.nodes}
     for use in walk.consumers:
         weight = _get_attr(gm, nodes[use.node].args[1].target)
         per_column = weight.numel() // weight.shape[1]
+        if per_position:
+            per_column *= output_positions(nodes[use.node])
         np.add.at(counts, use.ids[use.ids >= 0], per_column)
+    if per_position:
+        return counts
     for param in walk.channel_params:
         tensor = _get_attr(gm, param.target)
         per_slot = tensor.numel() // tensor.shape[param.dim]

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+OBJECTIVES = ("params", "macs")  # what the search minimises (MACs: per input row)
 
 
 @dataclass
@@ -232,6 +233,7 @@ def extract(
     seed: int | None = None,
     progress: Progress | None = None,
     model_output: str | None = None,
+    objective: str = "params",
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -243,7 +245,10 @@ def extract(
         check_output_file(Path(output))
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
+    if objective not in OBJECTIVES:
+        raise LegocError(f"--objective {objective!r}: use one of {list(OBJECTIVES)}")
     prep = prepare(model, task, arch, trust_model, model_output)
+    prep.ir.objective = objective
     spec = prep.task.spec
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
@@ -295,6 +300,7 @@ def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
         "legoc.source_sha256": prep.loaded.sha256,
         "legoc.spec_sha256": prep.task.sha256,
         "legoc.metric": prep.metric.name,
+        "legoc.objective": prep.ir.objective,
         "legoc.inputs": prep.input_names,
         "legoc.rationale": {
             "kept": result.kept,

@@ -55,6 +55,12 @@ def extract(
         help="Which output is the task's when the model returns a tuple/dict/HF output object: "
         "a key or a position (default: 'logits' if present, else the first).",
     ),
+    objective: str = typer.Option(
+        "params",
+        "--objective",
+        help="What the search minimises: params, or macs (multiply-accumulates per input row; "
+        "what latency on edge runtimes follows).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -84,6 +90,7 @@ def extract(
             seed=seed,
             progress=progress,
             model_output=model_output,
+            objective=objective,
         )
     summary = result.summary()
     if report is not None:

@@ -17,7 +17,7 @@ import torch.fx
 import torch.nn.functional as F
 
 from legoc import ops
-from legoc.analysis import Analysis, analyze, get_attr_tensor, shape_of
+from legoc.analysis import Analysis, analyze, get_attr_tensor, output_positions, shape_of
 from legoc.errors import LegocError
 
 
@@ -30,6 +30,7 @@ class IR:
     analysis: Analysis = field(init=False)
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # space -> bool per unit
     ablation: dict[str, torch.Tensor] = field(default_factory=dict)  # space -> value per unit
+    objective: str = "params"  # what searches minimise: "params" or "macs" (per input row)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -107,6 +108,44 @@ class IR:
             total += math.prod(out.shape) * math.prod(kernel.shape[1:])
         rows = next(iter(self.example_inputs.values())).shape[0]
         return total // max(rows, 1)
+
+    def group_cost(self, group: int) -> int:
+        """What removing the group saves under the objective (at least 1, for ratios)."""
+        g = self.groups[group]
+        return max(g.macs if self.objective == "macs" else g.params, 1)
+
+    def sliced_cost(self, kept: dict[str, np.ndarray]) -> int:
+        if self.objective == "macs":
+            return self.sliced_macs(kept)
+        return self.sliced_param_count(kept)
+
+    def sliced_macs(self, kept: dict[str, np.ndarray]) -> int:
+        """Multiply-accumulates per input row of the Linear/Conv layers once the units not in
+        `kept` are sliced away (kept rows x kept columns x kernel x output positions)."""
+        a = self.analysis
+        removed = np.zeros(sum(s.size for s in a.spaces.values()), dtype=bool)
+        for name, space in a.spaces.items():
+            removed[space.offset : space.offset + space.size] = ~kept[name]
+        columns = {use.node: use.ids for use in a.consumers}
+        rows_of = {space.node: int(kept[space.name].sum()) for space in a.spaces.values()}
+        total = 0
+        for node in self.gm.graph.nodes:
+            if node.op != "call_function" or node.target not in (F.linear, F.conv1d, F.conv2d):
+                continue
+            weight_node = node.args[1]
+            if not (isinstance(weight_node, torch.fx.Node) and weight_node.op == "get_attr"):
+                continue
+            weight = get_attr_tensor(self.gm, weight_node.target)
+            rows = rows_of.get(node.name, weight.shape[0])
+            ids = columns.get(node.name)
+            cols = (
+                weight.shape[1]
+                if ids is None
+                else int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
+            )
+            kernel = weight.numel() // (weight.shape[0] * weight.shape[1])
+            total += rows * cols * kernel * output_positions(node)
+        return total
 
     def sliced_param_count(self, kept: dict[str, np.ndarray]) -> int:
         """Parameters left once the units not in `kept` are sliced away: producer rows, reader

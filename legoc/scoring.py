@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
-PREFIX_CACHE_BYTES = 512 << 20  # cut values kept so candidates run from their first change
+PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
 
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)

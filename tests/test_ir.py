@@ -104,3 +104,30 @@ def test_text_names_no_coupling_without_a_partner():
     ir = build_ir(trace(SelfAdd().eval(), ["x"]), ["x"], {"x": torch.randn(2, 4)})
     assert "coupled with  by" not in ir.text()
     assert all(g.coupled_by == () for g in ir.groups)
+
+
+def test_sliced_macs_counts_kept_rows_columns_and_positions_by_hand():
+    """The shapes-like tiny CNN: MACs per row of every Linear/Conv, and after a removal."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    model = trained_model("cnn")
+    data = labelled_data("cnn", 4, 1)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    want = 0
+    for node in ir.gm.graph.nodes:
+        if node.op == "call_function" and node.target in (F.linear, F.conv2d):
+            weight = ir.gm.get_parameter(node.args[1].target)
+            out = node.meta["tensor_meta"].shape
+            positions = out[2] * out[3] if node.target is F.conv2d else 1
+            want += weight.numel() * positions
+    full = {name: np.ones(space.size, dtype=bool) for name, space in ir.spaces.items()}
+    assert ir.sliced_macs(full) == want == ir.macs_per_row()
+    single = next(g for g in ir.removable_groups() if len(ir.groups[g].members) == 1)
+    assert ir.sliced_macs(ir.mask_for([single])) == want - ir.groups[single].macs
+    group = ir.removable_groups()[0]  # coupled by the residual add: conv2 reads conv1's unit
+    kept = ir.mask_for([group])  # so the group's own count holds conv2[0, 0] twice (a bound)
+    assert want - ir.groups[group].macs <= ir.sliced_macs(kept) < want
+    ir.objective = "macs"
+    assert ir.sliced_cost(kept) == ir.sliced_macs(kept)
+    assert ir.group_cost(group) == ir.groups[group].macs

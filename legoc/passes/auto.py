@@ -46,7 +46,7 @@ class AutoSearch(SearchOptions):
             rounds += 1
             round_cost = max(round_cost, ctx.used - before)
             removed = set(swept.ir.removed_groups())
-            if best_faith is None or ctx.kept_params(removed) < ctx.kept_params(best):
+            if best_faith is None or ctx.cost(removed) < ctx.cost(best):
                 best, best_faith = removed, swept.stats["faithfulness"]
                 best_proven = bool(swept.stats["one_minimal"])
         return ctx.result(

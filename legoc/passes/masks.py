@@ -62,9 +62,7 @@ class MaskSearch(SearchOptions):
                 continue
             tried.add(key)
             removed, faith = prune_prefix(ctx, order, removed=start)
-            if faith >= self.keep and (
-                best_faith is None or ctx.kept_params(removed) < ctx.kept_params(best)
-            ):
+            if faith >= self.keep and (best_faith is None or ctx.cost(removed) < ctx.cost(best)):
                 best, best_faith = removed, faith
         return ctx.result(
             best, faithfulness=best_faith, rankings_tried=len(tried), gradient_steps=self.steps
@@ -84,7 +82,7 @@ class MaskSearch(SearchOptions):
         for g in ir.removable_groups():
             for space, unit in ir.groups[g].members:
                 index[space][unit] = slot_of.get(g, -2)
-        params = torch.tensor([float(max(ir.groups[g].params, 1)) for g in groups])
+        params = torch.tensor([float(ir.group_cost(g)) for g in groups])
         total = float(params.sum()) or 1.0
         log_alpha = torch.full((len(groups),), 3.0, requires_grad=True)
         optimizer = torch.optim.Adam([log_alpha], lr=self.lr)

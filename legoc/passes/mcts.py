@@ -87,7 +87,7 @@ class _Tree:
         self, options: MctsSearch, ctx: SearchContext, ranking: list[int], root: frozenset[int]
     ):
         self.o, self.ctx, self.ranking = options, ctx, ranking
-        self.root_params = ctx.kept_params(root)
+        self.root_params = ctx.cost(root)
         self.bad: set[int] = set()  # failed alone at some state: not worth trying deeper
         self.nodes = 0
         self.root = self.node(root)
@@ -103,10 +103,10 @@ class _Tree:
         return _Node(removed, actions, {a: w / total for a, w in zip(actions, weights)})
 
     def reward(self, removed) -> float:
-        return (self.root_params - self.ctx.kept_params(removed)) / max(self.root_params, 1)
+        return (self.root_params - self.ctx.cost(removed)) / max(self.root_params, 1)
 
     def note(self, removed: set[int], faith: float) -> None:
-        if self.ctx.kept_params(removed) < self.ctx.kept_params(self.best_removed):
+        if self.ctx.cost(removed) < self.ctx.cost(self.best_removed):
             self.best_removed, self.best_faith = set(removed), faith
 
     def simulate(self) -> None:

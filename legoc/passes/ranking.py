@@ -39,8 +39,8 @@ def group_order(ir: IR, unit_scores: dict, per_param: bool = True, candidates=No
     groups = ir.removable_groups() if candidates is None else list(candidates)
 
     def cost(g: int) -> float:
-        group = ir.groups[g]
-        total = float(sum(unit_scores[space][unit] for space, unit in group.members))
-        return total / max(group.params, 1) if per_param else total
+        members = ir.groups[g].members
+        total = float(sum(unit_scores[space][unit] for space, unit in members))
+        return total / ir.group_cost(g) if per_param else total
 
     return sorted(groups, key=lambda g: (cost(g), g))

@@ -42,7 +42,6 @@ class SearchContext:
         self.first_evaluation = self.scorer.evaluations
         self.started = time.perf_counter()
         self.source_params = ir.param_count()
-        self.group_params = {g.index: max(g.params, 1) for g in ir.groups}
         self.trace: list[dict] = []
         self.best_faith: float | None = None
         # candidates scored (shared with an outer search): never pay for one twice
@@ -54,6 +53,11 @@ class SearchContext:
 
     def budget_left(self) -> int:
         return self.options.budget - self.used
+
+    def cost(self, removed) -> int:
+        """The objective (parameters or MACs per row) left with `removed` groups sliced away:
+        what searches compare candidates by."""
+        return self.ir.sliced_cost(self.ir.mask_for(sorted(set(removed))))
 
     def kept_params(self, removed) -> int:
         """The block's size with `removed` groups sliced away (before constants are folded)."""

@@ -108,6 +108,9 @@ class Groups:
     def removable_groups(self) -> list[int]:
         return [g.index for g in self.groups if g.frozen is None]
 
+    def group_cost(self, group: int) -> int:  # the params objective, as IR.group_cost
+        return max(self.groups[group].params, 1)
+
 
 SCORES = {"a": np.array([1.0, 2.0, 0.5, 4.0]), "b": np.array([3.0, 0.0, 6.0])}
 IR = Groups(
