@@ -49,6 +49,12 @@ def extract(
     method: Optional[str] = typer.Option(None, help="Override search.method."),
     budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    finetune: Optional[bool] = typer.Option(
+        None,
+        "--finetune/--no-finetune",
+        help="Retrain the block's weights on search data (option C); default: when the spec "
+        "has a finetune section.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -77,6 +83,7 @@ def extract(
             budget=budget,
             seed=seed,
             progress=progress,
+            finetune=finetune,
         )
     summary = result.summary()
     if report is not None:
@@ -87,10 +94,17 @@ def extract(
         return
     kept = " ".join(f"{name}={k}" for name, k in summary["units_kept"].items())
     evals = " ".join(f"{name}={s['faithfulness']:.3f}" for name, s in summary["scores"].items())
+    retrained = ""
+    if result.training is not None:
+        t = result.training
+        retrained = (
+            f" | retrained {t['epochs_run']} epochs (best {t['best_epoch']}), "
+            f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
+        )
     typer.echo(
         f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
         f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations | {result.seconds:.1f}s"
+        f"{result.evaluations} evaluations{retrained} | {result.seconds:.1f}s"
     )
 
 
