@@ -174,7 +174,7 @@ def baseline(
         targets = list(sizes)
     inputs = input_shapes(splits, input_names, out_shape)
     family = family or choose_family(inputs)
-    config = TrainConfig(epochs=epochs, lr=lr, seed=seed, patience=5)
+    config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     metadata = {
         "legoc.version": legoc.__version__,
         "legoc.task": task.name,

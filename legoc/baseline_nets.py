@@ -69,7 +69,7 @@ class MLP(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         flat = torch.cat([x.flatten(1) for x in xs], dim=1)
-        return self.net(flat).reshape(-1, *self.out_shape)
+        return _shaped(self.net(flat), self.out_shape)
 
 
 class SmallCNN(nn.Module):
@@ -92,7 +92,7 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(c_in * height * wide, math.prod(inputs.out_shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1)).reshape(-1, *self.out_shape)
+        return _shaped(self.head(self.features(x).flatten(1)), self.out_shape)
 
 
 class TinyTransformer(nn.Module):
@@ -131,7 +131,13 @@ class TinyTransformer(nn.Module):
         if self.per_token:
             return self.head(h)
         pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        return self.head(pooled).reshape(-1, *self.out_shape)
+        return _shaped(self.head(pooled), self.out_shape)
+
+
+def _shaped(flat: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, prod(out_shape)) -> (N, *out_shape); a no-op for one output axis, so the exported
+    output keeps its static size (a reshape would make ONNX infer it as symbolic)."""
+    return flat if len(out_shape) == 1 else flat.unflatten(1, out_shape)
 
 
 BUILDERS: dict[str, Callable[[InputShapes, int], nn.Module]] = {

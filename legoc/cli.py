@@ -11,6 +11,7 @@ import typer
 
 from legoc import api
 from legoc.cli_common import progress_bar, reporting
+from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.report import prepare_report_dir, write_report
 
@@ -135,6 +136,7 @@ def inspect(
 
 
 register_runtime_commands(app)
+register_compare_commands(app)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ class TrainConfig:
     lr: float
     seed: int = 0
     val_fraction: float = 0.2
-    patience: int = 3
+    patience: int = 5
     batch_size: int = 64
 
 

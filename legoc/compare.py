@@ -1,0 +1,398 @@
+"""`legoc compare`: options A, B and C over several seeds, every result judged the same way.
+
+Per seed s: B searches a rationale with search seed s and exports it; C retrains that block
+(training seed s); A trains a network from scratch sized to that B block (seed s). The full
+model is exported once as a reference row. Every ONNX file is then scored on every split in
+onnxruntime with the task's raw metric (not faithfulness), and per split a verdict says whether
+B >= A (weak case) and B >= A and B >= C (strong case), with "no" and "not significant" as
+valid answers. Nothing is selected on eval splits: they are only scored.
+
+The output folder is built in a temporary sibling and moved into place when complete, so a
+failed run leaves no partial report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import legoc
+from legoc import api
+from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR, input_shapes, train_baseline
+from legoc.baseline_nets import choose_family
+from legoc.errors import LegocError, TaskNotMet
+from legoc.export import export_block
+from legoc.masking import masked_model
+from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
+from legoc.runtime.block import Block
+from legoc.runtime.flops import macs_per_example
+from legoc.runtime.scores import load_split, logits_of, metric_rows
+from legoc.task import FinetuneSpec
+from legoc.training import TrainConfig
+from legoc.verdict import Comparison, compare_options, mean_std, strong_case
+
+log = logging.getLogger(__name__)
+
+OPTIONS = ("A", "B", "C")
+
+
+@dataclass
+class Run:
+    """One exported result: which option and seed, its size and its score on every split."""
+
+    option: str  # A, B, C, or "full" (the source model, for reference)
+    seed: int | None
+    path: str | None  # relative to the report folder
+    status: str = "ok"  # ok, or why there is no block (e.g. keep not met)
+    params: int = 0
+    macs: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+    rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # per-row scores
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("rows")
+        return data
+
+
+@dataclass
+class SplitVerdict:
+    split: str
+    b_vs_a: Comparison
+    b_vs_c: Comparison
+    weak: str
+    strong: str
+
+    def to_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "weak": self.weak,
+            "strong": self.strong,
+            "b_vs_a": self.b_vs_a.to_dict(),
+            "b_vs_c": self.b_vs_c.to_dict(),
+        }
+
+
+@dataclass
+class CompareResult:
+    task: str
+    metric: str
+    higher_is_better: bool
+    splits: list[str]
+    seeds: list[int]
+    settings: dict
+    runs: list[Run]
+    verdicts: list[SplitVerdict]
+    output: str
+    seconds: float = 0.0
+
+    def ok_runs(self, option: str) -> list[Run]:
+        return [r for r in self.runs if r.option == option and r.status == "ok"]
+
+    def table(self) -> list[dict]:
+        """Per option: params, MACs and each split's score as (mean, std) over seeds."""
+        rows = []
+        for option in ("full", *OPTIONS):
+            runs = self.ok_runs(option)
+            if not runs:
+                continue
+            rows.append(
+                {
+                    "option": option,
+                    "runs": len(runs),
+                    "params": mean_std([r.params for r in runs]),
+                    "macs": mean_std([r.macs for r in runs]),
+                    "scores": {s: mean_std([r.scores[s] for r in runs]) for s in self.splits},
+                }
+            )
+        return rows
+
+
+Progress = api.Progress
+
+
+def compare(
+    model: str | Path,
+    task: str | Path,
+    output: str | Path,
+    arch: str | None = None,
+    trust_model: bool = False,
+    seeds: int = 3,
+    method: str | None = None,
+    budget: int | None = None,
+    margin: float = 0.0,
+    family: str | None = None,
+    baseline_epochs: int = DEFAULT_EPOCHS,
+    baseline_lr: float = DEFAULT_LR,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CompareResult:
+    """Run A, B and C with `seeds` seeds each and write DIR/report.{json,md} and plots."""
+    from legoc.compare_report import write_report
+
+    started = time.perf_counter()
+    output = Path(output)
+    _check_output_dir(output, force)
+    if seeds < 1:
+        raise LegocError(f"--seeds {seeds}: must be at least 1")
+    if margin < 0:
+        raise LegocError(f"--margin {margin}: must be >= 0")
+    if method is not None and method not in SEARCH_PASSES:
+        raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
+    prep = api.prepare(model, task, arch, trust_model)
+    spec = prep.task.spec
+    method = method or spec.search.method
+    budget = budget if budget is not None else spec.search.budget
+    finetune = spec.finetune or FinetuneSpec()
+    seed_list = [spec.search.seed + i for i in range(seeds)]
+    references = {
+        name: prep.scorer_for(name).reference.outputs
+        for name in prep.splits
+        if prep.metric.needs_reference
+    }
+    inputs = input_shapes(prep.splits, prep.input_names, _output_shape(prep))
+    family = family or choose_family(inputs)
+    settings = {
+        "model": str(model),
+        "arch": arch,
+        "trust_model": trust_model,
+        "task_spec": str(task),
+        "method": method,
+        "budget": budget,
+        "keep": spec.keep,
+        "seeds": seeds,
+        "margin": margin,
+        "finetune": {"epochs": finetune.epochs, "lr": finetune.lr},
+        "baseline": {"family": family, "epochs": baseline_epochs, "lr": baseline_lr},
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        (staging / "runs").mkdir()
+        total = 1 + 3 * seeds
+        step = _Steps(progress, total)
+        runs = [_full_run(prep, staging)]
+        step.done()
+        for seed in seed_list:
+            runs += _seed_runs(
+                prep,
+                staging,
+                seed,
+                method,
+                budget,
+                finetune,
+                inputs,
+                family,
+                references,
+                step,
+                baseline_epochs,
+                baseline_lr,
+            )
+        _score_runs(staging, prep, runs)
+        result = CompareResult(
+            task=spec.name,
+            metric=prep.metric.name,
+            higher_is_better=prep.metric.higher_is_better,
+            splits=list(prep.splits),
+            seeds=seed_list,
+            settings=settings,
+            runs=runs,
+            verdicts=[],
+            output=str(output),
+        )
+        if not result.ok_runs("B"):
+            raise TaskNotMet(
+                f"no seed's rationale reaches keep={spec.keep} within search.budget={budget}; "
+                "nothing to compare (lower keep or raise the budget)"
+            )
+        result.verdicts = verdicts(result, margin)
+        result.seconds = time.perf_counter() - started
+        write_report(staging, result)
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def verdicts(result: CompareResult, margin: float) -> list[SplitVerdict]:
+    """Weak and strong case per split from the runs' per-row scores."""
+    out = []
+    for split in result.splits:
+        rows = {o: np.stack([r.rows[split] for r in result.ok_runs(o)]) for o in OPTIONS}
+        higher = result.higher_is_better
+        b_vs_a = compare_options("B", "A", rows["B"], rows["A"], higher, margin)
+        b_vs_c = compare_options("B", "C", rows["B"], rows["C"], higher, margin)
+        out.append(SplitVerdict(split, b_vs_a, b_vs_c, b_vs_a.answer, strong_case(b_vs_a, b_vs_c)))
+    return out
+
+
+class _Steps:
+    """Overall progress: one step per exported run."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.count = progress, total, 0
+        self.report(None)
+
+    def report(self, stage: str | None) -> None:
+        if self.progress is not None:
+            self.progress("runs", self.count, self.total)
+            if stage:
+                self.progress(stage, 0, 1)
+
+    def done(self) -> None:
+        self.count += 1
+        self.report(None)
+
+
+def _seed_runs(
+    prep, staging, seed, method, budget, finetune, inputs, family, references, step, epochs, lr
+) -> list[Run]:
+    """B, then C from B's block, then A sized to B's block, for one seed."""
+    runs = []
+    started = time.perf_counter()
+
+    def search_progress(stage: str, done: int, total: int) -> None:
+        if step.progress is not None:
+            step.progress(f"B seed {seed}: {stage}", done, total)
+
+    found = api.search_rationale(prep, method, budget, seed, search_progress)
+    if found.faithfulness < prep.task.spec.keep:
+        note = f"keep not met (faithfulness {found.faithfulness:.4f})"
+        step.count += 3
+        step.report(None)
+        return [Run(o, seed, None, status=note) for o in ("B", "C", "A")]
+    built = api.build_block(prep, found, method, seed)
+    path_b = f"runs/B-seed{seed}.onnx"
+    api.write_block(prep, built, staging / path_b, {"legoc.compare": {"option": "B", "seed": seed}})
+    details_b = {"faithfulness": found.faithfulness, "evaluations": found.evaluations}
+    runs.append(Run("B", seed, path_b, seconds=time.perf_counter() - started, details=details_b))
+    step.done()
+
+    started = time.perf_counter()
+    step.report(f"C seed {seed}: retrain")
+    tuned = api.finetune_block(prep, built, finetune, seed)
+    path_c = f"runs/C-seed{seed}.onnx"
+    api.write_block(prep, tuned, staging / path_c, {"legoc.compare": {"option": "C", "seed": seed}})
+    runs.append(
+        Run("C", seed, path_c, seconds=time.perf_counter() - started, details=tuned.result.training)
+    )
+    step.done()
+
+    started = time.perf_counter()
+    step.report(f"A seed {seed}: train")
+    target = Block.load(staging / path_b).param_count()
+    path_a = f"runs/A-seed{seed}.onnx"
+    metadata = {
+        **_common_metadata(prep),
+        "legoc.compare": {"option": "A", "seed": seed, "like": path_b},
+    }
+    config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+    trained = train_baseline(
+        family,
+        inputs,
+        target,
+        prep.splits,
+        prep.metric,
+        config,
+        references,
+        staging / path_a,
+        metadata,
+    )
+    details_a = {
+        "family": family,
+        "width": trained.width,
+        "target_params": target,
+        **trained.training,
+    }
+    runs.append(Run("A", seed, path_a, seconds=time.perf_counter() - started, details=details_a))
+    step.done()
+    return runs
+
+
+def _full_run(prep: api.Prepared, staging: Path) -> Run:
+    """The source model itself as a block (nothing removed): the reference row, and for kl the
+    outputs every other run is compared against."""
+    started = time.perf_counter()
+    full = prep.ir.with_kept(prep.ir.mask_for([]))
+    full.ablation = dict(prep.scorer.values)
+    block, _ = run_pipeline(full, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    path = "runs/full.onnx"
+    metadata = {**_common_metadata(prep), "legoc.compare": {"option": "full"}}
+    export_block(block, masked_model(full), prep.splits["search"], staging / path, metadata)
+    return Run("full", None, path, seconds=time.perf_counter() - started)
+
+
+def _common_metadata(prep: api.Prepared) -> dict:
+    return {
+        "legoc.version": legoc.__version__,
+        "legoc.task": prep.task.name,
+        "legoc.source_sha256": prep.loaded.sha256,
+        "legoc.spec_sha256": prep.task.sha256,
+        "legoc.metric": prep.metric.name,
+        "legoc.inputs": prep.input_names,
+        "legoc.versions": api.versions(),
+    }
+
+
+def _score_runs(staging: Path, prep: api.Prepared, runs: list[Run]) -> None:
+    """Every exported run in onnxruntime on every split: params, MACs, per-row scores."""
+    names = prep.input_names
+    paths = prep.task.split_paths()
+    splits = {s: load_split(s, p, names, f"data {s}") for s, p in paths.items()}
+    reference: dict[str, np.ndarray] = {}
+    for run in runs:  # the full run comes first: its logits are kl's reference
+        if run.status != "ok":
+            continue
+        block = Block.load(staging / run.path, threads=1)
+        run.params = block.param_count()
+        run.macs = macs_per_example(block.model)
+        for name, split in splits.items():
+            logits = logits_of(lambda feeds: block.run(feeds)["logits"], split)
+            if run.option == "full":
+                reference[name] = logits
+            rows = metric_rows(prep.metric.name, logits, split.y, reference.get(name), split.y_alt)
+            run.rows[name] = rows
+            run.scores[name] = float(rows.mean())
+
+
+def _output_shape(prep: api.Prepared) -> tuple[int, ...]:
+    """The task output per row (what A must produce to stand in for B)."""
+    search = prep.splits["search"]
+    with torch.no_grad():
+        out = prep.ir.gm(*[search.inputs[n][:2] for n in prep.input_names])
+    return tuple(out.shape[1:])
+
+
+def _check_output_dir(output: Path, force: bool) -> None:
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise LegocError(f"-o {output}: folder {parent} does not exist; create it first")
+    if output.exists() and not output.is_dir():
+        raise LegocError(f"-o {output}: is a file; give a folder for the report")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise LegocError(
+            f"-o {output}: folder exists and is not empty; choose a new folder or pass --force "
+            "to replace it (only once the new report is complete)"
+        )
+    if not os.access(parent, os.W_OK):
+        raise LegocError(f"-o {output}: folder {parent} is not writable")
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+        os.replace(output, old / output.name)
+        os.replace(staging, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, output)
