@@ -26,7 +26,7 @@ from legoc.training import TrainConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 30  # from scratch: a maximum, early stopping usually ends sooner
+DEFAULT_EPOCHS = 100  # from scratch: a cap; early stopping on validation ends sooner
 DEFAULT_LR = 3e-3
 LABEL_KEYS = ("y", "y_alt")
 

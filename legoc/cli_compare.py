@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR
 from legoc.cli_common import progress_bar, reporting
 
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
@@ -46,8 +47,10 @@ def baseline(
         [], "--params", help="Target parameter count; repeat for several (OUT-<n>.onnx each)."
     ),
     family: Optional[str] = FamilyOpt,
-    epochs: int = typer.Option(30, min=1, help="Maximum epochs (early stopping may end sooner)."),
-    lr: float = typer.Option(3e-3, min=0.0, help="Adam learning rate."),
+    epochs: int = typer.Option(
+        DEFAULT_EPOCHS, min=1, help="Maximum epochs (early stopping may end sooner)."
+    ),
+    lr: float = typer.Option(DEFAULT_LR, min=0.0, help="Adam learning rate."),
     seed: int = typer.Option(0, help="Seed for initialisation, shuffling and the validation part."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
@@ -87,8 +90,8 @@ def compare(
         0.0, min=0.0, help="Non-inferiority margin: B counts as >= X if B >= X - margin."
     ),
     family: Optional[str] = FamilyOpt,
-    baseline_epochs: int = typer.Option(30, min=1, help="Maximum epochs for A."),
-    baseline_lr: float = typer.Option(3e-3, min=0.0, help="Adam learning rate for A."),
+    baseline_epochs: int = typer.Option(DEFAULT_EPOCHS, min=1, help="Maximum epochs for A."),
+    baseline_lr: float = typer.Option(DEFAULT_LR, min=0.0, help="Adam learning rate for A."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,

@@ -265,6 +265,8 @@ def _seed_runs(
         if step.progress is not None:
             step.progress(f"B seed {seed}: {stage}", done, total)
 
+    prep.scorer.rebase(prep.ir.mask_for([]))  # no sliced base left from the last seed's search:
+    # every seed's search starts where `legoc extract --seed S` would
     found = api.search_rationale(prep, method, budget, seed, search_progress)
     if found.faithfulness < prep.task.spec.keep:
         note = f"keep not met (faithfulness {found.faithfulness:.4f})"

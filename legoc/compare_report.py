@@ -158,11 +158,27 @@ def markdown(result: CompareResult, plots: list[Path]) -> str:
         _runs_table(result),
         "",
     ]
+    text += _training_notes(result)
     if failed:
         text += [f"{len(failed)} run(s) produced no block: see the status column.", ""]
     text += ["Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in plots), ""]
     text.append(f"Wall time: {result.seconds:.0f} s.")
     return "\n".join(text) + "\n"
+
+
+def _training_notes(result: CompareResult) -> list[str]:
+    """Say when training was still improving at its epoch cap: more epochs might change A or C."""
+    notes = []
+    for option in ("A", "C"):
+        runs = result.ok_runs(option)
+        capped = [r for r in runs if r.details.get("best_epoch") == r.details.get("epochs")]
+        if capped:
+            cap = capped[0].details["epochs"]
+            notes.append(
+                f"{option}: in {len(capped)} of {len(runs)} runs the best validation loss came at "
+                f"the last allowed epoch ({cap}): training was still improving when it stopped."
+            )
+    return [*notes, ""] if notes else []
 
 
 def _runs_table(result: CompareResult) -> str:
