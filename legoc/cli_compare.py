@@ -92,6 +92,12 @@ def compare(
     family: Optional[str] = FamilyOpt,
     baseline_epochs: int = typer.Option(DEFAULT_EPOCHS, min=1, help="Maximum epochs for A."),
     baseline_lr: float = typer.Option(DEFAULT_LR, min=0.0, help="Adam learning rate for A."),
+    finetune_epochs: Optional[int] = typer.Option(
+        None, min=1, help="Override finetune.epochs for C (default: the spec's, else 5)."
+    ),
+    finetune_lr: Optional[float] = typer.Option(
+        None, min=0.0, help="Override finetune.lr for C (default: the spec's, else 1e-3)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
@@ -114,6 +120,8 @@ def compare(
             family=family,
             baseline_epochs=baseline_epochs,
             baseline_lr=baseline_lr,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
             force=force,
             progress=_progress_callback(bar),
         )

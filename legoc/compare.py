@@ -134,10 +134,15 @@ def compare(
     family: str | None = None,
     baseline_epochs: int = DEFAULT_EPOCHS,
     baseline_lr: float = DEFAULT_LR,
+    finetune_epochs: int | None = None,
+    finetune_lr: float | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> CompareResult:
-    """Run A, B and C with `seeds` seeds each and write DIR/report.{json,md} and plots."""
+    """Run A, B and C with `seeds` seeds each and write DIR/report.{json,md} and plots.
+
+    C retrains with the spec's `finetune` settings (or their defaults); `finetune_epochs` and
+    `finetune_lr` override them for this comparison only."""
     from legoc.compare_report import write_report
 
     started = time.perf_counter()
@@ -154,6 +159,13 @@ def compare(
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
     finetune = spec.finetune or FinetuneSpec()
+    overrides = {"epochs": finetune_epochs, "lr": finetune_lr}
+    try:
+        finetune = FinetuneSpec(**{**finetune.model_dump(), **_given(overrides)})
+    except ValueError:
+        raise LegocError(
+            f"--finetune-epochs/--finetune-lr {overrides}: epochs and lr must be > 0"
+        ) from None
     seed_list = [spec.search.seed + i for i in range(seeds)]
     references = {
         name: prep.scorer_for(name).reference.outputs
@@ -161,7 +173,7 @@ def compare(
         if prep.metric.needs_reference
     }
     inputs = input_shapes(prep.splits, prep.input_names, _output_shape(prep))
-    family = family or choose_family(inputs)
+    family_option, family = family, family or choose_family(inputs)
     settings = {
         "model": str(model),
         "arch": arch,
@@ -174,6 +186,15 @@ def compare(
         "margin": margin,
         "finetune": {"epochs": finetune.epochs, "lr": finetune.lr},
         "baseline": {"family": family, "epochs": baseline_epochs, "lr": baseline_lr},
+        "overrides": _given(
+            {
+                "family": family_option,
+                "baseline_epochs": None if baseline_epochs == DEFAULT_EPOCHS else baseline_epochs,
+                "baseline_lr": None if baseline_lr == DEFAULT_LR else baseline_lr,
+                "finetune_epochs": finetune_epochs,
+                "finetune_lr": finetune_lr,
+            }
+        ),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -222,6 +243,10 @@ def compare(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _given(options: dict) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def verdicts(result: CompareResult, margin: float) -> list[SplitVerdict]:

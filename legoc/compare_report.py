@@ -53,6 +53,8 @@ def command_line(result: CompareResult) -> str:
     parts += ["--seeds", str(s["seeds"]), "--method", s["method"], "--budget", str(s["budget"])]
     if s["margin"]:
         parts += ["--margin", str(s["margin"])]
+    for option, value in s.get("overrides", {}).items():
+        parts += [f"--{option.replace('_', '-')}", str(value)]
     parts += ["-o", Path(result.output).name]
     return " ".join(shlex.quote(p) for p in parts)
 

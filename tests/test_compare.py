@@ -119,10 +119,16 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    result = runner.invoke(app, compare_args(task, out, "--seeds", "1", "--force"))
+    extra = ("--seeds", "1", "--force", "--finetune-epochs", "1")
+    result = runner.invoke(app, compare_args(task, out, *extra))
     assert result.exit_code == 0, result.output
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["finetune"]["epochs"] == 1
+    assert "--finetune-epochs 1" in report["command"] and "--baseline-epochs 3" in report["command"]
+    (run_c,) = [r for r in report["runs"] if r["option"] == "C"]
+    assert run_c["details"]["epochs"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "task"]
 
 
