@@ -16,7 +16,14 @@ import torch
 
 import legoc
 from legoc.api import versions
-from legoc.baseline_nets import InputShapes, build, choose_family, match_width, param_count
+from legoc.baseline_nets import (
+    InputShapes,
+    build,
+    check_family,
+    choose_family,
+    match_width,
+    param_count,
+)
 from legoc.errors import LegocError
 from legoc.export import module_to_onnx, write_checked
 from legoc.metrics import METRICS, Metric
@@ -154,6 +161,7 @@ def baseline(
     With several sizes, OUT.onnx becomes OUT-<size>.onnx per size."""
     output = Path(output)
     check_output_file(output)
+    check_family(family)
     if (like is None) == (not sizes):
         raise LegocError("baseline: give the size either as --like BLOCK.onnx or as --params N")
     task = load_task(task_path)

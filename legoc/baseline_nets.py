@@ -151,9 +151,14 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build(family: str, inputs: InputShapes, width: int) -> nn.Module:
-    if family not in BUILDERS:
+def check_family(family: str | None) -> None:
+    """Refuse an unknown family before any work is done."""
+    if family is not None and family not in BUILDERS:
         raise LegocError(f"--family {family!r}: use one of {list(FAMILIES)}")
+
+
+def build(family: str, inputs: InputShapes, width: int) -> nn.Module:
+    check_family(family)
     return BUILDERS[family](inputs, width)
 
 

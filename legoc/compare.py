@@ -27,7 +27,7 @@ import torch
 import legoc
 from legoc import api
 from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR, input_shapes, train_baseline
-from legoc.baseline_nets import choose_family
+from legoc.baseline_nets import check_family, choose_family
 from legoc.errors import LegocError, TaskNotMet
 from legoc.export import export_block
 from legoc.masking import masked_model
@@ -150,6 +150,7 @@ def compare(
     _check_output_dir(output, force)
     if seeds < 1:
         raise LegocError(f"--seeds {seeds}: must be at least 1")
+    check_family(family)
     if margin < 0:
         raise LegocError(f"--margin {margin}: must be >= 0")
     if method is not None and method not in SEARCH_PASSES:

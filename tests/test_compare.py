@@ -132,9 +132,28 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "task"]
 
 
-def test_bad_input_leaves_nothing(tmp_path):
+@pytest.mark.parametrize(
+    "extra, needle",
+    [(("--method", "nope"), "--method"), (("--family", "rnn"), "--family"), ((), "")],
+)
+def test_bad_input_leaves_nothing(tmp_path, extra, needle):
     task = write_task(tmp_path / "task", "mlp")
+    if not extra:  # a spec error: one line naming the key
+        task["spec"].write_text(task["spec"].read_text().replace("keep: 0.9", "keep: -1"))
+        needle = "keep"
     out = tmp_path / "report"
-    result = runner.invoke(app, compare_args(task, out, "--method", "nope"))
-    assert result.exit_code == 2 and "--method" in result.stderr
+    result = runner.invoke(app, compare_args(task, out, *extra))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
+
+
+def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path):
+    task = write_task(tmp_path / "task", "mlp", spec={"keep": 1.5, "search": {"budget": 20}})
+    out = tmp_path / "report"
+    result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "reaches keep=1.5" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
