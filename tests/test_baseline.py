@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -131,3 +132,32 @@ def test_cli_baseline_refuses_kl_and_missing_sizes_with_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
         assert list(out.parent.iterdir()) == []
+
+
+def test_cli_baseline_on_token_ids_trains_and_exports_a_transformer(tmp_path):
+    """Token ids (with an attention mask) pick the transformer; it exports to plain ONNX and
+    agrees with torch (the export's parity check)."""
+    generator = torch.Generator().manual_seed(0)
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    for split, n in (("search", 96), ("iid", 32)):
+        ids = torch.randint(1, 20, (n, 8), generator=generator)
+        mask = torch.ones(n, 8, dtype=torch.int64)
+        mask[:, 6:] = 0
+        y = (ids[:, 0] > 10).long()
+        torch.save({"input_ids": ids, "attention_mask": mask, "y": y}, folder / f"{split}.pt")
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        "legoc: 1\nname: tokens\ndata:\n  search: search.pt\n  eval:\n    iid: iid.pt\n"
+        "metric: accuracy\n"
+    )
+    out = tmp_path / "a.onnx"
+    args = ["baseline", "--task", str(spec), "-o", str(out), "--params", "3000", "--epochs", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    block = Block.load(out)
+    assert block.meta("legoc.baseline")["family"] == "transformer"
+    assert block.input_names == ["input_ids", "attention_mask"]
+    assert abs(block.param_count() - 3000) <= 300
+    logits = block(input_ids=np.zeros((3, 8), np.int64), attention_mask=np.ones((3, 8), np.int64))
+    assert logits["logits"].shape == (3, 2)
