@@ -7,7 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
-from legoc.compare import CompareResult
+from legoc.compare_result import CompareResult
 from legoc.verdict import describe_method
 
 LABELS = {
