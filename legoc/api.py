@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,13 +24,15 @@ from legoc.passes import (
     REWRITE_PASSES,
     REWRITE_PIPELINE,
     SEARCH_PASSES,
+    Finetune,
     Minimize,
     Repair,
     run_pipeline,
 )
 from legoc.runtime.files import check_output_file
 from legoc.scoring import Scorer
-from legoc.task import Split, Task, load_split, load_task
+from legoc.task import FinetuneSpec, Split, Task, load_split, load_task
+from legoc.training import TrainConfig, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class ExtractResult:
     one_minimal: bool
     keep: float = 0.0
     passes: list[tuple[str, dict]] = field(default_factory=list)
+    seed: int = 0
+    training: dict | None = None
     trace: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -82,6 +86,7 @@ class ExtractResult:
             "seconds": round(self.seconds, 2),
             "parity_max_abs_diff": self.parity_max_abs_diff,
             "passes": {name: stats for name, stats in self.passes},
+            "training": self.training,
         }
 
 
@@ -96,6 +101,21 @@ class Prepared:
     splits: dict[str, Split]
     ir: IR
     scorer: Scorer
+    eval_scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
+
+    def scorer_for(self, split: str) -> Scorer:
+        """The scorer of a split; eval splits reuse the search split's ablation values."""
+        if split == "search":
+            return self.scorer
+        if split not in self.eval_scorers:
+            self.eval_scorers[split] = Scorer(
+                self.ir,
+                self.splits[split],
+                self.metric,
+                values=self.scorer.values,
+                label=f"data.eval.{split}",
+            )
+        return self.eval_scorers[split]
 
 
 def _example_rows(split: Split) -> dict[str, torch.Tensor]:
@@ -160,17 +180,19 @@ def prepare(
     return Prepared(loaded, task, metric, input_names, splits, ir, scorer)
 
 
-def score_splits(prep: Prepared, kept: dict) -> dict[str, SplitScore]:
-    """Metric of the full model and of the rationale on every split (search values for ablation)."""
+def score_splits(
+    prep: Prepared, kept: dict, module: torch.nn.Module | None = None
+) -> dict[str, SplitScore]:
+    """Metric of the full model and of the rationale on every split (search values for
+    ablation); with `module`, of that module instead of the masked rationale (a retrained
+    block), its faithfulness still measured against the full and the emptied model."""
     scores = {}
     for name, split in prep.splits.items():
-        if name == "search":
-            scorer = prep.scorer
+        scorer = prep.scorer_for(name)
+        if module is None:
+            value = scorer.score(kept, count=False)
         else:
-            scorer = Scorer(
-                prep.ir, split, prep.metric, values=prep.scorer.values, label=f"data.eval.{name}"
-            )
-        value = scorer.score(kept, count=False)
+            value = evaluate(module, prep.input_names, split, prep.metric, scorer.reference.outputs)
         scores[name] = SplitScore(scorer.reference.full, value, scorer.faithfulness_of(value))
     return scores
 
@@ -234,11 +256,14 @@ def extract(
     progress: Progress | None = None,
     model_output: str | None = None,
     objective: str = "params",
+    finetune: bool | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
-    Raises LegocError on bad input and TaskNotMet when no rationale reaches `keep` (the result
-    is still described in the message; nothing is written).
+    `finetune`: retrain the block's weights on `search` (option C); None follows the spec
+    (retrain when it has a `finetune` section). Raises LegocError on bad input and TaskNotMet
+    when no rationale reaches `keep` (the result is still described in the message; nothing is
+    written).
     """
     started = time.perf_counter()
     if output is not None:
@@ -254,47 +279,91 @@ def extract(
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
     found = search_rationale(prep, method, budget, seed, progress)
-    rationale, faith = found.ir, found.faithfulness
-    if faith < spec.keep:
+    if found.faithfulness < spec.keep:
         raise TaskNotMet(
             f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
-            f"{faith:.4f} ({prep.metric.name}) within {found.evaluations} evaluations; "
-            "lower keep or raise search.budget"
+            f"{found.faithfulness:.4f} ({prep.metric.name}) within {found.evaluations} "
+            "evaluations; lower keep or raise search.budget"
         )
+    built = build_block(prep, found, method, seed)
+    if finetune if finetune is not None else spec.finetune is not None:
+        if progress:
+            progress("finetune", 0, 1)
+        built = finetune_block(prep, built, spec.finetune or FinetuneSpec(), seed)
+    if output is not None:
+        if progress:
+            progress("export", 0, 1)
+        write_block(prep, built, Path(output))
+    built.result.seconds = time.perf_counter() - started
+    return built.result
+
+
+@dataclass
+class Built:
+    """A block ready to export: its IR, the torch module the export must agree with, and its
+    description."""
+
+    block: IR
+    reference: torch.nn.Module
+    result: ExtractResult
+
+
+def build_block(prep: Prepared, found: Found, method: str, seed: int) -> Built:
+    """Rewrite a searched rationale into the sliced block and score it on every split."""
+    rationale = found.ir
     scores = score_splits(prep, rationale.kept)
     block, reports = run_pipeline(rationale, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
-    reference = masked_model(rationale)
     result = ExtractResult(
-        task=spec.name,
-        output=str(output) if output else None,
+        task=prep.task.spec.name,
+        output=None,
         kept=rationale.kept_units(),
         total=rationale.total_units(),
         params_source=prep.ir.param_count(),
         params_block=block.param_count(),
-        faithfulness=faith,
+        faithfulness=found.faithfulness,
         scores=scores,
         evaluations=found.evaluations,
         method=method,
         seconds=0.0,
         parity_max_abs_diff=None,
         one_minimal=found.one_minimal,
-        keep=spec.keep,
+        keep=prep.task.spec.keep,
         passes=[*found.reports, *reports],
         trace=found.trace,
+        seed=seed,
     )
-    if output is not None:
-        if progress:
-            progress("export", 0, 1)
-        metadata = block_metadata(prep, result)
-        result.parity_max_abs_diff = export_block(
-            block, reference, prep.splits["search"], Path(output), metadata
-        )
-    result.seconds = time.perf_counter() - started
-    return result
+    return Built(block, masked_model(rationale), result)
+
+
+def finetune_block(prep: Prepared, built: Built, settings: FinetuneSpec, seed: int) -> Built:
+    """Option C: retrain the block's weights on `search` (a seeded validation part held out
+    for early stopping); the retrained block is its own export reference."""
+    config = TrainConfig(epochs=settings.epochs, lr=settings.lr, seed=seed)
+    search = prep.splits["search"]
+    tuned = Finetune(search, prep.metric, config, prep.scorer.reference.outputs).run(built.block)
+    scores = score_splits(prep, built.block.kept, module=tuned.ir.gm)
+    result = replace(
+        built.result,
+        scores=scores,
+        faithfulness=scores["search"].faithfulness,
+        passes=[*built.result.passes, ("finetune", tuned.stats)],
+        training={**tuned.report.metadata(), "faithfulness_before": built.result.faithfulness},
+    )
+    return Built(tuned.ir, tuned.ir.gm, result)
+
+
+def write_block(prep: Prepared, built: Built, output: Path, extra: dict | None = None) -> None:
+    """Export the block with its metadata (plus `extra` keys) and record the parity."""
+    metadata = {**block_metadata(prep, built.result), **(extra or {})}
+    split = prep.splits["search"]
+    built.result.parity_max_abs_diff = export_block(
+        built.block, built.reference, split, output, metadata
+    )
+    built.result.output = str(output)
 
 
 def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
-    return {
+    metadata = {
         "legoc.version": legoc.__version__,
         "legoc.task": prep.task.name,
         "legoc.source_sha256": prep.loaded.sha256,
@@ -313,14 +382,21 @@ def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
             "method": result.method,
             "evaluations": result.evaluations,
             "keep": prep.task.spec.keep,
-            "seed": prep.task.spec.search.seed,
+            "seed": result.seed,
         },
-        "legoc.versions": {
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(),
-        },
+        "legoc.versions": versions(),
+    }
+    if result.training is not None:
+        metadata["legoc.training"] = result.training
+    return metadata
+
+
+def versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
     }
 
 

@@ -11,6 +11,7 @@ import typer
 
 from legoc import api
 from legoc.cli_common import progress_bar, reporting
+from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.report import prepare_report_dir, write_report
 
@@ -61,6 +62,12 @@ def extract(
         help="What the search minimises: params, or macs (multiply-accumulates per input row; "
         "what latency on edge runtimes follows).",
     ),
+    finetune: Optional[bool] = typer.Option(
+        None,
+        "--finetune/--no-finetune",
+        help="Retrain the block's weights on search data (option C); default: when the spec "
+        "has a finetune section.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -91,6 +98,7 @@ def extract(
             progress=progress,
             model_output=model_output,
             objective=objective,
+            finetune=finetune,
         )
     summary = result.summary()
     if report is not None:
@@ -101,10 +109,17 @@ def extract(
         return
     kept = " ".join(f"{name}={k}" for name, k in summary["units_kept"].items())
     evals = " ".join(f"{name}={s['faithfulness']:.3f}" for name, s in summary["scores"].items())
+    retrained = ""
+    if result.training is not None:
+        t = result.training
+        retrained = (
+            f" | retrained {t['epochs_run']} epochs (best {t['best_epoch']}), "
+            f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
+        )
     typer.echo(
         f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
         f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations | {result.seconds:.1f}s"
+        f"{result.evaluations} evaluations{retrained} | {result.seconds:.1f}s"
     )
 
 
@@ -135,6 +150,7 @@ def inspect(
 
 
 register_runtime_commands(app)
+register_compare_commands(app)
 
 
 def main() -> None:

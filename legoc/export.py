@@ -27,19 +27,26 @@ OUTPUT_NAME = "logits"
 
 def to_onnx_model(block: IR) -> onnx.ModelProto:
     """Export the block graph with named inputs, a dynamic batch axis and output `logits`."""
-    args = tuple(block.example_inputs[name] for name in block.input_names)
-    dynamic = {name: {0: "batch"} for name in block.input_names}
+    return module_to_onnx(block.gm, block.input_names, block.example_inputs)
+
+
+def module_to_onnx(
+    module: torch.nn.Module, input_names: list[str], example_inputs: dict[str, torch.Tensor]
+) -> onnx.ModelProto:
+    """Any module (a block graph, a baseline network) in the block interface of DESIGN §3.3."""
+    args = tuple(example_inputs[name] for name in input_names)
+    dynamic = {name: {0: "batch"} for name in input_names}
     dynamic[OUTPUT_NAME] = {0: "batch"}
-    block.gm.eval()
+    module.eval()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = Path(tmp) / "block.onnx"
         torch.onnx.export(
-            block.gm,
+            module,
             args,
             str(path),
             dynamo=False,
-            input_names=list(block.input_names),
+            input_names=list(input_names),
             output_names=[OUTPUT_NAME],
             dynamic_axes=dynamic,
             opset_version=OPSET,
@@ -82,7 +89,21 @@ def export_block(
     block: IR, reference: torch.nn.Module, split: Split, output: Path, metadata: dict
 ) -> float:
     """Write `output` atomically; raises if the checker or the parity check fails."""
-    model = to_onnx_model(block)
+    return write_checked(
+        to_onnx_model(block), reference, split, output, metadata, block.input_names
+    )
+
+
+def write_checked(
+    model: onnx.ModelProto,
+    reference: torch.nn.Module,
+    split: Split,
+    output: Path,
+    metadata: dict,
+    input_names: list[str],
+) -> float:
+    """Metadata, full checker, atomic write and onnxruntime parity with `reference` on `split`;
+    returns the parity's max abs difference."""
     set_metadata(model, metadata)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -90,10 +111,10 @@ def export_block(
         raise TaskNotMet(f"export: the block fails onnx.checker: {exc}") from None
     with atomic_file(output) as tmp:
         onnx.save(model, str(tmp))
-        diff = parity(tmp, reference, split, block.input_names)
+        diff = parity(tmp, reference, split, input_names)
         if not diff <= PARITY_TOLERANCE:
             raise TaskNotMet(
-                f"export: onnxruntime and the masked torch model differ by {diff:.3g} "
+                f"export: onnxruntime and the torch reference differ by {diff:.3g} "
                 f"(> {PARITY_TOLERANCE}) on {split.name}; the block was not written"
             )
     return diff

@@ -215,6 +215,11 @@ def _is_npz(path: Path) -> bool:
         return False
 
 
+def data_keys(path: Path, label: str) -> list[str]:
+    """The tensor names a data file holds (for tools that have no model to name its inputs)."""
+    return list(_read_tensor_dict(path, label))
+
+
 def load_split(
     name: str, path: Path, input_names: list[str], label: str, needs_labels: bool
 ) -> Split:

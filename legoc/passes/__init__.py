@@ -2,13 +2,15 @@
 
 Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a `PassResult`
 (the new IR and counts of what changed). `SEARCH_PASSES` names the search methods;
-`REWRITE_PIPELINE` lists the rewrite passes in order.
+`REWRITE_PIPELINE` lists the rewrite passes in order. `Finetune` (option C) trains weights and
+runs only when asked for, after the rewrite pipeline.
 """
 
 from legoc.passes.attribution import AttributionSearch
 from legoc.passes.auto import AutoSearch
 from legoc.passes.base import PassResult, run_pipeline
 from legoc.passes.dce import DeadCodeElimination
+from legoc.passes.finetune import Finetune
 from legoc.passes.fold_ablations import FoldAblations
 from legoc.passes.fold_batch_norm import FoldBatchNorm
 from legoc.passes.greedy import GreedySearch
@@ -33,6 +35,7 @@ __all__ = [
     "AttributionSearch",
     "AutoSearch",
     "DeadCodeElimination",
+    "Finetune",
     "FoldAblations",
     "FoldBatchNorm",
     "GreedySearch",

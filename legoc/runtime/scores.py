@@ -144,3 +144,40 @@ def logits_of(run: Runner, split: Split, batch_size: int = 256) -> np.ndarray:
             for start in range(0, n, batch_size)
         ]
     )
+
+
+def metric_rows(
+    metric: str,
+    logits: np.ndarray,
+    y: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    y_alt: np.ndarray | None = None,
+) -> np.ndarray:
+    """The metric per row (a row's items averaged: tokens, outputs): what paired statistics
+    over rows resample. Their mean is `metric_value` whenever rows hold equally many items."""
+    logits = np.asarray(logits, dtype=np.float64)
+    n = logits.shape[0]
+    if metric == "kl":
+        if reference is None:
+            raise LegocError("metric kl: needs reference logits to compare against")
+        ref = _log_softmax(_flat(reference))
+        items = (np.exp(ref) * (ref - _log_softmax(_flat(logits)))).sum(-1)
+    elif y is None:
+        raise LegocError(f"metric {metric}: the data has no labels 'y'")
+    elif metric == "accuracy":
+        items = (_flat(logits).argmax(-1) == np.asarray(y).reshape(-1)).astype(np.float64)
+    elif metric == "logit_diff":
+        flat, labels = _flat(logits), np.asarray(y).reshape(-1)
+        index = np.arange(flat.shape[0])
+        if y_alt is not None:
+            other = flat[index, np.asarray(y_alt).reshape(-1)]
+        else:
+            masked = flat.copy()
+            masked[index, labels] = -np.inf
+            other = masked.max(-1)
+        items = flat[index, labels] - other
+    elif metric == "mse":
+        items = (logits - np.asarray(y, dtype=np.float64)) ** 2
+    else:
+        raise LegocError(f"metric {metric}: unknown; use one of {list(METRICS)}")
+    return items.reshape(n, -1).mean(axis=1)

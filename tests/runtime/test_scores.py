@@ -54,3 +54,18 @@ def test_bad_specs_name_the_key(tmp_path, body, needle):
     spec.write_text(yaml.safe_dump(body))
     with pytest.raises(LegocError, match=needle):
         read_task(spec)
+
+
+@pytest.mark.parametrize("name", ["accuracy", "logit_diff", "mse", "kl"])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_per_row_metrics_average_to_the_metric(name, tokens):
+    """What compare's paired bootstrap resamples: one value per row whose mean is the metric."""
+    from legoc.runtime.scores import metric_rows
+
+    rng = np.random.default_rng(1)
+    shape = (40, 3, 5) if tokens else (40, 5)
+    logits, reference = rng.standard_normal(shape), rng.standard_normal(shape)
+    y = rng.integers(0, 5, shape[:-1]) if name != "mse" else rng.standard_normal(shape)
+    rows = metric_rows(name, logits, y, reference)
+    assert rows.shape == (40,)
+    assert rows.mean() == pytest.approx(metric_value(name, logits, y, reference), abs=1e-12)
