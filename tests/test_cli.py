@@ -353,6 +353,27 @@ def test_bad_input_is_one_line_and_writes_nothing(mlp_task, case, exit_code, nee
     assert not (mlp_task["folder"].parent / "no_such_dir").exists()
 
 
+# `inspect --task` loads the model, spec and data as `extract` does: the same cases apply.
+INSPECT_CASES = [
+    case
+    for case in BAD_INPUTS
+    if case.id.split("-")[0] in {"model", "arch", "spec", "data", "outputs", "state"}
+]
+
+
+@pytest.mark.parametrize("case, exit_code, needles", INSPECT_CASES)
+def test_inspect_refuses_the_same_bad_input(mlp_task, case, exit_code, needles):
+    kwargs = case(mlp_task)
+    arch = kwargs.get("arch", mlp_task["arch"])
+    args = ["inspect", str(kwargs.get("model", mlp_task["model"]))]
+    args += ["--task", str(kwargs.get("spec", mlp_task["spec"]))]
+    args += ["--arch", arch] if arch is not None else []
+    result = runner.invoke(app, args)
+    empty = mlp_task["folder"].parent / "out"
+    empty.mkdir()
+    assert_refused(result, exit_code, needles, empty / "nothing")
+
+
 @pytest.fixture(scope="module")
 def exported_program(tmp_path_factory):
     path = tmp_path_factory.mktemp("ep") / "model.pt2"
