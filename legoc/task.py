@@ -37,7 +37,7 @@ class SearchSpec(_Strict):
 
 class FinetuneSpec(_Strict):
     epochs: int = Field(5, gt=0)
-    lr: float = Field(1.0e-3, gt=0)
+    lr: float = Field(1.0e-3, gt=0, allow_inf_nan=False)
 
 
 class TaskSpec(_Strict):
@@ -48,7 +48,7 @@ class TaskSpec(_Strict):
     data: DataSpec
     outputs: list[int] | None = None
     metric: Literal["accuracy", "kl", "logit_diff", "mse"] = "accuracy"
-    keep: float = Field(0.95, gt=0)
+    keep: float = Field(0.95, gt=0, allow_inf_nan=False)
     ablation: Literal["mean", "zero"] = "mean"
     scope: list[str] | None = None
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -99,6 +99,8 @@ def _format_error(error: dict) -> str:
         return f"{loc}: required key is missing"
     if kind == "greater_than":
         return f"{loc}: must be > {error['ctx']['gt']}"
+    if kind == "finite_number":
+        return f"{loc}: must be a finite number"
     if kind == "literal_error":
         return f"{loc}: must be one of {error['ctx']['expected']}"
     return f"{loc}: {error['msg']}"
@@ -115,9 +117,34 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
+MAX_DEPTH = 8  # the schema nests three levels; deeper text is a mistake or an attack
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Refuse aliases and deep nesting before building any object: an alias bomb expands to
+    billions of items under validation, and deep nesting overflows the recursive composer."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SpecLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise LegocError(
+                f"{source}: YAML aliases (*{event.anchor}) are not allowed in a spec; "
+                "write the value out"
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise LegocError(
+                    f"{source}: nested more than {MAX_DEPTH} levels deep; a spec nests at most "
+                    "three (see DESIGN §3.2)"
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_spec(text: str, source: str = "spec") -> TaskSpec:
     """Validate spec text; raise LegocError naming the first bad key path."""
     try:
+        _check_structure(text, source)
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise LegocError(
