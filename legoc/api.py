@@ -14,7 +14,8 @@ import onnxruntime
 import torch
 
 import legoc
-from legoc.errors import LegocError, TaskNotMet
+from legoc.checkpoint import Journal, run_header
+from legoc.errors import Interrupted, LegocError, TaskNotMet
 from legoc.export import export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir, run_quietly
@@ -61,8 +62,11 @@ class ExtractResult:
     parity_max_abs_diff: float | None
     one_minimal: bool
     keep: float = 0.0
+    seed: int = 0
     passes: list[tuple[str, dict]] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list, repr=False)
+    replayed: int = 0  # evaluations answered from a checkpoint (--resume)
+    paid: int = 0  # evaluations that ran the model
 
     def summary(self) -> dict:
         return {
@@ -227,15 +231,20 @@ def extract(
     budget: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
     Raises LegocError on bad input and TaskNotMet when no rationale reaches `keep` (the result
-    is still described in the message; nothing is written).
+    is still described in the message; nothing is written). With an `output`, the search keeps
+    a checkpoint beside it (legoc.checkpoint); on Ctrl-C it raises `Interrupted` saying where it
+    was, and `resume=True` continues from the checkpoint to the same block.
     """
     started = time.perf_counter()
     if output is not None:
         check_output_file(Path(output))
+    elif resume:
+        raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     prep = prepare(model, task, arch, trust_model)
@@ -243,7 +252,59 @@ def extract(
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
-    found = search_rationale(prep, method, budget, seed, progress)
+    journal = None
+    if output is not None:
+        header = run_header(
+            prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
+        )
+        journal = (Journal.resume if resume else Journal.start)(Path(output), header)
+    prep.scorer.journal = journal
+    first, stage = prep.scorer.evaluations, "search"
+    try:
+        found = search_rationale(prep, method, budget, seed, progress)
+        stage = "export"
+        result = _finish(prep, found, method, seed, output, progress)
+    except KeyboardInterrupt:
+        done = prep.scorer.evaluations - first
+        if journal is None:
+            raise Interrupted(f"interrupted after {done} of {budget} evaluations") from None
+        journal.close()
+        where = (
+            f"after {done} of {budget} evaluations"
+            if stage == "search"
+            else f"after the search ({done} evaluations), while building the block"
+        )
+        raise Interrupted(
+            f"interrupted {where}; nothing was written; checkpoint saved to {journal.path}; "
+            "rerun the same command with --resume to continue"
+        ) from None
+    except LegocError:
+        if journal is not None:
+            journal.remove()  # the run ended for good: a rerun would end the same way
+        raise
+    except BaseException:
+        if journal is not None:
+            journal.close()  # a crash: what was paid for stays resumable
+        raise
+    finally:
+        prep.scorer.journal = None
+    if journal is not None:
+        result.replayed, result.paid = journal.replayed, journal.recorded
+        journal.remove()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _finish(
+    prep: Prepared,
+    found: Found,
+    method: str,
+    seed: int,
+    output: str | Path | None,
+    progress: Progress | None,
+) -> ExtractResult:
+    """Check the found rationale meets keep, score it on every split, rewrite and export it."""
+    spec = prep.task.spec
     rationale, faith = found.ir, found.faithfulness
     if faith < spec.keep:
         raise TaskNotMet(
@@ -269,6 +330,7 @@ def extract(
         parity_max_abs_diff=None,
         one_minimal=found.one_minimal,
         keep=spec.keep,
+        seed=seed,
         passes=[*found.reports, *reports],
         trace=found.trace,
     )
@@ -279,7 +341,6 @@ def extract(
         result.parity_max_abs_diff = export_block(
             block, reference, prep.splits["search"], Path(output), metadata
         )
-    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -302,7 +363,7 @@ def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
             "method": result.method,
             "evaluations": result.evaluations,
             "keep": prep.task.spec.keep,
-            "seed": prep.task.spec.search.seed,
+            "seed": result.seed,  # the seed used (--seed overrides the spec's)
         },
         "legoc.versions": {
             "torch": torch.__version__,

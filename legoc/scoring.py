@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from legoc.checkpoint import Journal, evaluation_key
 from legoc.errors import LegocError
 from legoc.ir import IR, run_quietly
 from legoc.masking import instrument, set_masks
@@ -73,6 +74,7 @@ class Scorer:
         self._active = self.gm
         self.evaluations = 0
         self.last_stopped_early = False
+        self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         self._check_labels_and_shapes()
         self.values = values if values is not None else self._ablation_values(ablation)
         for name, module in self.ablates.items():
@@ -249,8 +251,25 @@ class Scorer:
 
         With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
         `keep` (same verdict, less work); the value returned is then that bound, which is
-        below the threshold, and `last_stopped_early` is set.
+        below the threshold, and `last_stopped_early` is set. With a journal, a counted
+        evaluation it has recorded is answered from it (and still counted).
         """
+        journal = self.journal if count else None
+        key = evaluation_key(kept, keep, exact) if journal is not None else ""
+        entry = journal.answer(key) if journal is not None else None
+        if entry is not None:
+            self.set_mask(kept, exact=exact)  # leave the route as the live evaluation would
+            self.last_stopped_early = entry.stopped_early
+            self.evaluations += 1
+            return entry.value
+        value = self._score(kept, keep, exact)
+        if count:
+            self.evaluations += 1
+        if journal is not None:
+            journal.record(key, value, self.last_stopped_early)
+        return value
+
+    def _score(self, kept: dict[str, np.ndarray], keep: float | None, exact: bool) -> float:
         self.set_mask(kept, exact=exact)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
@@ -273,8 +292,6 @@ class Scorer:
                 if not self.metric.higher_is_better and (total + rest * lo) / items_total > target:
                     total, n, self.last_stopped_early = total + rest * lo, items_total, True
                     break
-        if count:
-            self.evaluations += 1
         return total / max(n, 1)
 
     def faithfulness_of(self, value: float) -> float:
