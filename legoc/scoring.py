@@ -25,7 +25,10 @@ from legoc.task import Split
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 128  # small enough that failing candidates stop early
-ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
+# What one scoring batch's activations may take: the batch size, not the data size, sets the
+# memory of scoring. 64 MB is already tens of thousands of rows for small models (overhead per
+# batch is then negligible) and keeps peak memory flat as data grows (benchmarks/memory.py).
+ACTIVATION_BUDGET_BYTES = 64 << 20
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Scorer:
                 f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}"
             )
         n_classes = out.shape[-1]
-        low, high = int(y.min()), int(y.max())
+        low, high = self.split.value_range(y)
         if low < 0 or high >= n_classes:
             raise LegocError(
                 f"{self.label}: labels 'y' range over [{low}, {high}] but the task has "
@@ -201,9 +204,8 @@ class Scorer:
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
-        inputs = {name: tensor[rows] for name, tensor in self.split.inputs.items()}
-        y = None if self.split.y is None else self.split.y[rows]
-        y_alt = self.split.extras.get("y_alt")
+        inputs, y, extras = self.split.take(rows)
+        y_alt = extras.get("y_alt")
         ref = self.reference.outputs
         for name, module in self.ablates.items():
             module.gate = gates.get(name)
@@ -214,7 +216,7 @@ class Scorer:
                 logits,
                 y,
                 None if ref is None else ref[rows],
-                None if y_alt is None else y_alt[rows],
+                y_alt,
             )
         finally:
             for module in self.ablates.values():
