@@ -1,11 +1,12 @@
 """Memory benchmark: peak RSS of `legoc extract` as the `search` split grows 1x, 4x, 16x.
 
 Each size runs in a fresh Python process (so one run's peak cannot hide another's), which
-prints its own peak resident set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) when the
-extraction is done. The target (DESIGN §4, issue 7) is a flat line: the data is scored in
-batches, so peak memory should not follow the size of the data file.
+prints its own peak resident set size when the extraction is done (VmHWM on Linux, else
+`ru_maxrss`; see `peak_rss_mb`). Data is generated in yet another process. The target
+(DESIGN §4, issue 7) is a flat line: the data is scored in batches, so peak memory should not
+follow the size of the data file.
 
-    python benchmarks/memory.py                      # 1x = 100,000 rows (25.6 MB) .. 16x (410 MB)
+    python benchmarks/memory.py                      # 1x = 100,000 rows (25 MB) .. 16x (403 MB)
     python benchmarks/memory.py --base-rows 20000    # a quicker look
     python benchmarks/memory.py --format npz         # the same data as .npz
 
@@ -68,8 +69,9 @@ def write_data(path: Path, rows: int, fmt: str) -> None:
 def write_task(folder: Path, rows: int, fmt: str, method: str, budget: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"search.{fmt}"
-    if not data.exists():
-        write_data(data, rows, fmt)
+    if not data.exists():  # in its own process: this one stays small for the children it forks
+        argv = [sys.executable, __file__, "--write-data", str(data), str(rows), fmt]
+        subprocess.run(argv, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     spec = {
         "legoc": 1,
         "name": f"memory-{rows}",
@@ -94,11 +96,22 @@ def child(model: str, spec: str, out: str) -> None:
     if spec != "-":
         result = api.extract(model, spec, out, arch=f"{Path(__file__).resolve()}:make_model")
         evaluations = result.evaluations
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if sys.platform == "darwin":
-        peak_kb //= 1024  # bytes there
     seconds = time.perf_counter() - started
-    print(json.dumps({"peak_mb": peak_kb / 1024, "seconds": seconds, "evaluations": evaluations}))
+    print(json.dumps({"peak_mb": peak_rss_mb(), "seconds": seconds, "evaluations": evaluations}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size. On Linux VmHWM: ru_maxrss also counts the
+    parent's memory image copied by fork before exec (Linux keeps the larger of the two), so
+    a parent holding the data it just wrote would inflate it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def measure(model: Path, spec: Path | str, out: Path) -> dict:
@@ -123,9 +136,15 @@ def main() -> None:
     parser.add_argument(
         "--child", nargs=3, metavar=("MODEL", "SPEC", "OUT"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--write-data", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.write_data:
+        path, rows, fmt = args.write_data
+        torch.set_num_threads(1)
+        write_data(Path(path), int(rows), fmt)
         return
     torch.set_num_threads(1)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="legoc-memory-"))

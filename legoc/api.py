@@ -126,6 +126,20 @@ def _check_outputs(
         )
 
 
+def _check_input_dtypes(module: torch.nn.Module, split: Split, name: str) -> None:
+    """Floating inputs must have the weights' dtype: torch would only say 'mat1 and mat2 must
+    have the same dtype' from deep inside the model."""
+    weights = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    label = "data.search" if name == "search" else f"data.eval.{name}"
+    for arg, tensor in split.inputs.items():
+        if weights is not None and tensor.is_floating_point() and tensor.dtype != weights:
+            wanted = str(weights).replace("torch.", "")
+            raise LegocError(
+                f"{label}: input '{arg}' is {str(tensor.dtype).replace('torch.', '')} but the "
+                f"model's weights are {wanted}; save the inputs as {wanted}"
+            )
+
+
 def prepare(
     model: str | Path, task_path: str | Path, arch: str | None = None, trust_model: bool = False
 ) -> Prepared:
@@ -137,6 +151,8 @@ def prepare(
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
         splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+    for split_name, split in splits.items():
+        _check_input_dtypes(loaded.module, split, split_name)
     gm = trace(loaded.module, input_names)
     example = _example_rows(splits["search"])
     _check_outputs(gm, example, input_names, task.spec.outputs)
@@ -145,7 +161,7 @@ def prepare(
     except LegocError:
         raise
     except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
-        shapes = {k: tuple(v.shape[1:]) for k, v in example.items()}
+        shapes = {k: f"{tuple(v.shape[1:])} {str(v.dtype)[6:]}" for k, v in example.items()}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(
             f"data.search: inputs (per row) {shapes} do not fit the model: {msg}"

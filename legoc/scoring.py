@@ -128,6 +128,13 @@ class Scorer:
                 f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}"
             )
         n_classes = out.shape[-1]
+        per_row = int(np.prod(out.shape[1:-1], dtype=np.int64))  # class scores per row
+        if int(np.prod(y.shape[1:], dtype=np.int64)) != per_row:
+            raise LegocError(
+                f"{self.label}: labels 'y' have shape {tuple(y.shape[1:])} per row but the task "
+                f"outputs {tuple(out.shape[1:])} per row: give one class index per "
+                f"{'row' if per_row == 1 else 'position'} (y of shape {(len(y), *out.shape[1:-1])})"
+            )
         low, high = self.split.value_range(y)
         if low < 0 or high >= n_classes:
             raise LegocError(
