@@ -423,3 +423,105 @@ def test_a_failed_compose_leaves_the_existing_output_untouched(tiny, tmp_path):
     assert result.exit_code == 2
     assert final.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["c.onnx"]
+
+
+# -- other inputs of the block-side commands: data files, task specs, catalogue indexes ------
+
+
+def input_file(content: bytes, name: str = "in.npz"):
+    def case(tiny, folder):
+        (folder / name).write_bytes(content)
+        return ["run", tiny["mlp"]["block"], folder / name, "-o", folder / "out" / "o.npz"]
+
+    return case
+
+
+def object_npy(tiny, folder):
+    np.save(folder / "x.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    return ["run", tiny["mlp"]["block"], folder / "x.npy", "-o", folder / "out" / "o.npz"]
+
+
+def truncated_npz(tiny, folder):
+    np.savez(folder / "in.npz", x=helpers.rows((50, 6)))
+    data = (folder / "in.npz").read_bytes()
+    return input_file(data[: len(data) // 2])(tiny, folder)
+
+
+def deploy_spec(text: str):
+    def case(tiny, folder):
+        (folder / "spec.yaml").write_text(text)
+        block = tiny["mlp"]["block"]
+        return [
+            "deploy",
+            block,
+            "--target",
+            "ort",
+            "--task",
+            folder / "spec.yaml",
+            "-o",
+            folder / "out" / "d",
+        ]
+
+    return case
+
+
+def corrupt_index(tiny, folder):
+    catalog = folder / "out" / "cat"
+    assert cli("catalog", "add", catalog, tiny["mlp"]["block"]).exit_code == 0
+    (catalog / "index.json").write_text("{not json")
+    return ["catalog", "list", catalog]
+
+
+OTHER_INPUTS = [
+    pytest.param(
+        lambda tiny, folder: ["run", tiny["mlp"]["block"], folder / "none.npz"],
+        ("none.npz", "not found"),
+        id="run-input-missing",
+    ),
+    pytest.param(
+        input_file(random.Random(0).randbytes(2000)),
+        ("in.npz", "neither an .npz nor a tensor file"),
+        id="run-input-random-bytes",
+    ),
+    pytest.param(truncated_npz, ("in.npz",), id="run-input-truncated-npz"),
+    pytest.param(object_npy, ("x.npy", "not a readable numeric .npy"), id="run-input-object-npy"),
+    pytest.param(
+        deploy_spec("legoc: 1\nname: t\ndata: {search: nope.pt}\n"),
+        ("nope.pt",),
+        id="deploy-task-data-missing",
+    ),
+    pytest.param(deploy_spec("[" * 3000), ("spec.yaml", "not valid YAML"), id="deploy-task-deep"),
+    pytest.param(
+        deploy_spec("- a\n- b\n"), ("spec.yaml", "not a legoc task spec"), id="deploy-task-list"
+    ),
+    pytest.param(
+        corrupt_index, ("index.json", "not a legoc catalogue index"), id="catalog-index-corrupt"
+    ),
+    pytest.param(
+        lambda tiny, folder: [
+            "card",
+            tiny["mlp"]["block"],
+            "--format",
+            "pdf",
+            "-o",
+            folder / "out" / "c",
+        ],
+        ("--format 'pdf'",),
+        id="card-format-unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize("make_args, needles", OTHER_INPUTS)
+def test_other_bad_inputs_of_the_block_commands(tiny, tmp_path, out, make_args, needles):
+    argv = make_args(tiny, tmp_path)
+    before = sorted(os.listdir(out))
+    result = cli(*argv)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert sorted(os.listdir(out)) == before, "an output was written"
