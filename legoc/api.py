@@ -14,8 +14,8 @@ import onnxruntime
 import torch
 
 import legoc
-from legoc.checkpoint import Journal, run_header
-from legoc.errors import Interrupted, LegocError, TaskNotMet
+from legoc.checkpoint import checkpointed, run_header
+from legoc.errors import LegocError, TaskNotMet
 from legoc.export import export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir import IR, build_ir, run_quietly
@@ -268,45 +268,16 @@ def extract(
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
-    journal = None
+    header = None
     if output is not None:
         header = run_header(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
         )
-        journal = (Journal.resume if resume else Journal.start)(Path(output), header)
-    prep.scorer.journal = journal
-    first, stage = prep.scorer.evaluations, "search"
-    try:
+    with checkpointed(prep.scorer, output, header, resume, budget) as run:
         found = search_rationale(prep, method, budget, seed, progress)
-        stage = "export"
+        run.stage = "export"
         result = _finish(prep, found, method, seed, output, progress)
-    except KeyboardInterrupt:
-        done = prep.scorer.evaluations - first
-        if journal is None:
-            raise Interrupted(f"interrupted after {done} of {budget} evaluations") from None
-        journal.close()
-        where = (
-            f"after {done} of {budget} evaluations"
-            if stage == "search"
-            else f"after the search ({done} evaluations), while building the block"
-        )
-        raise Interrupted(
-            f"interrupted {where}; nothing was written; checkpoint saved to {journal.path}; "
-            "rerun the same command with --resume to continue"
-        ) from None
-    except LegocError:
-        if journal is not None:
-            journal.remove()  # the run ended for good: a rerun would end the same way
-        raise
-    except BaseException:
-        if journal is not None:
-            journal.close()  # a crash: what was paid for stays resumable
-        raise
-    finally:
-        prep.scorer.journal = None
-    if journal is not None:
-        result.replayed, result.paid = journal.replayed, journal.recorded
-        journal.remove()
+    result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
 

@@ -16,12 +16,17 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from legoc.errors import LegocError
+from legoc.errors import Interrupted, LegocError
+
+if TYPE_CHECKING:
+    from legoc.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +186,70 @@ class Journal:
                 f"checkpoint {self.path}: cannot write ({exc.strerror or exc}); "
                 "pick a writable output folder"
             ) from None
+
+
+@dataclass
+class Run:
+    """Where a checkpointed run is (`stage`: search, then export) and what it paid for."""
+
+    journal: Journal | None
+    first: int  # the scorer's evaluation count when the run began
+    stage: str = "search"
+
+    @property
+    def replayed(self) -> int:
+        return self.journal.replayed if self.journal else 0
+
+    @property
+    def paid(self) -> int:
+        return self.journal.recorded if self.journal else 0
+
+
+@contextmanager
+def checkpointed(
+    scorer: "Scorer", output: str | Path | None, header: dict | None, resume: bool, budget: int
+) -> Iterator[Run]:
+    """Journal the scorer's counted evaluations beside `output` for the run inside the block.
+
+    Ctrl-C becomes `Interrupted`, saying where the run was and keeping the checkpoint (also kept
+    on a crash: what was paid for stays resumable); a run that ends for good (success, bad
+    input, task not met) removes it. Without an output there is no checkpoint."""
+    if output is None and resume:
+        raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
+    journal = None
+    if output is not None:
+        journal = (Journal.resume if resume else Journal.start)(Path(output), header)
+    run = Run(journal, scorer.evaluations)
+    scorer.journal = journal
+    try:
+        yield run
+    except KeyboardInterrupt:
+        done = scorer.evaluations - run.first
+        if journal is None:
+            raise Interrupted(f"interrupted after {done} of {budget} evaluations") from None
+        journal.close()
+        where = (
+            f"after {done} of {budget} evaluations"
+            if run.stage == "search"
+            else f"after the search ({done} evaluations), while building the block"
+        )
+        raise Interrupted(
+            f"interrupted {where}; nothing was written; checkpoint saved to {journal.path}; "
+            "rerun the same command with --resume to continue"
+        ) from None
+    except LegocError:
+        if journal is not None:
+            journal.remove()  # the run ended for good: a rerun would end the same way
+        raise
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+    else:
+        if journal is not None:
+            journal.remove()
+    finally:
+        scorer.journal = None
 
 
 def _entries(lines: list[str]) -> list[Entry]:

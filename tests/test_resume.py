@@ -42,7 +42,7 @@ def stop_after(k: int, stage: str = "search"):
     return progress
 
 
-@pytest.mark.parametrize("method", ["greedy", "mcts", "auto"])
+@pytest.mark.parametrize("method", ["greedy", "mcts", "auto", "mask"])
 def test_an_interrupted_search_resumes_to_the_same_block(wide, tmp_path, method):
     whole = extract(wide, tmp_path / "whole.onnx", method)
     out = tmp_path / "out" / "block.onnx"
