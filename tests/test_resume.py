@@ -165,3 +165,22 @@ def test_sigint_mid_search_then_resume(wide, tmp_path):
     whole = tmp_path.parent / f"{tmp_path.name}-whole.onnx"
     extract(wide, whole, None)
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_ctrl_c_while_the_block_file_is_being_checked_leaves_no_temporary(
+    wide, tmp_path, monkeypatch
+):
+    """Interrupted between writing the temporary file and moving it into place (during the
+    onnxruntime parity check): the temporary is removed and the old block stays."""
+    import legoc.export
+
+    def interrupted_parity(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "block.onnx"
+    out.write_bytes(b"the previous block")
+    monkeypatch.setattr(legoc.export, "parity", interrupted_parity)
+    with pytest.raises(Interrupted, match="while building the block"):
+        extract(wide, out, "greedy")
+    assert out.read_bytes() == b"the previous block"
+    assert sorted(os.listdir(tmp_path)) == ["block.onnx", checkpoint_path(out).name]
