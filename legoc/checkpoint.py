@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+import torch
 
+import legoc
 from legoc.errors import Interrupted, LegocError
 
 if TYPE_CHECKING:
@@ -49,10 +51,6 @@ def run_header(
 ) -> dict:
     """What a journal is only valid for. Data files are fingerprinted by size and modification
     time (hashing millions of rows would cost a pass over them)."""
-    import torch
-
-    import legoc
-
     stats = {name: [path.stat().st_size, path.stat().st_mtime_ns] for name, path in data.items()}
     return {
         "legoc": legoc.__version__,
