@@ -14,6 +14,7 @@ import onnxruntime
 import torch
 
 import legoc
+from legoc.checkpoint import checkpointed, run_header
 from legoc.errors import LegocError, TaskNotMet
 from legoc.export import export_block
 from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
@@ -64,10 +65,13 @@ class ExtractResult:
     parity_max_abs_diff: float | None
     one_minimal: bool
     keep: float = 0.0
+    seed: int = 0
     passes: list[tuple[str, dict]] = field(default_factory=list)
     seed: int = 0
     training: dict | None = None
     trace: list[dict] = field(default_factory=list, repr=False)
+    replayed: int = 0  # evaluations answered from a checkpoint (--resume)
+    paid: int = 0  # evaluations that ran the model
 
     def summary(self) -> dict:
         return {
@@ -143,6 +147,20 @@ def _check_outputs(
         )
 
 
+def _check_input_dtypes(module: torch.nn.Module, split: Split, name: str) -> None:
+    """Floating inputs must have the weights' dtype: torch would only say 'mat1 and mat2 must
+    have the same dtype' from deep inside the model."""
+    weights = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    label = "data.search" if name == "search" else f"data.eval.{name}"
+    for arg, tensor in split.inputs.items():
+        if weights is not None and tensor.is_floating_point() and tensor.dtype != weights:
+            wanted = str(weights).replace("torch.", "")
+            raise LegocError(
+                f"{label}: input '{arg}' is {str(tensor.dtype).replace('torch.', '')} but the "
+                f"model's weights are {wanted}; save the inputs as {wanted}"
+            )
+
+
 def prepare(
     model: str | Path,
     task_path: str | Path,
@@ -158,6 +176,8 @@ def prepare(
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
         splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+    for split_name, split in splits.items():
+        _check_input_dtypes(loaded.module, split, split_name)
     example = _example_rows(splits["search"])
     gm = trace(loaded.module, input_names, example, model_output)
     _check_outputs(gm, example, input_names, task.spec.outputs)
@@ -166,7 +186,7 @@ def prepare(
     except LegocError:
         raise
     except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
-        shapes = {k: tuple(v.shape[1:]) for k, v in example.items()}
+        shapes = {k: f"{tuple(v.shape[1:])} {str(v.dtype)[6:]}" for k, v in example.items()}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(
             f"data.search: inputs (per row) {shapes} do not fit the model: {msg}"
@@ -257,17 +277,22 @@ def extract(
     model_output: str | None = None,
     objective: str = "params",
     finetune: bool | None = None,
+    resume: bool = False,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
     `finetune`: retrain the block's weights on `search` (option C); None follows the spec
     (retrain when it has a `finetune` section). Raises LegocError on bad input and TaskNotMet
     when no rationale reaches `keep` (the result is still described in the message; nothing is
-    written).
+    written). With an `output`, the search keeps a checkpoint beside it (legoc.checkpoint); on
+    Ctrl-C it raises `Interrupted` saying where it was, and `resume=True` continues from the
+    checkpoint to the same block.
     """
     started = time.perf_counter()
     if output is not None:
         check_output_file(Path(output))
+    elif resume:
+        raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     if objective not in OBJECTIVES:
@@ -278,7 +303,31 @@ def extract(
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
-    found = search_rationale(prep, method, budget, seed, progress)
+    header = None
+    if output is not None:
+        header = run_header(
+            prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
+        )
+    with checkpointed(prep.scorer, output, header, resume, budget) as run:
+        found = search_rationale(prep, method, budget, seed, progress)
+        run.stage = "export"
+        result = _finish(prep, found, method, seed, finetune, output, progress)
+    result.replayed, result.paid = run.replayed, run.paid
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _finish(
+    prep: Prepared,
+    found: Found,
+    method: str,
+    seed: int,
+    finetune: bool | None,
+    output: str | Path | None,
+    progress: Progress | None,
+) -> ExtractResult:
+    """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
+    spec = prep.task.spec
     if found.faithfulness < spec.keep:
         raise TaskNotMet(
             f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
@@ -294,7 +343,6 @@ def extract(
         if progress:
             progress("export", 0, 1)
         write_block(prep, built, Path(output))
-    built.result.seconds = time.perf_counter() - started
     return built.result
 
 

@@ -72,9 +72,17 @@ def extract(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue an interrupted run from its checkpoint (OUTPUT.legoc-ckpt): same block.",
+    ),
     debug: bool = DebugOpt,
 ) -> None:
-    """Search the task's rationale and write it as a standalone ONNX block."""
+    """Search the task's rationale and write it as a standalone ONNX block.
+
+    Ctrl-C stops the run cleanly: nothing is written but a checkpoint beside the output, which
+    --resume continues from."""
     if report is not None:
         with reporting(debug):
             prepare_report_dir(report)
@@ -99,6 +107,7 @@ def extract(
             model_output=model_output,
             objective=objective,
             finetune=finetune,
+            resume=resume,
         )
     summary = result.summary()
     if report is not None:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from legoc.errors import LegocError
+from legoc.errors import Interrupted, LegocError
 
 err = Console(stderr=True)
 
@@ -27,8 +27,9 @@ def reporting(debug: bool):
             err.print_exception()
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing was written", markup=False)
+    except KeyboardInterrupt as exc:
+        message = str(exc) if isinstance(exc, Interrupted) else "interrupted: nothing was written"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line unless --debug
         if debug:

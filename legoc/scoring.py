@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from legoc.checkpoint import Journal, evaluation_key
 from legoc.errors import LegocError
 from legoc.ir import IR, run_quietly
 from legoc.masking import instrument, set_masks
@@ -25,7 +26,10 @@ from legoc.task import Split
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 128  # small enough that failing candidates stop early
-ACTIVATION_BUDGET_BYTES = 256 << 20  # what one scoring batch's activations may take
+# What one scoring batch's activations may take: the batch size, not the data size, sets the
+# memory of scoring. 64 MB is already tens of thousands of rows for small models (overhead per
+# batch is then negligible) and keeps peak memory flat as data grows (benchmarks/memory.py).
+ACTIVATION_BUDGET_BYTES = 64 << 20
 PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
 
 
@@ -80,6 +84,7 @@ class Scorer:
         self._prefix_done = {"hits": 0, "misses": 0}  # counts of caches already dropped
         self.evaluations = 0
         self.last_stopped_early = False
+        self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         self._check_labels_and_shapes()
         self.values = values if values is not None else self._ablation_values(ablation)
         for name, module in self.ablates.items():
@@ -130,7 +135,14 @@ class Scorer:
                 f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}"
             )
         n_classes = out.shape[-1]
-        low, high = int(y.min()), int(y.max())
+        per_row = int(np.prod(out.shape[1:-1], dtype=np.int64))  # class scores per row
+        if int(np.prod(y.shape[1:], dtype=np.int64)) != per_row:
+            raise LegocError(
+                f"{self.label}: labels 'y' have shape {tuple(y.shape[1:])} per row but the task "
+                f"outputs {tuple(out.shape[1:])} per row: give one class index per "
+                f"{'row' if per_row == 1 else 'position'} (y of shape {(len(y), *out.shape[1:-1])})"
+            )
+        low, high = self.split.value_range(y)
         if low < 0 or high >= n_classes:
             raise LegocError(
                 f"{self.label}: labels 'y' range over [{low}, {high}] but the task has "
@@ -213,9 +225,8 @@ class Scorer:
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
-        inputs = {name: tensor[rows] for name, tensor in self.split.inputs.items()}
-        y = None if self.split.y is None else self.split.y[rows]
-        y_alt = self.split.extras.get("y_alt")
+        inputs, y, extras = self.split.take(rows)
+        y_alt = extras.get("y_alt")
         ref = self.reference.outputs
         for name, module in self.ablates.items():
             module.gate = gates.get(name)
@@ -226,7 +237,7 @@ class Scorer:
                 logits,
                 y,
                 None if ref is None else ref[rows],
-                None if y_alt is None else y_alt[rows],
+                y_alt,
             )
         finally:
             for module in self.ablates.values():
@@ -263,8 +274,25 @@ class Scorer:
 
         With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
         `keep` (same verdict, less work); the value returned is then that bound, which is
-        below the threshold, and `last_stopped_early` is set.
+        below the threshold, and `last_stopped_early` is set. With a journal, a counted
+        evaluation it has recorded is answered from it (and still counted).
         """
+        journal = self.journal if count else None
+        key = evaluation_key(kept, keep, exact) if journal is not None else ""
+        entry = journal.answer(key) if journal is not None else None
+        if entry is not None:
+            self.set_mask(kept, exact=exact)  # leave the route as the live evaluation would
+            self.last_stopped_early = entry.stopped_early
+            self.evaluations += 1
+            return entry.value
+        value = self._score(kept, keep, exact)
+        if count:
+            self.evaluations += 1
+        if journal is not None:
+            journal.record(key, value, self.last_stopped_early)
+        return value
+
+    def _score(self, kept: dict[str, np.ndarray], keep: float | None, exact: bool) -> float:
         self.set_mask(kept, exact=exact)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
@@ -289,8 +317,6 @@ class Scorer:
                 if not self.metric.higher_is_better and (total + rest * lo) / items_total > target:
                     total, n, self.last_stopped_early = total + rest * lo, items_total, True
                     break
-        if count:
-            self.evaluations += 1
         return total / max(n, 1)
 
     def _prefix_cache(self) -> PrefixCache:

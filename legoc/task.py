@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from legoc.errors import LegocError
+from legoc.npz import map_npz
+from legoc.paging import mapped_from, release_pages
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
 METRICS = ("accuracy", "kl", "logit_diff", "mse")
@@ -37,7 +39,7 @@ class SearchSpec(_Strict):
 
 class FinetuneSpec(_Strict):
     epochs: int = Field(5, gt=0)
-    lr: float = Field(1.0e-3, gt=0)
+    lr: float = Field(1.0e-3, gt=0, allow_inf_nan=False)
 
 
 class TaskSpec(_Strict):
@@ -48,7 +50,7 @@ class TaskSpec(_Strict):
     data: DataSpec
     outputs: list[int] | None = None
     metric: Literal["accuracy", "kl", "logit_diff", "mse"] = "accuracy"
-    keep: float = Field(0.95, gt=0)
+    keep: float = Field(0.95, gt=0, allow_inf_nan=False)
     ablation: Literal["mean", "zero"] = "mean"
     scope: list[str] | None = None
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -99,6 +101,8 @@ def _format_error(error: dict) -> str:
         return f"{loc}: required key is missing"
     if kind == "greater_than":
         return f"{loc}: must be > {error['ctx']['gt']}"
+    if kind == "finite_number":
+        return f"{loc}: must be a finite number"
     if kind == "literal_error":
         return f"{loc}: must be one of {error['ctx']['expected']}"
     return f"{loc}: {error['msg']}"
@@ -115,9 +119,34 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
+MAX_DEPTH = 8  # the schema nests three levels; deeper text is a mistake or an attack
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Refuse aliases and deep nesting before building any object: an alias bomb expands to
+    billions of items under validation, and deep nesting overflows the recursive composer."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SpecLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise LegocError(
+                f"{source}: YAML aliases (*{event.anchor}) are not allowed in a spec; "
+                "write the value out"
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise LegocError(
+                    f"{source}: nested more than {MAX_DEPTH} levels deep; a spec nests at most "
+                    "three (see DESIGN §3.2)"
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_spec(text: str, source: str = "spec") -> TaskSpec:
     """Validate spec text; raise LegocError naming the first bad key path."""
     try:
+        _check_structure(text, source)
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise LegocError(
@@ -148,20 +177,44 @@ def load_task(path: str | Path) -> Task:
     return task
 
 
+SCAN_ROWS = 65536  # rows per chunk when a check reads a whole split
+
+
 @dataclass
 class Split:
-    """One data split: the model's inputs by forward-argument name, labels, optional extras."""
+    """One data split: the model's inputs by forward-argument name, labels, optional extras.
+
+    `mapped`: the tensors are memory-mapped from the data file; reads then copy rows out and
+    give the pages back (legoc.paging), so memory follows the batch size, not the file size.
+    """
 
     name: str
     inputs: dict[str, torch.Tensor]
     y: torch.Tensor | None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    mapped: bool = False
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        named = {f"input {k}": v for k, v in self.inputs.items()}
+        if self.y is not None:
+            named["y"] = self.y
+        return {**named, **self.extras}
+
+    def _read(self, tensor: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop): a view of in-memory data, or a copy of mapped data whose
+        pages are then given back."""
+        rows = tensor[start:stop]
+        if not self.mapped:
+            return rows
+        copy = rows.clone()
+        release_pages(rows)
+        return copy
+
     def batches(self, batch_size: int, max_batch_size: int | None = None):
-        """Yield (inputs, y, extras) slices; slicing a memory-mapped tensor reads only that part.
+        """Yield (inputs, y, extras) slices; a memory-mapped file is read only batch by batch.
 
         With `max_batch_size`, batches start at `batch_size` rows and double up to it: an early
         verdict still comes after a small batch, while long passes pay less overhead per row.
@@ -171,22 +224,54 @@ class Split:
             stop = min(start + size, n)
             if max_batch_size is not None:
                 size = min(size * 2, max_batch_size)
-            inputs = {k: v[start:stop] for k, v in self.inputs.items()}
-            y = None if self.y is None else self.y[start:stop]
-            extras = {k: v[start:stop] for k, v in self.extras.items()}
+            inputs = {k: self._read(v, start, stop) for k, v in self.inputs.items()}
+            y = None if self.y is None else self._read(self.y, start, stop)
+            extras = {k: self._read(v, start, stop) for k, v in self.extras.items()}
             yield inputs, y, extras
             start = stop
 
+    def take(self, rows: torch.Tensor) -> tuple[dict, torch.Tensor | None, dict]:
+        """(inputs, y, extras) of the given row indices (random access, e.g. mask training)."""
+        picked = []
+        for group in (self.inputs, {"y": self.y} if self.y is not None else {}, self.extras):
+            picked.append({k: v[rows] for k, v in group.items()})
+        if self.mapped:
+            for tensor in self._tensors().values():
+                release_pages(tensor)
+        inputs, labels, extras = picked
+        return inputs, labels.get("y"), extras
 
-def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
+    def scan(self, tensor: torch.Tensor, rows: int = SCAN_ROWS):
+        """`tensor` in chunks of rows (for checks over a whole split in bounded memory)."""
+        for start in range(0, tensor.shape[0], rows):
+            yield self._read(tensor, start, min(start + rows, tensor.shape[0]))
+
+    def value_range(self, tensor: torch.Tensor) -> tuple[int, int]:
+        """(min, max) of an integer tensor of this split, read in chunks."""
+        chunks = [(int(c.min()), int(c.max())) for c in self.scan(tensor) if c.numel()]
+        return min(lo for lo, _ in chunks), max(hi for _, hi in chunks)
+
+    def all_finite(self, tensor: torch.Tensor) -> bool:
+        """No NaN or infinity, checked chunk by chunk (a full-size mask would cost a byte per
+        element)."""
+        return all(bool(torch.isfinite(c).all()) for c in self.scan(tensor))
+
+
+def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """The named tensors of a data file, and whether they are memory-mapped from it."""
     with path.open("rb") as handle:
         head = handle.read(4)
     if head == b"PK\x03\x04" and _is_npz(path):
+        mapped = map_npz(path)  # uncompressed members: streamed like a .pt file
+        if mapped is not None:
+            tensors = {k: torch.from_numpy(v) for k, v in mapped.items()}
+            return tensors, mapped_from(list(tensors.values()), path)
         try:
             with np.load(path, allow_pickle=False) as archive:
-                return {
+                arrays = {
                     k: torch.from_numpy(np.ascontiguousarray(archive[k])) for k in archive.files
                 }
+                return arrays, False
         except Exception as exc:  # noqa: BLE001 - object arrays, corrupt members, odd dtypes
             raise LegocError(
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
@@ -204,7 +289,8 @@ def _read_tensor_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
         raise LegocError(f"{label}: {path} must hold a dict of named tensors (inputs and 'y')")
-    return obj
+    # pages may be given back only where they belong to the file (never anonymous memory)
+    return obj, mmap and mapped_from(list(obj.values()), path)
 
 
 def _is_npz(path: Path) -> bool:
@@ -217,14 +303,15 @@ def _is_npz(path: Path) -> bool:
 
 def data_keys(path: Path, label: str) -> list[str]:
     """The tensor names a data file holds (for tools that have no model to name its inputs)."""
-    return list(_read_tensor_dict(path, label))
+    tensors, _ = _read_tensor_dict(path, label)
+    return list(tensors)
 
 
 def load_split(
     name: str, path: Path, input_names: list[str], label: str, needs_labels: bool
 ) -> Split:
     """Read a split, map it onto the model's forward arguments and check it is usable."""
-    tensors = _read_tensor_dict(path, label)
+    tensors, mapped = _read_tensor_dict(path, label)
     inputs: dict[str, torch.Tensor] = {}
     for arg in input_names:
         if arg in tensors:
@@ -244,8 +331,9 @@ def load_split(
         rows["y"] = y.shape[0] if y.dim() else 0
     if len(set(rows.values())) != 1 or 0 in rows.values():
         raise LegocError(f"{label}: {path}: tensors must share a non-empty first dim, got {rows}")
-    for key, tensor in [*inputs.items(), *([("y", y)] if y is not None else [])]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise LegocError(f"{label}: {path}: '{key}' contains NaN or infinite values")
     extras = {k: v for k, v in tensors.items() if k == "y_alt"}
-    return Split(name=name, inputs=inputs, y=y, extras=extras)
+    split = Split(name=name, inputs=inputs, y=y, extras=extras, mapped=mapped)
+    for key, tensor in [*inputs.items(), *([("y", y)] if y is not None else [])]:
+        if tensor.is_floating_point() and not split.all_finite(tensor):
+            raise LegocError(f"{label}: {path}: '{key}' contains NaN or infinite values")
+    return split

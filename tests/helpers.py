@@ -72,12 +72,25 @@ def make_planted() -> nn.Module:
     return PlantedRedundant().eval()
 
 
-FACTORIES = {"mlp": make_tiny_mlp, "cnn": make_tiny_cnn, "planted": make_planted}
-INPUT_SHAPES = {"mlp": (6,), "cnn": (1, 8, 8), "planted": (4,)}
+def make_wide_mlp() -> nn.Module:
+    """The tiny MLP with 64 hidden units: still small, but its searches take a few hundred
+    evaluations (what interruption tests need to stop one midway)."""
+    return TinyMLP(hidden=64).eval()
+
+
+FACTORIES = {
+    "mlp": make_tiny_mlp,
+    "cnn": make_tiny_cnn,
+    "planted": make_planted,
+    "wide": make_wide_mlp,
+}
+INPUT_SHAPES = {"mlp": (6,), "cnn": (1, 8, 8), "planted": (4,), "wide": (6,)}
+N_OUTPUTS = {"mlp": 4, "cnn": 5, "planted": 3, "wide": 4}
 ARCH = {
     "mlp": "tests.helpers:make_tiny_mlp",
     "cnn": "tests.helpers:make_tiny_cnn",
     "planted": "tests.helpers:make_planted",
+    "wide": "tests.helpers:make_wide_mlp",
 }
 
 
@@ -86,7 +99,7 @@ def synthetic_task(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Te
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((n, *INPUT_SHAPES[kind]), generator=generator)
     rule = torch.Generator().manual_seed(1234)
-    n_out = {"mlp": 4, "cnn": 5, "planted": 3}[kind]
+    n_out = N_OUTPUTS[kind]
     if kind == "cnn":
         quadrants = x[:, 0].unfold(1, 4, 4).unfold(2, 4, 4).mean(dim=(-1, -2)).reshape(n, 4)
         y = quadrants.argmax(-1)

@@ -197,6 +197,20 @@ def nan_inputs(task):
     return {}
 
 
+def data_change(change, split: str = "search"):
+    def case(task):
+        edit_data(task, change, split)
+        return {}
+
+    return case
+
+
+def truncated_data(task):
+    path = task["folder"] / "data" / "search.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return {}
+
+
 def npz_object_array(task):
     """An .npz whose arrays are pickled objects: legoc must refuse to unpickle them."""
     y = torch.load(task["folder"] / "data" / "search.pt", weights_only=True)["y"].numpy()
@@ -327,6 +341,57 @@ BAD_INPUTS = [
         id="data-labels-out-of-range",
     ),
     pytest.param(nan_inputs, 2, ("data.search", "'x' contains NaN"), id="data-nan"),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"].masked_fill(d["x"] > 2, float("inf")), "y": d["y"]}),
+        2,
+        ("data.search", "'x' contains NaN or infinite"),
+        id="data-infinite",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"].double(), "y": d["y"]}),
+        2,
+        ("data.search", "input 'x' is float64", "save the inputs as float32"),
+        id="data-float64-inputs",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"].half(), "y": d["y"]}, "iid"),
+        2,
+        ("data.eval.iid", "input 'x' is float16", "float32"),
+        id="data-eval-float16-inputs",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": (d["x"] * 10).long(), "y": d["y"]}),
+        2,
+        ("data.search", "do not fit the model", "int64", "Long and Float"),
+        id="data-integer-inputs",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"], "y": d["y"][:, None].repeat(1, 2)}),
+        2,
+        ("data.search", "labels 'y' have shape (2,) per row", "one class index per row"),
+        id="data-labels-wrong-shape",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"], "y": d["y"][:-3]}),
+        2,
+        ("data.search", "share a non-empty first dim", "'y': 125"),
+        id="data-row-counts-differ",
+    ),
+    pytest.param(
+        data_change(lambda d: {"x": d["x"][:0], "y": d["y"][:0]}),
+        2,
+        ("data.search", "non-empty first dim"),
+        id="data-empty",
+    ),
+    pytest.param(
+        data_change(lambda d: d["x"]),
+        2,
+        ("data.search", "must hold a dict of named tensors"),
+        id="data-not-a-dict",
+    ),
+    pytest.param(
+        truncated_data, 2, ("data.search", "search.pt", "not a tensor file"), id="data-truncated"
+    ),
     pytest.param(npz_object_array, 2, ("data.search", "search.npz"), id="data-npz-object-array"),
     pytest.param(npz_corrupt, 2, ("data.search", "search.npz"), id="data-npz-corrupt"),
     pytest.param(
@@ -351,6 +416,27 @@ def test_bad_input_is_one_line_and_writes_nothing(mlp_task, case, exit_code, nee
     result, out = extract(mlp_task, *extra, **kwargs)
     assert_refused(result, exit_code, needles, out)
     assert not (mlp_task["folder"].parent / "no_such_dir").exists()
+
+
+# `inspect --task` loads the model, spec and data as `extract` does: the same cases apply.
+INSPECT_CASES = [
+    case
+    for case in BAD_INPUTS
+    if case.id.split("-")[0] in {"model", "arch", "spec", "data", "outputs", "state"}
+]
+
+
+@pytest.mark.parametrize("case, exit_code, needles", INSPECT_CASES)
+def test_inspect_refuses_the_same_bad_input(mlp_task, case, exit_code, needles):
+    kwargs = case(mlp_task)
+    arch = kwargs.get("arch", mlp_task["arch"])
+    args = ["inspect", str(kwargs.get("model", mlp_task["model"]))]
+    args += ["--task", str(kwargs.get("spec", mlp_task["spec"]))]
+    args += ["--arch", arch] if arch is not None else []
+    result = runner.invoke(app, args)
+    empty = mlp_task["folder"].parent / "out"
+    empty.mkdir()
+    assert_refused(result, exit_code, needles, empty / "nothing")
 
 
 @pytest.fixture(scope="module")

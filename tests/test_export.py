@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,6 +129,18 @@ def test_metadata_names_version_task_and_source(block):
     assert metadata["legoc.source_sha256"] == hashlib.sha256(model_bytes).hexdigest()
 
 
+def test_metadata_records_versions_spec_hash_and_the_search(block):
+    metadata = block["metadata"]
+    spec_bytes = block["task"]["spec"].read_bytes()
+    assert metadata["legoc.spec_sha256"] == hashlib.sha256(spec_bytes).hexdigest()
+    versions = json.loads(metadata["legoc.versions"])
+    assert versions["torch"] == torch.__version__
+    assert versions["onnx"] == onnx.__version__
+    assert versions["onnxruntime"] == ort.__version__
+    search = json.loads(metadata["legoc.search"])
+    assert search["seed"] == 0 and search["evaluations"] == block["result"].evaluations
+
+
 def test_rationale_metadata(block):
     rationale = block["rationale"]
     assert {"kept", "total", "faithfulness", "params"} <= set(rationale)
@@ -163,3 +179,40 @@ def test_reextract_is_byte_identical(block):
     again = task["folder"] / "again.onnx"
     api.extract(task["model"], task["spec"], again, arch=task["arch"])
     assert again.read_bytes() == block["path"].read_bytes()
+
+
+def test_two_processes_write_byte_identical_blocks(tmp_path):
+    """Same model, spec and seed in two fresh interpreters (own hash seeds, own allocators):
+    the same bytes. Both run at once to keep the suite fast."""
+    task = write_task(tmp_path / "task", "cnn")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    children = []
+    for k, hash_seed in enumerate(["1", "2"]):
+        argv = [
+            sys.executable,
+            "-c",
+            "from legoc.cli import main; main()",
+            "extract",
+            str(task["model"]),
+            "--task",
+            str(task["spec"]),
+            "--arch",
+            task["arch"],
+            "-o",
+            str(tmp_path / f"block{k}.onnx"),
+        ]
+        children.append(
+            subprocess.Popen(
+                argv,
+                cwd=root,
+                env={**env, "PYTHONHASHSEED": hash_seed},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for child in children:
+        _, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stderr
+    assert (tmp_path / "block0.onnx").read_bytes() == (tmp_path / "block1.onnx").read_bytes()

@@ -147,6 +147,11 @@ class Block:
             self._session = make_session(self.model.SerializeToString(), self.threads, self.label)
         return self._session
 
+    def check_loads(self) -> None:
+        """Refuse a block onnxruntime cannot load (unknown operators, weights of the wrong size)
+        before a command writes anything that describes or copies it."""
+        _ = self.session
+
     def feeds(self, arrays: Mapping[str, Any], who: str | None = None) -> dict[str, np.ndarray]:
         """Check and convert named arrays into this block's inputs (extra names are errors)."""
         who = who or self.label

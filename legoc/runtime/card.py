@@ -33,6 +33,7 @@ def write_card(block_path: str | Path, out: str | Path | None = None, fmt: str =
         raise LegocError(f"--format {fmt!r}: use one of {list(FORMATS)}")
     block_path = Path(block_path)
     block = Block.load(block_path)
+    block.check_loads()
     out = Path(out) if out is not None else block_path.with_suffix(f".{fmt}")
     units = units_per_layer(block)
     image = out.with_name(f"{out.stem}.units.png") if units else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,23 +80,44 @@ class Catalog:
         """Copy a block in (checked: it loads safely) and index it."""
         block_path = Path(block_path)
         block = Block.load(block_path)
+        block.check_loads()
         name = name or block_path.stem
         if not NAME.fullmatch(name):
             raise LegocError(
                 f"catalogue name {name!r}: use letters, digits, '.', '_' and '-' (pass --name)"
             )
-        if not self.root.exists():
-            if not self.root.parent.is_dir():
+        created = not self.root.exists()
+        if created:
+            parent = self.root.parent
+            if parent.exists() and not parent.is_dir():
                 raise LegocError(
-                    f"catalogue {self.root}: folder {self.root.parent} does not exist; create it"
+                    f"catalogue {self.root}: {parent} is a file, not a folder; pick another path"
                 )
-            self.root.mkdir()
+            if not parent.is_dir():
+                raise LegocError(
+                    f"catalogue {self.root}: folder {parent} does not exist; create it"
+                )
+        try:
+            return self._add(block, name, replace)
+        except BaseException:
+            if created and self.root.is_dir():
+                shutil.rmtree(self.root)  # a failed first add leaves no half-made catalogue
+            raise
+
+    def _add(self, block: Block, name: str, replace: bool) -> Entry:
+        try:
+            self.root.mkdir(exist_ok=True)
+            (self.root / BLOCKS).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise LegocError(
+                f"catalogue {self.root}: cannot write in {self.root.parent} "
+                f"({exc.strerror or exc}); pick a writable folder"
+            ) from None
         entries = self.entries()
         if name in entries and not replace:
             raise LegocError(
                 f"catalogue {self.root}: '{name}' is already an entry; pass --name NEW or --replace"
             )
-        (self.root / BLOCKS).mkdir(exist_ok=True)
         relative = f"{BLOCKS}/{name}.onnx"
         with atomic_file(self.root / relative) as tmp:
             onnx.save(block.model, str(tmp))  # external data embedded

@@ -24,6 +24,8 @@ def sha256_file(path: str | Path) -> str:
 def check_output_file(final: Path) -> Path:
     """Fail before any work when `final` could not be written; returns its folder."""
     folder = final.parent if str(final.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise LegocError(f"output {final}: {folder} is a file, not a folder; pick another path")
     if not folder.is_dir():
         raise LegocError(f"output {final}: folder {folder} does not exist; create it first")
     if final.is_dir():
@@ -47,6 +49,11 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:  # a full disk, a quota, a folder gone read-only: the old file stays
+        raise LegocError(
+            f"output {final}: cannot write ({exc.strerror or exc}); the previous file, if any, "
+            "is unchanged: free space or pick another folder"
+        ) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -65,13 +72,23 @@ def staging_folder(final: Path) -> Iterator[Path]:
     if final.exists() and not final.is_dir():
         raise LegocError(f"output {final}: is a file; give a folder (created if missing)")
     parent = final.parent if str(final.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise LegocError(f"output {final}: {parent} is a file, not a folder; pick another path")
     if not parent.is_dir():
         raise LegocError(f"output {final}: folder {parent} does not exist; create it first")
     created = not final.exists()
-    final.mkdir(exist_ok=True)
-    if not os.access(final, os.W_OK):
-        raise LegocError(f"output {final}: folder is not writable")
-    scratch = Path(tempfile.mkdtemp(prefix=".legoc-", dir=final))
+    try:
+        final.mkdir(exist_ok=True)
+        if not os.access(final, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+        scratch = Path(tempfile.mkdtemp(prefix=".legoc-", dir=final))
+    except OSError as exc:
+        if created and final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        raise LegocError(
+            f"output {final}: cannot write in {final if final.is_dir() else parent} "
+            f"({exc.strerror or exc}); pick a writable folder"
+        ) from None
     try:
         yield scratch
     except BaseException:

@@ -41,7 +41,7 @@ def read_task(path: str | Path) -> TaskData:
     raw_bytes = path.read_bytes()
     try:
         raw = yaml.safe_load(raw_bytes.decode("utf-8", errors="replace"))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # deep nesting overflows the composer
         raise LegocError(f"{path}: not valid YAML ({exc.__class__.__name__}): fix it") from None
     if not isinstance(raw, dict) or raw.get("legoc") != 1:
         raise LegocError(f"{path}: not a legoc task spec (it needs `legoc: 1`, name, data)")
