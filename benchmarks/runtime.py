@@ -35,6 +35,7 @@ from legoc import api
 from legoc.frontend import forward_arg_names, load_model
 from legoc.runtime import Block
 from legoc.runtime.block import make_session
+from legoc.runtime.flops import macs_per_example
 from legoc.runtime.scores import load_split, read_task
 from legoc.runtime.timing import batch_of, latency_ms
 
@@ -115,31 +116,8 @@ def export_full(example: Example, path: Path, sample: np.ndarray) -> float:
 
 
 def macs(path: Path) -> int:
-    """Multiply-accumulates of Conv, Gemm and MatMul at batch 1 (shapes by onnx inference)."""
-    model = onnx.load(str(path))
-    for value in model.graph.input:
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_value = 1
-    model = onnx.shape_inference.infer_shapes(model)
-    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
-    total = 0
-    for node in model.graph.node:
-        out = shapes.get(node.output[0])
-        if not out:
-            continue
-        if node.op_type == "Conv":
-            weight = shapes[node.input[1]]
-            total += int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type == "Gemm":
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            a = shapes[node.input[0]]
-            total += int(np.prod(out)) * (a[0] if trans_a else a[-1])
-        elif node.op_type == "MatMul":
-            total += int(np.prod(out)) * shapes[node.input[0]][-1]
-    return total
+    """Multiply-accumulates of Conv, Gemm and MatMul at batch 1 (legoc.runtime.flops)."""
+    return macs_per_example(onnx.load(str(path)))
 
 
 def measure(path: Path, sample: dict, threads: int, warmup: int, runs: int) -> dict[str, float]:

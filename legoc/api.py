@@ -118,6 +118,7 @@ class Prepared:
                 self.metric,
                 values=self.scorer.values,
                 label=f"data.eval.{split}",
+                cache_bytes=0,  # a split scored once or twice: no prefix cache to pay for
             )
         return self.eval_scorers[split]
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from legoc import api
-from legoc.cli_common import progress_bar, reporting
+from legoc.cli_common import progress_bar, reporting, stage_progress
 from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.report import prepare_report_dir, write_report
@@ -87,13 +87,7 @@ def extract(
         with reporting(debug):
             prepare_report_dir(report)
     with reporting(debug), progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
+        progress = stage_progress(bar)
         result = api.extract(
             model,
             task,

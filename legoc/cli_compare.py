@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR
-from legoc.cli_common import progress_bar, reporting
+from legoc.cli_common import progress_bar, reporting, stage_progress
 
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -24,17 +24,6 @@ FamilyOpt = typer.Option(
 def register_compare_commands(app: typer.Typer) -> None:
     app.command("baseline")(baseline)
     app.command("compare")(compare)
-
-
-def _progress_callback(bar):
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return progress
 
 
 def baseline(
@@ -123,7 +112,7 @@ def compare(
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             force=force,
-            progress=_progress_callback(bar),
+            progress=stage_progress(bar),
         )
     if as_json:
         typer.echo((Path(result.output) / "report.json").read_text())

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from legoc.cli_common import progress_bar, reporting
+from legoc.cli_common import progress_bar, reporting, stage_progress
 from legoc.errors import LegocError
 
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
@@ -34,17 +34,6 @@ def register_runtime_commands(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
     app.add_typer(catalog_app, name="catalog")
     app.command("card")(card)
-
-
-def _progress_callback(bar):
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return progress
 
 
 # ----------------------------------------------------------------------------- run
@@ -186,7 +175,7 @@ def deploy(
             threads=threads,
             warmup=warmup,
             runs=runs,
-            progress=_progress_callback(bar),
+            progress=stage_progress(bar),
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), sort_keys=True))

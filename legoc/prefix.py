@@ -106,11 +106,20 @@ class PrefixCache:
             offset += size
         return out
 
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
     def _store(self, key: tuple, values: tuple[torch.Tensor, ...]) -> None:
         if key in self.entries:
             self.entries.move_to_end(key)
             return
-        size = sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+        storages = {  # what the values keep alive: whole storages, a view holds its base
+            v.untyped_storage().data_ptr(): v.untyped_storage().nbytes()
+            for v in values
+            if isinstance(v, torch.Tensor)
+        }
+        size = sum(storages.values())
         if size > self.budget_bytes:
             return
         self.entries[key] = (values, size)

@@ -70,8 +70,12 @@ class Scorer:
         batch_size: int = DEFAULT_BATCH,
         label: str = "data.search",
         values: dict[str, torch.Tensor] | None = None,
+        cache_bytes: int | None = None,
     ):
-        """`values`: ablation values to reuse (eval splits must use the search split's)."""
+        """`values`: ablation values to reuse (eval splits must use the search split's).
+        `cache_bytes`: memory for the prefix cache (default PREFIX_CACHE_BYTES; 0: none, for
+        scorers that only score a mask or two, like the eval splits')."""
+        self.cache_bytes = PREFIX_CACHE_BYTES if cache_bytes is None else cache_bytes
         self.ir, self.split, self.metric = ir, split, metric
         self.batch_size = batch_size
         self.max_batch_size = _rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
@@ -299,11 +303,14 @@ class Scorer:
         total, n = 0.0, 0
         items_total = None
         self.last_stopped_early = False
-        prefix = self._prefix_cache()
-        sigs = prefix.signatures()
+        prefix = self._prefix_cache() if self.cache_bytes > 0 else None
+        sigs = prefix.signatures() if prefix is not None else None
         with torch.no_grad():
             for batch, (inputs, y, y_alt, ref) in enumerate(self._labelled_batches(growing=True)):
-                logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
+                if prefix is None:
+                    logits = self._forward(inputs)
+                else:
+                    logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
                 s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)
@@ -320,9 +327,14 @@ class Scorer:
         return total / max(n, 1)
 
     def _prefix_cache(self) -> PrefixCache:
+        """The active graph's cache; the others drop their values so that all of them
+        together stay within `cache_bytes` (switching graphs is rare: exact checks)."""
         key = id(self._active)
+        for other, cache in self._prefix.items():
+            if other != key:
+                cache.clear()
         if key not in self._prefix:
-            self._prefix[key] = PrefixCache(self._active, PREFIX_CACHE_BYTES)
+            self._prefix[key] = PrefixCache(self._active, self.cache_bytes)
         return self._prefix[key]
 
     def _drop_prefix_cache(self) -> None:

@@ -20,6 +20,15 @@ def macs_per_example(model: onnx.ModelProto) -> int:
     model = _with_batch_one(model)
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = _known_shapes(inferred)
+    missing = {
+        name
+        for node in inferred.graph.node
+        if node.op_type in MAC_OPS
+        for name in (*node.input[:2], node.output[0])
+        if name not in shapes
+    }
+    if missing:  # shapes computed at run time (e.g. reshapes fed by Shape): observe them
+        shapes.update(_observed_shapes(model, sorted(missing)))
     total = 0
     for node in inferred.graph.node:
         if node.op_type in MAC_OPS:
@@ -39,6 +48,35 @@ def _with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
                 dim.dim_value = 1
     del copy.graph.value_info[:]
     return copy
+
+
+def _observed_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Run the batch-1 model once on zeros with `names` exposed as outputs; record shapes."""
+    import onnxruntime
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in outputs:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    feeds = {}
+    initializers = {t.name for t in probe.graph.initializer}
+    for value in probe.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        feeds[value.name] = np.zeros(dims, dtype=dtype)
+    try:
+        session = onnxruntime.InferenceSession(
+            probe.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        values = session.run(names, feeds)
+    except Exception:  # noqa: BLE001 - a probe that cannot run leaves those ops uncounted
+        return {}
+    return {name: tuple(int(d) for d in np.shape(v)) for name, v in zip(names, values)}
 
 
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
