@@ -117,29 +117,31 @@ def test_without_resume_a_run_starts_over(wide, tmp_path):
 # -- a real Ctrl-C: SIGINT to `legoc extract` in its own process ------------------------------
 
 CLI = [sys.executable, "-c", "from legoc.cli import main; main()"]
+# The same CLI with every live evaluation 20 ms slower (in the child only), so that the signal
+# reliably lands mid-search: the tiny model's whole search otherwise takes well under a second.
+SLOW_CLI = [
+    sys.executable,
+    "-c",
+    "import time, legoc.scoring as s; live = s.Scorer._score; "
+    "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
+    "from legoc.cli import main; main()",
+]
 
 
-def legoc(*args: str) -> list[str]:
-    return [*CLI, *args]
+def legoc(*args: str, cli: list[str] = CLI) -> list[str]:
+    return [*cli, *args]
 
 
 def test_sigint_mid_search_then_resume(wide, tmp_path):
     out = tmp_path / "block.onnx"
     checkpoint = checkpoint_path(out)
-    argv = legoc(
-        "extract",
-        str(wide["model"]),
-        "--task",
-        str(wide["spec"]),
-        "--arch",
-        wide["arch"],
-        "-o",
-        str(out),
-    )
+    args = ("extract", str(wide["model"]), "--task", str(wide["spec"]))
+    argv = legoc(*args, "--arch", wide["arch"], "-o", str(out))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[1]
+    slow = legoc(*args, "--arch", wide["arch"], "-o", str(out), cli=SLOW_CLI)
     child = subprocess.Popen(
-        argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        slow, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
