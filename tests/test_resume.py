@@ -119,9 +119,12 @@ def test_without_resume_a_run_starts_over(wide, tmp_path):
 CLI = [sys.executable, "-c", "from legoc.cli import main; main()"]
 # The same CLI with every live evaluation 20 ms slower (in the child only), so that the signal
 # reliably lands mid-search: the tiny model's whole search otherwise takes well under a second.
+# It also restores Python's Ctrl-C handler: a suite started as a background job inherits SIGINT
+# ignored (POSIX shells do that to `cmd &`), and Python then leaves it ignored.
 SLOW_CLI = [
     sys.executable,
     "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "import time, legoc.scoring as s; live = s.Scorer._score; "
     "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
     "from legoc.cli import main; main()",
