@@ -343,7 +343,12 @@ def ir_text(ir: IR) -> str:
             partners = sorted(
                 {other for g in set(groups) for other, _ in ir.groups[g].members if other != name}
             )
-            notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
+            if partners:
+                notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
+            else:  # coupled within itself: e.g. a fused projection's heads
+                n_groups = len(set(groups))
+                per_group = space.size // n_groups
+                notes.append(f"{n_groups} groups of {per_group} by {', '.join(coupled)}")
         if frozen:
             notes.append(f"frozen: {'; '.join(frozen)}")
         if dead:
