@@ -276,8 +276,8 @@ def trace(
     if isinstance(module, torch.fx.GraphModule) and not _has_modules_to_open(module):
         return module
     module.eval()
-    if example is not None and prefers_export(module):
-        return capture(module, example, input_names, model_output)
+    if example is not None and (prefers_export(module) or model_output is not None):
+        return capture(module, example, input_names, model_output)  # it reads the output tree
     try:
         graph = _Tracer().trace(module, concrete_args=None)
     except Exception as exc:  # noqa: BLE001

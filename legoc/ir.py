@@ -258,7 +258,10 @@ def select_task_output(gm: torch.fx.GraphModule, outputs: list[int] | None) -> N
         result = result[0]
     elif isinstance(result, dict):
         if "logits" not in result:
-            raise LegocError(f"the model returns a dict without 'logits' (keys {sorted(result)})")
+            raise LegocError(
+                f"the model returns a dict without 'logits' (keys {sorted(result)}); "
+                "name the task's output with --model-output KEY"
+            )
         result = result["logits"]
     if not isinstance(result, torch.fx.Node):
         raise LegocError("the model's output is not a tensor computed from its inputs")

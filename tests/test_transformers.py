@@ -315,3 +315,23 @@ def test_macs_per_row_and_mask_step_rows():
             return STEP_MACS // 6  # ~MiniLM on 16 tokens
 
     assert step_rows(Costly()) == MIN_ROWS
+
+
+def test_model_output_also_picks_from_a_model_fx_can_trace():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return {"first": self.a(x), "second": self.b(x)}
+
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    x = torch.randn(2, 4)
+    gm = trace(model, ["x"], {"x": x}, "second")
+    assert build_ir(gm, ["x"], {"x": x}).gm(x).shape == (2, 2)
+    from legoc.errors import LegocError
+
+    with pytest.raises(LegocError, match="without 'logits'.*--model-output KEY"):
+        build_ir(trace(model, ["x"], {"x": x}), ["x"], {"x": x})
