@@ -8,7 +8,6 @@ deterministic text form used by `legoc inspect` and golden tests.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,21 +92,9 @@ class IR:
         )
 
     def macs_per_row(self) -> int:
-        """Multiply-accumulates of the Linear/Conv layers for one input row (from the example
-        shapes): a deterministic cost measure, unlike a timing."""
-        total = 0
-        for node in self.gm.graph.nodes:
-            if node.op != "call_function" or node.target not in (F.linear, F.conv1d, F.conv2d):
-                continue
-            out, weight = node.meta.get("tensor_meta"), node.args[1]
-            if out is None or not isinstance(weight, torch.fx.Node):
-                continue
-            kernel = get_attr_tensor(self.gm, weight.target) if weight.op == "get_attr" else None
-            if kernel is None:
-                continue
-            total += math.prod(out.shape) * math.prod(kernel.shape[1:])
-        rows = next(iter(self.example_inputs.values())).shape[0]
-        return total // max(rows, 1)
+        """Multiply-accumulates of the Linear/Conv layers for one input row: a deterministic
+        cost measure, unlike a timing."""
+        return self.sliced_macs(self.mask_for([]))
 
     def group_cost(self, group: int) -> int:
         """What removing the group saves under the objective (at least 1, for ratios)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from legoc.errors import LegocError
 from legoc.npz import map_npz
 from legoc.paging import mapped_from, release_pages
+from legoc.runtime.data import is_npz
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
 METRICS = ("accuracy", "kl", "logit_diff", "mse")
@@ -261,7 +261,7 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
     """The named tensors of a data file, and whether they are memory-mapped from it."""
     with path.open("rb") as handle:
         head = handle.read(4)
-    if head == b"PK\x03\x04" and _is_npz(path):
+    if head == b"PK\x03\x04" and is_npz(path):
         mapped = map_npz(path)  # uncompressed members: streamed like a .pt file
         if mapped is not None:
             tensors = {k: torch.from_numpy(v) for k, v in mapped.items()}
@@ -291,14 +291,6 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
         raise LegocError(f"{label}: {path} must hold a dict of named tensors (inputs and 'y')")
     # pages may be given back only where they belong to the file (never anonymous memory)
     return obj, mmap and mapped_from(list(obj.values()), path)
-
-
-def _is_npz(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return all(name.endswith(".npy") for name in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
 
 
 def data_keys(path: Path, label: str) -> list[str]:

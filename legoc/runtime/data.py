@@ -29,7 +29,7 @@ def read_arrays(path: str | Path, label: str = "input") -> dict[str, np.ndarray]
             return {path.stem: np.load(path, allow_pickle=False)}
         except Exception as exc:  # noqa: BLE001 - object arrays, corrupt headers
             raise LegocError(f"{label}: {path} is not a readable numeric .npy ({exc})") from None
-    if head[:4] == b"PK\x03\x04" and _is_npz(path):
+    if head[:4] == b"PK\x03\x04" and is_npz(path):
         try:
             with np.load(path, allow_pickle=False) as archive:
                 return {key: archive[key] for key in archive.files}
@@ -41,7 +41,8 @@ def read_arrays(path: str | Path, label: str = "input") -> dict[str, np.ndarray]
     return _read_torch_file(path, label)
 
 
-def _is_npz(path: Path) -> bool:
+def is_npz(path: Path) -> bool:
+    """A zip of .npy members only (np.savez), as opposed to torch's zip format."""
     try:
         with zipfile.ZipFile(path) as archive:
             return all(name.endswith(".npy") for name in archive.namelist())

@@ -95,31 +95,7 @@ def metric_value(
     y_alt: np.ndarray | None = None,
 ) -> float:
     """The mean of the metric over items (accuracy as a fraction, not points)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if metric == "kl":
-        if reference is None:
-            raise LegocError("metric kl: needs reference logits to compare against")
-        ref = _log_softmax(_flat(reference))
-        cur = _log_softmax(_flat(logits))
-        return float((np.exp(ref) * (ref - cur)).sum(-1).mean())
-    if y is None:
-        raise LegocError(f"metric {metric}: the data has no labels 'y'")
-    if metric == "accuracy":
-        return float((_flat(logits).argmax(-1) == np.asarray(y).reshape(-1)).mean())
-    if metric == "logit_diff":
-        flat, labels = _flat(logits), np.asarray(y).reshape(-1)
-        rows = np.arange(flat.shape[0])
-        correct = flat[rows, labels]
-        if y_alt is not None:
-            other = flat[rows, np.asarray(y_alt).reshape(-1)]
-        else:
-            masked = flat.copy()
-            masked[rows, labels] = -np.inf
-            other = masked.max(-1)
-        return float((correct - other).mean())
-    if metric == "mse":
-        return float(((logits - np.asarray(y, dtype=np.float64)) ** 2).mean())
-    raise LegocError(f"metric {metric}: unknown; use one of {list(METRICS)}")
+    return float(_metric_items(metric, logits, y, reference, y_alt).mean())
 
 
 def _flat(logits: np.ndarray) -> np.ndarray:
@@ -155,18 +131,23 @@ def metric_rows(
 ) -> np.ndarray:
     """The metric per row (a row's items averaged: tokens, outputs): what paired statistics
     over rows resample. Their mean is `metric_value` whenever rows hold equally many items."""
+    items = _metric_items(metric, logits, y, reference, y_alt)
+    return items.reshape(np.shape(logits)[0], -1).mean(axis=1)
+
+
+def _metric_items(metric, logits, y, reference, y_alt) -> np.ndarray:
+    """The metric of every item (row, token or output element), before any averaging."""
     logits = np.asarray(logits, dtype=np.float64)
-    n = logits.shape[0]
     if metric == "kl":
         if reference is None:
             raise LegocError("metric kl: needs reference logits to compare against")
         ref = _log_softmax(_flat(reference))
-        items = (np.exp(ref) * (ref - _log_softmax(_flat(logits)))).sum(-1)
-    elif y is None:
+        return (np.exp(ref) * (ref - _log_softmax(_flat(logits)))).sum(-1)
+    if y is None:
         raise LegocError(f"metric {metric}: the data has no labels 'y'")
-    elif metric == "accuracy":
-        items = (_flat(logits).argmax(-1) == np.asarray(y).reshape(-1)).astype(np.float64)
-    elif metric == "logit_diff":
+    if metric == "accuracy":
+        return (_flat(logits).argmax(-1) == np.asarray(y).reshape(-1)).astype(np.float64)
+    if metric == "logit_diff":
         flat, labels = _flat(logits), np.asarray(y).reshape(-1)
         index = np.arange(flat.shape[0])
         if y_alt is not None:
@@ -175,9 +156,7 @@ def metric_rows(
             masked = flat.copy()
             masked[index, labels] = -np.inf
             other = masked.max(-1)
-        items = flat[index, labels] - other
-    elif metric == "mse":
-        items = (logits - np.asarray(y, dtype=np.float64)) ** 2
-    else:
-        raise LegocError(f"metric {metric}: unknown; use one of {list(METRICS)}")
-    return items.reshape(n, -1).mean(axis=1)
+        return flat[index, labels] - other
+    if metric == "mse":
+        return (logits - np.asarray(y, dtype=np.float64)) ** 2
+    raise LegocError(f"metric {metric}: unknown; use one of {list(METRICS)}")
