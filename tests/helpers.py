@@ -175,3 +175,14 @@ def write_task(
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(body, sort_keys=False))
     return {"model": model_path, "spec": spec_path, "arch": ARCH[kind], "folder": folder}
+
+
+def assert_one_error_line(result, needles: tuple[str, ...], exit_code: int = 2) -> None:
+    """A CLI refusal: the exit code, no traceback, exactly one `error:` line naming `needles`."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from tests.helpers import ARCH, trained_model, write_task
+from tests.helpers import ARCH, assert_one_error_line, trained_model, write_task
 
 runner = CliRunner()
 TASK_ARCH = object()  # sentinel: pass the task's own --arch
@@ -54,13 +54,7 @@ def extract(
 
 def assert_refused(result, exit_code: int, needles: tuple[str, ...], out: Path) -> None:
     """One `error:` line naming the problem, the right exit code, no traceback, nothing written."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    assert_one_error_line(result, needles, exit_code)
     assert not out.exists()
     if out.parent.is_dir():
         assert sorted(os.listdir(out.parent)) == [], "a temp file or partial block was left"

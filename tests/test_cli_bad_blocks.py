@@ -19,6 +19,7 @@ from onnx import TensorProto
 from typer.testing import CliRunner
 
 from legoc.cli import app
+from tests.helpers import assert_one_error_line
 from tests.runtime import helpers
 
 runner = CliRunner()
@@ -43,13 +44,7 @@ def cli(*args):
 
 def assert_refused(result, needles: tuple[str, ...], out: Path, exit_code: int = 2) -> None:
     """One `error:` line naming the problem, exit 2, no traceback, nothing left in `out`."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    assert_one_error_line(result, needles, exit_code)
     assert sorted(os.listdir(out)) == [], "a partial or temporary file was left"
 
 
@@ -517,11 +512,5 @@ def test_other_bad_inputs_of_the_block_commands(tiny, tmp_path, out, make_args, 
     argv = make_args(tiny, tmp_path)
     before = sorted(os.listdir(out))
     result = cli(*argv)
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    assert_one_error_line(result, needles)
     assert sorted(os.listdir(out)) == before, "an output was written"
