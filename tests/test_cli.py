@@ -230,6 +230,14 @@ def method_flag(task):
     return {"extra": ("--method", "bogus")}
 
 
+def objective_flag(task):
+    return {"extra": ("--objective", "flops")}
+
+
+def model_output_flag(task):
+    return {"extra": ("--model-output", "nope")}
+
+
 BAD_INPUTS = [
     pytest.param(missing_model, 2, ("missing.pt", "not found"), id="model-missing"),
     pytest.param(empty_model, 2, ("empty.pt", "is empty"), id="model-empty"),
@@ -302,6 +310,10 @@ BAD_INPUTS = [
         id="spec-unknown-method",
     ),
     pytest.param(method_flag, 2, ("--method 'bogus'", "auto"), id="flag-unknown-method"),
+    pytest.param(objective_flag, 2, ("--objective 'flops'", "macs"), id="flag-unknown-objective"),
+    pytest.param(
+        model_output_flag, 2, ("--model-output 'nope'", "a tensor"), id="flag-no-such-output"
+    ),
     pytest.param(
         spec_change(data__search="data/nope.pt"),
         2,
