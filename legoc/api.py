@@ -25,11 +25,14 @@ from legoc.passes import (
     REWRITE_PASSES,
     REWRITE_PIPELINE,
     SEARCH_PASSES,
+    AlignChannels,
+    DeadCodeElimination,
     Finetune,
     Minimize,
     Repair,
     run_pipeline,
 )
+from legoc.passes.align_channels import DEFAULT_MULTIPLE
 from legoc.runtime.files import check_output_file
 from legoc.scoring import Scorer
 from legoc.task import FinetuneSpec, Split, Task, load_split, load_task
@@ -67,8 +70,8 @@ class ExtractResult:
     keep: float = 0.0
     seed: int = 0
     passes: list[tuple[str, dict]] = field(default_factory=list)
-    seed: int = 0
     training: dict | None = None
+    layout: dict | None = None  # what align-channels padded (legoc.layout)
     trace: list[dict] = field(default_factory=list, repr=False)
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
@@ -91,6 +94,7 @@ class ExtractResult:
             "parity_max_abs_diff": self.parity_max_abs_diff,
             "passes": {name: stats for name, stats in self.passes},
             "training": self.training,
+            "layout": self.layout,
         }
 
 
@@ -279,6 +283,7 @@ def extract(
     objective: str = "params",
     finetune: bool | None = None,
     resume: bool = False,
+    align_channels: int = DEFAULT_MULTIPLE,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -287,7 +292,8 @@ def extract(
     when no rationale reaches `keep` (the result is still described in the message; nothing is
     written). With an `output`, the search keeps a checkpoint beside it (legoc.checkpoint); on
     Ctrl-C it raises `Interrupted` saying where it was, and `resume=True` continues from the
-    checkpoint to the same block.
+    checkpoint to the same block. `align_channels`: pad conv channels with exact zero channels
+    to this multiple at export (onnxruntime's fast conv kernels); 0 or 1 writes them as sliced.
     """
     started = time.perf_counter()
     if output is not None:
@@ -298,6 +304,8 @@ def extract(
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     if objective not in OBJECTIVES:
         raise LegocError(f"--objective {objective!r}: use one of {list(OBJECTIVES)}")
+    if align_channels < 0:
+        raise LegocError(f"--align-channels {align_channels}: use 0 (off) or a positive multiple")
     prep = prepare(model, task, arch, trust_model, model_output)
     prep.ir.objective = objective
     spec = prep.task.spec
@@ -312,7 +320,7 @@ def extract(
     with checkpointed(prep.scorer, output, header, resume, budget) as run:
         found = search_rationale(prep, method, budget, seed, progress)
         run.stage = "export"
-        result = _finish(prep, found, method, seed, finetune, output, progress)
+        result = _finish(prep, found, method, seed, finetune, output, progress, align_channels)
     result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
@@ -326,6 +334,7 @@ def _finish(
     finetune: bool | None,
     output: str | Path | None,
     progress: Progress | None,
+    align_channels: int = DEFAULT_MULTIPLE,
 ) -> ExtractResult:
     """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
     spec = prep.task.spec
@@ -343,7 +352,7 @@ def _finish(
     if output is not None:
         if progress:
             progress("export", 0, 1)
-        write_block(prep, built, Path(output))
+        write_block(prep, built, Path(output), align=align_channels)
     return built.result
 
 
@@ -401,14 +410,41 @@ def finetune_block(prep: Prepared, built: Built, settings: FinetuneSpec, seed: i
     return Built(tuned.ir, tuned.ir.gm, result)
 
 
-def write_block(prep: Prepared, built: Built, output: Path, extra: dict | None = None) -> None:
-    """Export the block with its metadata (plus `extra` keys) and record the parity."""
+def write_block(
+    prep: Prepared,
+    built: Built,
+    output: Path,
+    extra: dict | None = None,
+    align: int = DEFAULT_MULTIPLE,
+) -> None:
+    """Export the block with its metadata (plus `extra` keys) and record the parity.
+
+    `align` > 1 pads conv channels to that multiple first (exact; `align-channels`): a layout
+    choice for the runtime, so `params.block` stays the rationale's own count and the stored
+    count goes to `legoc.layout`."""
+    block = _aligned(built, align) if align > 1 else built.block
     metadata = {**block_metadata(prep, built.result), **(extra or {})}
     split = prep.splits["search"]
-    built.result.parity_max_abs_diff = export_block(
-        built.block, built.reference, split, output, metadata
-    )
+    built.result.parity_max_abs_diff = export_block(block, built.reference, split, output, metadata)
     built.result.output = str(output)
+
+
+def _aligned(built: Built, align: int) -> IR:
+    """The block with its conv channels padded (records what changed in the result)."""
+    block, reports = run_pipeline(
+        built.block, [AlignChannels(align, built.result.total), DeadCodeElimination()]
+    )
+    built.result.passes = [*built.result.passes, *reports]
+    stats = reports[0][1]
+    if not stats["channels_added"]:
+        return built.block
+    built.result.layout = {
+        "align_channels": align,
+        "channels_added": stats["channels_added"],
+        "border_maps_folded": stats["border_maps_folded"],
+        "stored_params": block.param_count(),
+    }
+    return block
 
 
 def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
@@ -437,6 +473,8 @@ def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
     }
     if result.training is not None:
         metadata["legoc.training"] = result.training
+    if result.layout is not None:
+        metadata["legoc.layout"] = result.layout
     return metadata
 
 

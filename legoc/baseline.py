@@ -176,7 +176,7 @@ def baseline(
     splits = _load_splits(task, input_names, metric)
     if block is not None:
         out_shape = tuple(d for d in block.outputs[0].shape[1:])
-        targets = [block.param_count()]
+        targets = [block.rationale_params()]
     else:
         out_shape = label_out_shape(metric, splits["search"], task.spec.outputs)
         targets = list(sizes)

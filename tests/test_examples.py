@@ -37,8 +37,8 @@ def extract_shapes(tmp_path: Path, *extra: str) -> tuple[dict, Path]:
 
 
 def test_shapes_extract_with_a_small_budget_writes_a_faithful_smaller_block(tmp_path):
-    summary, out = extract_shapes(tmp_path, "--budget", "40")
-    assert summary["evaluations"] <= 40
+    summary, out = extract_shapes(tmp_path, "--method", "mask", "--budget", "60")
+    assert summary["evaluations"] <= 60
     assert summary["faithfulness"] >= 0.95
     assert summary["params"]["block"] < summary["params"]["source"]
     assert summary["parity_max_abs_diff"] <= 1e-4
@@ -47,6 +47,14 @@ def test_shapes_extract_with_a_small_budget_writes_a_faithful_smaller_block(tmp_
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["legoc.task"] == "shapes-circle-square-triangle"
+    # conv channels aligned for onnxruntime's blocked kernels, border maps folded away
+    layout = json.loads(meta["legoc.layout"])
+    assert layout["align_channels"] == 16 and layout["channels_added"] > 0
+    weights = {t.name: t.dims for t in model.graph.initializer}
+    widths = [weights[n.input[1]][0] for n in model.graph.node if n.op_type == "Conv"]
+    assert widths and all(w % 16 == 0 for w in widths), widths
+    assert not any(n.op_type == "ConstantOfShape" for n in model.graph.node)
+    assert summary["passes"]["align-channels"]["border_maps_folded"] > 0
 
 
 @pytest.mark.slow

@@ -3,9 +3,11 @@
 Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a `PassResult`
 (the new IR and counts of what changed). `SEARCH_PASSES` names the search methods;
 `REWRITE_PIPELINE` lists the rewrite passes in order. `Finetune` (option C) trains weights and
-runs only when asked for, after the rewrite pipeline.
+runs only when asked for, after the rewrite pipeline; `AlignChannels` pads the final block's
+conv channels for onnxruntime at export (a layout choice, kept out of searches and training).
 """
 
+from legoc.passes.align_channels import AlignChannels
 from legoc.passes.attribution import AttributionSearch
 from legoc.passes.auto import AutoSearch
 from legoc.passes.base import PassResult, run_pipeline
@@ -32,6 +34,7 @@ REWRITE_PIPELINE = ("fold-ablations", "slice-units", "fold-batch-norm", "dce")
 SCORING_PIPELINE = ("fold-ablations", "slice-units", "dce")
 
 __all__ = [
+    "AlignChannels",
     "AttributionSearch",
     "AutoSearch",
     "DeadCodeElimination",

@@ -38,7 +38,14 @@ def removed_ids(ir: IR) -> np.ndarray:
 
 def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
     """First argument of each named node, in the masked model on one example row."""
-    gm = masked_model(ir)
+    rows = [ir.example_inputs[name][:1] for name in ir.input_names]
+    return first_arguments(masked_model(ir), rows, node_names)
+
+
+def first_arguments(
+    gm: torch.fx.GraphModule, inputs: list[torch.Tensor], node_names: set[str]
+) -> dict[str, torch.Tensor]:
+    """The value each named node receives as its first argument when `gm` runs `inputs`."""
     captured: dict[str, torch.Tensor] = {}
 
     class Recorder(torch.fx.Interpreter):
@@ -48,7 +55,7 @@ def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
             return super().run_node(n)
 
     with torch.no_grad():
-        Recorder(gm).run(*[ir.example_inputs[name][:1] for name in ir.input_names])
+        Recorder(gm).run(*inputs)
     return captured
 
 

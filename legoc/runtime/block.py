@@ -141,6 +141,13 @@ class Block:
                 total += int(np.prod(tensor.dims, dtype=np.int64))
         return total
 
+    def rationale_params(self) -> int:
+        """The rationale's own parameter count (`legoc.rationale` params.block): unlike
+        `param_count`, it leaves out the zero channels that alignment stores for speed."""
+        params = (self.meta("legoc.rationale") or {}).get("params", {})
+        block = params.get("block") if isinstance(params, dict) else None
+        return block if isinstance(block, int) else self.param_count()
+
     @property
     def session(self) -> ort.InferenceSession:
         if self._session is None:

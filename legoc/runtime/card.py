@@ -105,6 +105,15 @@ def card_sections(block: Block, path: Path) -> list[Section]:
         sizes.append(
             ("params source → block", f"{params['source']:,} → {params['block']:,} ({share:.1%})")
         )
+    layout = block.meta("legoc.layout")
+    if isinstance(layout, dict) and layout.get("channels_added"):
+        sizes.append(
+            (
+                "channel alignment",
+                f"conv channels padded to multiples of {layout.get('align_channels')} with "
+                f"{layout['channels_added']} zero channels (exact; for onnxruntime's fast kernels)",
+            )
+        )
     if "faithfulness" in rationale:
         sizes.append(("faithfulness on search", f"{rationale['faithfulness']:.4f}"))
     interface = [("input", t.name, t.describe()) for t in block.inputs] + [
