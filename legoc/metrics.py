@@ -43,18 +43,28 @@ class Metric:
         values = self._per_item(logits, y, reference, y_alt)
         return -values.sum() if self.higher_is_better else values.sum()
 
+    def row_hardness(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        y_alt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per row, how close it is to costing score (higher: scored first, so a candidate
+        that falls short is found out after fewer rows). Accuracy: minus the smallest margin
+        of the right class over the rest; the others: the item values against the metric's
+        direction."""
+        with torch.no_grad():
+            if self.name == "accuracy":
+                return -_margin(logits, y).reshape(logits.shape[0], -1).amin(-1)
+            values = self._per_item(logits, y, reference, y_alt).reshape(logits.shape[0], -1)
+            return -values.sum(-1) if self.higher_is_better else values.sum(-1)
+
     def _per_item(self, logits, y, reference, y_alt) -> torch.Tensor:
         if self.name == "accuracy":
             return (_flat(logits).argmax(-1) == y.reshape(-1)).float()
         if self.name == "logit_diff":
-            flat, labels = _flat(logits), y.reshape(-1)
-            correct = flat.gather(-1, labels[:, None])[:, 0]
-            if y_alt is not None:
-                other = flat.gather(-1, y_alt.reshape(-1)[:, None])[:, 0]
-            else:
-                masked = flat.masked_fill(F.one_hot(labels, flat.shape[-1]).bool(), float("-inf"))
-                other = masked.max(-1).values
-            return correct - other
+            return _margin(logits, y, y_alt)
         if self.name == "kl":
             ref = F.log_softmax(_flat(reference), -1)
             cur = F.log_softmax(_flat(logits), -1)
@@ -66,6 +76,16 @@ class Metric:
 
 def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor, y_alt: torch.Tensor | None = None):
+    """Per item: the label's logit minus the alternative's (default: the best other one)."""
+    flat, labels = _flat(logits), y.reshape(-1)
+    correct = flat.gather(-1, labels[:, None])[:, 0]
+    if y_alt is not None:
+        return correct - flat.gather(-1, y_alt.reshape(-1)[:, None])[:, 0]
+    masked = flat.masked_fill(F.one_hot(labels, flat.shape[-1]).bool(), float("-inf"))
+    return correct - masked.max(-1).values
 
 
 METRICS = {

@@ -41,9 +41,14 @@ class Ablate(nn.Module):
         self.attribution: torch.Tensor | None = None
         self.token_mask: torch.Tensor | None = None  # (batch, positions) real tokens, if any
         self.gate: torch.Tensor | None = None  # soft 0..1 keep per unit (learned masks)
+        self.all_kept = True  # nothing to replace: pass the activation through untouched
+        # hand 4-d activations on in channels-last layout: pooling and convolutions run several
+        # times faster in it on CPU, and a conv over a 1-channel input cannot choose it itself
+        self.channels_last = False
 
     def set(self, keep: torch.Tensor, value: torch.Tensor | None = None) -> None:
         self.keep.copy_(keep.reshape(self.keep.shape))
+        self.all_kept = bool(self.keep.all())
         if value is not None:
             self.value.copy_(value.reshape(self.value.shape).to(self.value.dtype))
 
@@ -61,6 +66,8 @@ class Ablate(nn.Module):
         return t.movedim(self.axis, -1).reshape(t.shape[0], -1, t.shape[self.axis])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.mean_sum is not None:
             flat = self._unit_last(x.detach()).double()
             mask = self.token_mask
@@ -82,6 +89,8 @@ class Ablate(nn.Module):
             x.register_hook(accumulate)
         if self.gate is not None:
             return self.value + self.gate.reshape(self.keep.shape) * (x - self.value)
+        if self.all_kept:
+            return x
         return torch.where(self.keep, x, self.value)
 
 

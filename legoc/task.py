@@ -197,6 +197,9 @@ class Split:
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
     def _tensors(self) -> dict[str, torch.Tensor]:
         named = {f"input {k}": v for k, v in self.inputs.items()}
         if self.y is not None:

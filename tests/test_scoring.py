@@ -260,3 +260,92 @@ def test_prefix_cache_scores_a_sweep_from_the_first_changed_layer_with_the_same_
     finally:
         scoring.PREFIX_CACHE_BYTES = original
     assert got == want  # bit-identical, not merely close
+
+
+# -- cheaper candidates: channels-last layout, pass-through ablation, hardest rows first ---------
+
+
+def test_accuracy_hardness_is_minus_the_margin_of_the_right_class():
+    # margins: 2-1, 1-3, 5-1, 0-4 -> hardness -1, 2, -4, 4
+    got = METRICS["accuracy"].row_hardness(LOGITS, LABELS, None)
+    assert got.tolist() == [-1.0, 2.0, -4.0, 4.0]
+
+
+def test_lower_is_better_hardness_is_the_item_value():
+    out = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    got = METRICS["mse"].row_hardness(out, torch.zeros(2, 2), None)
+    assert got.tolist() == [5.0, 34.0]
+
+
+def test_ablate_passes_activations_through_when_nothing_is_removed():
+    from legoc.ops import Ablate
+
+    module = Ablate(3, 1, 2)
+    x = torch.randn(4, 3)
+    assert module(x) is x
+    module.set(torch.tensor([True, False, True]), torch.tensor([0.0, 7.0, 0.0]))
+    assert module(x)[:, 1].tolist() == [7.0] * 4
+    module.set(torch.ones(3, dtype=torch.bool))
+    assert module(x) is x
+
+
+def test_conv_models_are_scored_in_channels_last_layout_with_the_same_values():
+    import legoc.scoring as scoring
+
+    fast = scorer_for("cnn", "kl", n=120)
+    assert all(m.channels_last for m in fast.ablates.values())
+    assert not any(m.channels_last for m in scorer_for("mlp").ablates.values())
+    ir = fast.ir
+    masks = [ir.mask_for(ir.removable_groups()[i::4]) for i in range(4)]
+    original = scoring.prefer_channels_last
+    try:
+        scoring.prefer_channels_last = lambda gm, ablates: None
+        plain = scorer_for("cnn", "kl", n=120)
+    finally:
+        scoring.prefer_channels_last = original
+    for name in plain.values:
+        torch.testing.assert_close(fast.values[name], plain.values[name], atol=1e-5, rtol=0)
+    for mask in masks:
+        assert fast.score(mask, count=False) == pytest.approx(plain.score(mask), abs=1e-5)
+
+
+def test_after_an_attribution_the_rows_it_finds_hardest_are_scored_first():
+    scorer = scorer_for("cnn", "accuracy", n=400, batch_size=16)
+    ir = scorer.ir
+    parent = ir.mask_for(ir.removable_groups()[:2])
+    assert scorer.row_order is None
+    scorer.attribution(parent)
+    order = scorer.row_order
+    assert sorted(order.tolist()) == list(range(400))
+    with torch.no_grad():
+        logits = scorer.predict(parent, {"x": scorer.split.inputs["x"]})
+    hardness = METRICS["accuracy"].row_hardness(logits, scorer.split.y, None)
+    assert torch.all(hardness[order][:-1] >= hardness[order][1:])  # descending
+    # a sweep of single removals from the parent (what minimize scores): same verdicts and
+    # values for candidates that pass, fewer rows read for those that fail
+    plain = scorer_for("cnn", "accuracy", n=400, batch_size=16)
+    keep = scorer.faithfulness(parent, count=False) - 0.01
+    sweep = [g for g in ir.removable_groups()[2:]]
+    read = {}
+    for name, s in (("ordered", scorer), ("plain", plain)):
+        seen = []
+        take, batches = s.split.take, s.split.batches
+        s.split.take = lambda rows, _take=take: seen.append(len(rows)) or _take(rows)
+
+        def counted(*args, _batches=batches):
+            for batch in _batches(*args):
+                seen.append(len(next(iter(batch[0].values()))))
+                yield batch
+
+        s.split.batches = counted
+        verdicts, failing_rows = [], 0
+        for g in sweep:
+            before = sum(seen)
+            value = s.faithfulness(ir.mask_for([*ir.removable_groups()[:2], g]), keep=keep)
+            verdicts.append((value >= keep, value if value >= keep else None))
+            failing_rows += 0 if value >= keep else sum(seen) - before
+        s.split.take, s.split.batches = take, batches
+        read[name] = (failing_rows, verdicts)
+    assert read["ordered"][1] == read["plain"][1]
+    assert any(ok for ok, _ in read["plain"][1]) and not all(ok for ok, _ in read["plain"][1])
+    assert read["ordered"][0] < 0.8 * read["plain"][0]
