@@ -10,6 +10,10 @@ all we need). The search stops at `budget` candidate evaluations and returns the
 faithful state seen. It refines another method's result (`start`); started from nothing it
 roots the tree at the one-shot first-order cut (`attribution`), since a walk of one removal
 per level from the full model would not get far within any practical budget.
+
+The tree stops early enough to leave the 1-minimality sweep (`minimize`, run after every
+search) two passes over the root's kept groups: spending the whole budget in the tree left
+shapes' mcts block at 280,616 parameters; with the reserve it is 61,591 (auto: 44,953).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ class MctsSearch(SearchOptions):
     branching: int = 8
     exploration: float = 1.5
     rollout_budget: int = 12
+    # evaluations left for the 1-minimality sweep that follows every search (`minimize`):
+    # up to two sweeps over the groups the root keeps, at most half the budget
+    sweep_reserve: float = 2.0
     name = "mcts"
 
     def run(self, ir: IR) -> PassResult:
@@ -71,7 +78,8 @@ class MctsSearch(SearchOptions):
         search = _Tree(self, ctx, ranking, frozenset(root_removed))
         search.best_removed, search.best_faith = set(root_removed), faith
         simulations = 0
-        while ctx.budget_left() > 0 and not search.root.dead:
+        reserve = min(ctx.budget_left() // 2, int(self.sweep_reserve * len(kept)))
+        while ctx.budget_left() > reserve and not search.root.dead:
             search.simulate()
             simulations += 1
         return ctx.result(

@@ -319,6 +319,21 @@ def test_mcts_expands_branching_groups_from_its_root(branching):
     assert len(one_more) == branching
 
 
+def test_mcts_stops_its_tree_with_budget_left_for_the_one_minimality_sweep():
+    start = faithful_start("mlp")
+    ir, scorer = setup("mlp")
+    kept = len([g for g in ir.removable_groups() if g not in start])
+    budget = 4 * kept
+    result = MctsSearch(keep=KEEP, budget=budget, seed=0, scorer=scorer, start=start).run(ir)
+    used = result.stats["evaluations"]
+    # the tree stops at the first simulation that reaches budget - 2 sweeps' worth
+    assert budget - 2 * kept <= used < budget - 2 * kept + 1 + MctsSearch.rollout_budget
+    _, scorer2 = setup("mlp")
+    options = dict(keep=KEEP, budget=budget, seed=0, scorer=scorer2, start=start)
+    full = MctsSearch(sweep_reserve=0.0, **options).run(ir)
+    assert full.stats["evaluations"] == budget
+
+
 # -- minimize ------------------------------------------------------------------------------
 def minimize(kind: str, budget: int = 150):
     """Minimize the tiny model of `kind` from a faithful, far from minimal mask (only the dead
