@@ -69,3 +69,17 @@ def test_a_block_without_legoc_metadata_gets_a_card_without_picture(tmp_path):
 def test_unknown_format_is_refused(block):
     with pytest.raises(LegocError, match="--format 'pdf'"):
         write_card(block, fmt="pdf")
+
+
+def test_an_aligned_block_states_its_zero_channels_and_keeps_the_rationale_count(
+    shapes_block, tmp_path
+):
+    block = Block.load(shapes_block)
+    layout = block.meta("legoc.layout")
+    assert layout["channels_added"] > 0  # conv5 keeps a count that is not a multiple of 16
+    params = block.meta("legoc.rationale")["params"]
+    assert block.rationale_params() == params["block"] < block.param_count()
+    assert block.param_count() == layout["stored_params"]
+    text = write_card(shapes_block, tmp_path / "card.md").card.read_text()
+    assert f"padded to multiples of 16 with {layout['channels_added']} zero channels" in text
+    assert f"| params (block file) | {block.param_count():,} |" in text
