@@ -48,8 +48,8 @@ def prefer_channels_last(gm: torch.fx.GraphModule, ablates: dict[str, Ablate]) -
     with torch.no_grad():
         for tensor in weights:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
-    for module in ablates.values():
-        module.channels_last = True
+    for module in ablates.values():  # conv feature maps only (not e.g. 4-d attention heads)
+        module.channels_last = module.ndim == 4 and module.axis == 1
 
 
 @dataclass
