@@ -32,6 +32,10 @@ DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 ACTIVATION_BUDGET_BYTES = 64 << 20
 PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
 ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest rows first
+# rows of the first scoring batch: about this many multiply-accumulates (MiniLM: 16 sentences
+# instead of 128, so a failing candidate is found out after a fifteenth of the split)
+FIRST_BATCH_MACS = 2 << 30
+MIN_FIRST_ROWS = 16
 
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
@@ -95,6 +99,10 @@ class Scorer:
         self.ir, self.split, self.metric = ir, split, metric
         self.batch_size = batch_size
         self.max_batch_size = _rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
+        # a costly model's candidates get their first verdict after fewer rows
+        self.first_rows = int(
+            np.clip(FIRST_BATCH_MACS // max(ir.macs_per_row(), 1), MIN_FIRST_ROWS, batch_size)
+        )
         self.label = label
         self.gm, self.ablates = instrument(ir)
         prefer_channels_last(self.gm, self.ablates)
@@ -113,9 +121,11 @@ class Scorer:
             module.set(torch.ones(module.keep.shape[0], dtype=torch.bool), self.values[name])
         outputs = self._collect_outputs() if metric.needs_reference else None
         self.reference = Reference(full=0.0, empty=0.0, outputs=outputs)
-        self.reference.full = self.score(ir.mask_for([]), count=False)
+        hardness = torch.zeros(len(split))
+        self.reference.full = self._score(ir.mask_for([]), None, False, hardness)
         empty = ir.mask_for(ir.removable_groups())
         self.reference.empty = self.score(empty, count=False)
+        self._order_rows(hardness)  # the full model's hardest rows first, until an attribution
         if metric.higher_is_better and self.reference.full <= 0:
             raise LegocError(
                 f"{label}: the full model scores {self.reference.full:.4g} ({metric.name}), so "
@@ -270,18 +280,19 @@ class Scorer:
     def _labelled_batches(self, growing: bool = False):
         """(rows, inputs, y, y_alt, full model's outputs or None) per batch of the split, in
         `row_order` when one is set; `growing` batches (for no-grad scoring) double from
-        batch_size up to the memory cap."""
+        first_rows (fewer for costly models) up to the memory cap."""
         cap = self.max_batch_size if growing else None
+        first = self.first_rows if growing else self.batch_size
         ref_all = self.reference.outputs
         if self.row_order is None:
             offset = 0
-            for inputs, y, extras in self.split.batches(self.batch_size, cap):
+            for inputs, y, extras in self.split.batches(first, cap):
                 rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
                 ref = None if ref_all is None else ref_all[offset : offset + len(rows)]
                 yield rows, inputs, y, extras.get("y_alt"), ref
                 offset += len(rows)
             return
-        start, size = 0, self.batch_size
+        start, size = 0, first
         while start < len(self.row_order):
             rows = self.row_order[start : start + size]
             if cap is not None:
@@ -342,7 +353,15 @@ class Scorer:
             journal.record(key, value, self.last_stopped_early)
         return value
 
-    def _score(self, kept: dict[str, np.ndarray], keep: float | None, exact: bool) -> float:
+    def _score(
+        self,
+        kept: dict[str, np.ndarray],
+        keep: float | None,
+        exact: bool,
+        hardness: torch.Tensor | None = None,
+    ) -> float:
+        """The metric on the split (see `score`); `hardness`, if given, receives each row's
+        `Metric.row_hardness`."""
         self.set_mask(kept, exact=exact)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
@@ -352,13 +371,15 @@ class Scorer:
         prefix = self._prefix_cache() if self.cache_bytes > 0 else None
         sigs = prefix.signatures() if prefix is not None else None
         with torch.no_grad():
-            for batch, (_, inputs, y, y_alt, ref) in enumerate(
+            for batch, (rows, inputs, y, y_alt, ref) in enumerate(
                 self._labelled_batches(growing=True)
             ):
                 if prefix is None:
                     logits = self._forward(inputs)
                 else:
                     logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
+                if hardness is not None:
+                    hardness[rows] = self.metric.row_hardness(logits, y, ref, y_alt)
                 s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)

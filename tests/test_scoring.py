@@ -316,7 +316,8 @@ def test_after_an_attribution_the_rows_it_finds_hardest_are_scored_first():
     scorer = scorer_for("cnn", "accuracy", n=400, batch_size=16)
     ir = scorer.ir
     parent = ir.mask_for(ir.removable_groups()[:2])
-    assert scorer.row_order is None
+    at_start = scorer.row_order  # the full model's hardest rows first
+    assert sorted(at_start.tolist()) == list(range(400))
     scorer.attribution(parent)
     order = scorer.row_order
     assert sorted(order.tolist()) == list(range(400))

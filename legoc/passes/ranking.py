@@ -13,11 +13,18 @@ from legoc.ir import IR
 from legoc.passes.search import SearchContext
 
 
-def prune_prefix(ctx: SearchContext, order: list[int], removed=frozenset()) -> tuple[set, float]:
+def prune_prefix(
+    ctx: SearchContext,
+    order: list[int],
+    removed=frozenset(),
+    floor: int = 0,
+    floor_faith: float | None = None,
+) -> tuple[set, float]:
     """Largest k with `removed` + order[:k] faithful, by bisection (assuming monotonicity, as
-    one-shot pruning does). Returns the removed set and its faithfulness."""
+    one-shot pruning does). `floor`: a prefix length already known faithful (with
+    `floor_faith`). Returns the removed set and its faithfulness."""
     removed = set(removed)
-    good, bad, good_faith = 0, len(order) + 1, None
+    good, bad, good_faith = floor, len(order) + 1, floor_faith
     if ctx.budget_left() > 0:
         ok, value = ctx.evaluate(removed | set(order))
         if ok:
@@ -32,6 +39,22 @@ def prune_prefix(ctx: SearchContext, order: list[int], removed=frozenset()) -> t
             bad = mid
     chosen = removed | set(order[:good])
     return chosen, good_faith if good_faith is not None else ctx.faithfulness_of(chosen)
+
+
+def first_prefix_below(ctx: SearchContext, order: list[int], removed, cost: float) -> int | None:
+    """Shortest k whose removal `removed` + order[:k] leaves less than `cost` (None if even the
+    whole order does not): the cost only falls as k grows, so this is a bisection."""
+    removed = set(removed)
+    if ctx.cost(removed | set(order)) >= cost:
+        return None
+    lo, hi = -1, len(order)  # cost(lo) >= cost (or lo = -1), cost(hi) < cost
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ctx.cost(removed | set(order[:mid])) < cost:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def group_order(ir: IR, unit_scores: dict, per_param: bool = True, candidates=None) -> list[int]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from legoc.passes.ranking import group_order, prune_prefix
+from legoc.passes.ranking import first_prefix_below, group_order, prune_prefix
 
 
 class Monotone:
@@ -141,3 +141,24 @@ def test_only_the_candidates_given_are_ordered():
 def test_the_candidates_order_never_decides():
     for candidates in ([0, 1, 4], [4, 1, 0], [1, 4, 0]):
         assert group_order(IR, SCORES, candidates=candidates) == [0, 1, 4]
+
+
+class Costed(Monotone):
+    """Monotone, plus a cost: 10 per group left of 100 groups (removed ones cost nothing)."""
+
+    def cost(self, removed) -> int:
+        return 10 * (100 - len(set(removed)))
+
+
+@pytest.mark.parametrize("cost, expected", [(1000, 1), (995, 1), (990, 2), (850, 16), (840, None)])
+def test_first_prefix_below_a_cost(cost, expected):
+    # removing k groups of ORDER (plus none before) leaves 10 * (100 - k)
+    assert first_prefix_below(Costed(5), ORDER, set(), cost) == expected
+
+
+def test_a_known_faithful_floor_is_not_evaluated_again():
+    ctx = Monotone(9)
+    removed, faith = prune_prefix(ctx, ORDER, floor=6, floor_faith=0.94)
+    assert removed == set(ORDER[:9])
+    assert all(len(c) > 6 for c in ctx.evaluated)  # never below the floor
+    assert len(ctx.evaluated) <= 1 + math.ceil(math.log2(len(ORDER) - 6))
