@@ -72,7 +72,6 @@ def extract(
     align_channels: int = typer.Option(
         DEFAULT_MULTIPLE,
         "--align-channels",
-        min=0,
         help="Pad conv channels with exact zero channels to this multiple, so onnxruntime uses "
         "its blocked conv kernels (16 = AVX-512; 8 is enough on AVX2); 0 writes them as sliced.",
     ),

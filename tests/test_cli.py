@@ -234,6 +234,10 @@ def objective_flag(task):
     return {"extra": ("--objective", "flops")}
 
 
+def align_flag(task):
+    return {"extra": ("--align-channels", "-8")}
+
+
 def model_output_flag(task):
     return {"extra": ("--model-output", "nope")}
 
@@ -311,6 +315,7 @@ BAD_INPUTS = [
     ),
     pytest.param(method_flag, 2, ("--method 'bogus'", "auto"), id="flag-unknown-method"),
     pytest.param(objective_flag, 2, ("--objective 'flops'", "macs"), id="flag-unknown-objective"),
+    pytest.param(align_flag, 2, ("--align-channels -8", "0 (off)"), id="flag-negative-align"),
     pytest.param(
         model_output_flag, 2, ("--model-output 'nope'", "a tensor"), id="flag-no-such-output"
     ),
