@@ -56,6 +56,13 @@ def prefer_channels_last(gm: torch.fx.GraphModule, ablates: dict[str, Ablate]) -
         module.channels_last = module.ndim == 4 and module.axis == 1
 
 
+def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
+    """The IR's graph with Ablate modules, laid out for fast CPU scoring, in eval mode."""
+    gm, ablates = instrument(ir)
+    prefer_channels_last(gm, ablates)
+    return gm.eval(), ablates
+
+
 @dataclass
 class _Base:
     """A sliced model standing for every mask that removes at least what `kept` removes."""
@@ -104,9 +111,7 @@ class Scorer:
             np.clip(FIRST_BATCH_MACS // max(ir.macs_per_row(), 1), MIN_FIRST_ROWS, batch_size)
         )
         self.label = label
-        self.gm, self.ablates = instrument(ir)
-        prefer_channels_last(self.gm, self.ablates)
-        self.gm.eval()
+        self.gm, self.ablates = _scoring_graph(ir)
         self._base: _Base | None = None
         self._active = self.gm
         self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
@@ -244,8 +249,7 @@ class Scorer:
         masked = self.ir.with_kept(kept)
         masked.ablation = dict(self.values)
         sliced, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in SCORING_PIPELINE])
-        gm, ablates = instrument(sliced)
-        prefer_channels_last(gm, ablates)
+        gm, ablates = _scoring_graph(sliced)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():
             module.set(
@@ -253,7 +257,7 @@ class Scorer:
                 self.values[name][torch.from_numpy(index[name])],
             )
         self._drop_prefix_cache()
-        self._base = _Base({k: v.copy() for k, v in kept.items()}, gm.eval(), ablates, index)
+        self._base = _Base({k: v.copy() for k, v in kept.items()}, gm, ablates, index)
 
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),

@@ -186,7 +186,7 @@ class Catalog:
 def _entry(block: Block, name: str, relative: str, digest: str, size: int) -> Entry:
     rationale = block.meta("legoc.rationale") or {}
     params = dict(rationale.get("params") or {})
-    params.setdefault("block", block.param_count())
+    params["block"] = block.rationale_params()
     tasks, sources = [], []
     for key, value in sorted(block.metadata.items()):
         if key == "legoc.task" or key.endswith(".legoc.task"):
