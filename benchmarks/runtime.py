@@ -1,11 +1,13 @@
 """Runtime benchmark: each shipped example's block against its full model in onnxruntime.
 
 For every example, the full model is exported to ONNX as it is (all its outputs, opset 17,
-dynamic batch) and the block is extracted by `legoc.api.extract` (or given with --block). Both
-run in plain onnxruntime through `legoc.runtime`; printed per example: file size ratio,
-latency ratio at batch 1 and 64 (median of --runs timed runs after --warmup, --threads
-intra-op threads), parameter ratio (legoc's count from the block metadata: source -> block) and,
-to explain latency, the ratio of multiply-accumulates (Conv/Gemm/MatMul at batch 1).
+dynamic batch) and one block per --objectives entry is extracted by `legoc.api.extract`
+(`params`, the spec's default, and `macs`, which searches for compute; or one block given
+with --block). Both run in plain onnxruntime through `legoc.runtime`; printed per block: file
+size ratio, latency ratio at batch 1 and 64 (median of --runs timed runs after --warmup,
+--threads intra-op threads), parameter ratio (legoc's count from the block metadata: source ->
+block) and, to explain latency, the ratio of multiply-accumulates (Conv/Gemm/MatMul at
+batch 1).
 
 Target: latency ratio <= 1.5 x parameter ratio, at both batch sizes.
 
@@ -72,6 +74,7 @@ EXAMPLES = {
 @dataclass
 class Row:
     example: str
+    objective: str
     block_file: str
     params_source: int
     params_block: int
@@ -85,6 +88,10 @@ class Row:
     latency_block_ms: dict[str, float]
     faithfulness: dict[str, float]
     export_max_abs_diff: float
+
+    @property
+    def label(self) -> str:
+        return self.example if self.objective == "params" else f"{self.example} (macs)"
 
     def ratios(self) -> dict[str, float]:
         r = {
@@ -137,46 +144,86 @@ def measure(path: Path, sample: dict, threads: int, warmup: int, runs: int) -> d
     }
 
 
-def run_example(example: Example, work: Path, args) -> Row:
-    block_path = args.blocks.get(example.name)
-    if block_path is None:
-        block_path = work / f"{example.name}.block.onnx"
-        method, budget = ("greedy", 60) if args.quick else (None, None)
-        started = time.perf_counter()
-        api.extract(
-            example.model, example.task, block_path, arch=example.arch, method=method, budget=budget
-        )
-        print(
-            f"[{example.name}] extracted {block_path.name} in "
-            f"{time.perf_counter() - started:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    block = Block.load(block_path)
-    task = read_task(example.task)
-    search = load_split("search", task.splits["search"], block.input_names, "data.search")
-    full_path = work / f"{example.name}.full.onnx"
+@dataclass
+class Full:
+    """The full model's export and timings, shared by an example's rows."""
+
+    path: Path
+    params: int
+    export_max_abs_diff: float
+    latency_ms: dict[str, float]
+
+
+def measure_full(example: Example, work: Path, search, args) -> Full:
+    path = work / f"{example.name}.full.onnx"
     sample = {name: values[:8] for name, values in search.inputs.items()}
-    diff = export_full(example, full_path, sample)
-    rationale = block.meta("legoc.rationale")
-    scores = block.meta("legoc.scores") or {}
-    timing = dict(sample=search.inputs, threads=args.threads, warmup=args.warmup, runs=args.runs)
-    return Row(
-        example=example.name,
-        block_file=str(block_path),
-        params_source=rationale["params"]["source"],
-        params_block=rationale["params"]["block"],
-        onnx_weights_full=Block.load(full_path).param_count(),
-        onnx_weights_block=block.param_count(),
-        bytes_full=full_path.stat().st_size,
-        bytes_block=block_path.stat().st_size,
-        macs_full=macs(full_path),
-        macs_block=macs(block_path),
-        latency_full_ms=measure(full_path, **timing),
-        latency_block_ms=measure(block_path, **timing),
-        faithfulness={k: v["faithfulness"] for k, v in scores.items()},
-        export_max_abs_diff=diff,
+    diff = export_full(example, path, sample)
+    latency = measure(path, search.inputs, args.threads, args.warmup, args.runs)
+    return Full(path, Block.load(path).param_count(), diff, latency)
+
+
+def extract_block(example: Example, work: Path, objective: str, args) -> Path:
+    path = work / f"{example.name}.{objective}.block.onnx"
+    method, budget = ("greedy", 60) if args.quick else (None, None)
+    started = time.perf_counter()
+    api.extract(
+        example.model,
+        example.task,
+        path,
+        arch=example.arch,
+        method=method,
+        budget=budget,
+        objective=objective,
     )
+    print(
+        f"[{example.name}] extracted {path.name} (--objective {objective}) in "
+        f"{time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return path
+
+
+def run_example(example: Example, work: Path, args) -> list[Row]:
+    """One row per objective (or one for a block given with --block)."""
+    task = read_task(example.task)
+    names = (
+        Block.load(args.blocks[example.name]).input_names if example.name in args.blocks else None
+    )
+    if names is None:
+        module = load_model(example.model, arch=example.arch).module
+        names = forward_arg_names(module)
+    search = load_split("search", task.splits["search"], names, "data.search")
+    full = measure_full(example, work, search, args)
+    if example.name in args.blocks:
+        paths = [args.blocks[example.name]]
+    else:
+        paths = [extract_block(example, work, objective, args) for objective in args.objectives]
+    rows = []
+    for path in paths:
+        block = Block.load(path)
+        rationale = block.meta("legoc.rationale")
+        scores = block.meta("legoc.scores") or {}
+        rows.append(
+            Row(
+                example=example.name,
+                objective=block.meta("legoc.objective") or "params",
+                block_file=str(path),
+                params_source=rationale["params"]["source"],
+                params_block=rationale["params"]["block"],
+                onnx_weights_full=full.params,
+                onnx_weights_block=block.param_count(),
+                bytes_full=full.path.stat().st_size,
+                bytes_block=path.stat().st_size,
+                macs_full=macs(full.path),
+                macs_block=macs(path),
+                latency_full_ms=full.latency_ms,
+                latency_block_ms=measure(path, search.inputs, args.threads, args.warmup, args.runs),
+                faithfulness={k: v["faithfulness"] for k, v in scores.items()},
+                export_max_abs_diff=full.export_max_abs_diff,
+            )
+        )
+    return rows
 
 
 def print_table(rows: list[Row], args) -> None:
@@ -202,7 +249,7 @@ def print_table(rows: list[Row], args) -> None:
                 f"vs <= {limit:.3f})"
             )
         print(
-            f"| {row.example} | {r['file size']:.3f} | {r['latency b=1']:.3f} | "
+            f"| {row.label} | {r['file size']:.3f} | {r['latency b=1']:.3f} | "
             f"{r['latency b=64']:.3f} | {r['params']:.3f} | {r['MACs']:.3f} | "
             f"{'; '.join(verdicts)} |"
         )
@@ -211,8 +258,7 @@ def print_table(rows: list[Row], args) -> None:
     print("|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row.example} | params (legoc count) | {row.params_source:,} | "
-            f"{row.params_block:,} |"
+            f"| {row.label} | params (legoc count) | {row.params_source:,} | {row.params_block:,} |"
         )
         print(
             f"| | ONNX weights (BN folded) | {row.onnx_weights_full:,} | "
@@ -247,6 +293,11 @@ def main(argv=None) -> int:
         default=1,
         help="onnxruntime intra-op threads (0: onnxruntime's default)",
     )
+    parser.add_argument(
+        "--objectives",
+        default="params,macs",
+        help="extract one block per objective (comma-separated; `legoc extract --objective`)",
+    )
     parser.add_argument("--runs", type=int, default=50, help="timed runs per latency")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up runs per latency")
     parser.add_argument("--workdir", default=None, help="keep blocks and exports here")
@@ -254,6 +305,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.blocks = dict(item.split("=", 1) for item in args.block)
     args.blocks = {k: Path(v) for k, v in args.blocks.items()}
+    args.objectives = [o for o in args.objectives.split(",") if o]
     names = [n for n in args.examples.split(",") if n]
     missing = [n for n in names if n in EXAMPLES and not EXAMPLES[n].model.exists()]
     for name in missing:
@@ -268,7 +320,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rows = [run_example(EXAMPLES[name], work, args) for name in names]
+        rows = [row for name in names for row in run_example(EXAMPLES[name], work, args)]
     print_table(rows, args)
     if args.out:
         body = [{**asdict(r), "ratios": r.ratios()} for r in rows]

@@ -30,6 +30,7 @@ from legoc.passes import (
     Finetune,
     Minimize,
     Repair,
+    RoundWidths,
     run_pipeline,
 )
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
@@ -235,10 +236,17 @@ class Found:
 
 
 def search_rationale(
-    prep: Prepared, method: str, budget: int, seed: int, progress: Progress | None = None
+    prep: Prepared,
+    method: str,
+    budget: int,
+    seed: int,
+    progress: Progress | None = None,
+    align: int = 1,
 ) -> Found:
     """Search, then repair (if the exact masked model misses keep), then make it 1-minimal
-    with what is left of the budget."""
+    with what is left of the budget. Under the `macs` objective with `align` > 1 (the export's
+    channel multiple), `round-widths` then trades padding for whole channel blocks and a last
+    minimize trims what that filled in."""
     spec = prep.task.spec
     scorer = prep.scorer
     first = scorer.evaluations
@@ -261,6 +269,19 @@ def search_rationale(
         trace += minimized.trace
         rationale, one_minimal = minimized.ir, bool(minimized.stats["one_minimal"])
         faith = minimized.stats["faithfulness"]
+    left = budget - (scorer.evaluations - first)
+    if prep.ir.objective == "macs" and align > 1 and faith >= spec.keep and left > 0:
+        rounded = RoundWidths(budget=left, multiple=align, **options).run(rationale)
+        reports.append(("round-widths", rounded.stats))
+        trace += rounded.trace
+        if rounded.stats["widths_dropped"]:
+            rationale, faith = rounded.ir, rounded.stats["faithfulness"]
+            left = budget - (scorer.evaluations - first)
+            trimmed = Minimize(budget=max(left, 0), **options).run(rationale)
+            reports.append(("minimize", trimmed.stats))
+            trace += trimmed.trace
+            rationale, one_minimal = trimmed.ir, bool(trimmed.stats["one_minimal"])
+            faith = trimmed.stats["faithfulness"]
     faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
     if faith < spec.keep <= repaired.stats["faithfulness"]:  # a float flip on a sliced base
         rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
@@ -318,7 +339,7 @@ def extract(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
         )
     with checkpointed(prep.scorer, output, header, resume, budget) as run:
-        found = search_rationale(prep, method, budget, seed, progress)
+        found = search_rationale(prep, method, budget, seed, progress, align=align_channels)
         run.stage = "export"
         result = _finish(prep, found, method, seed, finetune, output, progress, align_channels)
     result.replayed, result.paid = run.replayed, run.paid

@@ -106,15 +106,21 @@ class IR:
             return self.sliced_macs(kept)
         return self.sliced_param_count(kept)
 
-    def sliced_macs(self, kept: dict[str, np.ndarray]) -> int:
+    def sliced_macs(self, kept: dict[str, np.ndarray], multiple: int = 1) -> int:
         """Multiply-accumulates per input row of the Linear/Conv layers once the units not in
-        `kept` are sliced away (kept rows x kept columns x kernel x output positions)."""
+        `kept` are sliced away (kept rows x kept columns x kernel x output positions).
+
+        `multiple` > 1 counts conv channels at the width `align-channels` stores them
+        (`stored_width`): what onnxruntime computes, padding included."""
         a = self.analysis
         removed = np.zeros(sum(s.size for s in a.spaces.values()), dtype=bool)
         for name, space in a.spaces.items():
             removed[space.offset : space.offset + space.size] = ~kept[name]
         columns = {use.node: use.ids for use in a.consumers}
-        rows_of = {space.node: int(kept[space.name].sum()) for space in a.spaces.values()}
+        rows_of = {
+            space.node: self.stored_width(space.name, int(kept[space.name].sum()), multiple)
+            for space in a.spaces.values()
+        }
         total = 0
         for node in self.gm.graph.nodes:
             if node.op != "call_function" or node.target not in (F.linear, F.conv1d, F.conv2d):
@@ -125,14 +131,40 @@ class IR:
             weight = get_attr_tensor(self.gm, weight_node.target)
             rows = rows_of.get(node.name, weight.shape[0])
             ids = columns.get(node.name)
-            cols = (
-                weight.shape[1]
-                if ids is None
-                else int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
-            )
+            if ids is None:
+                cols = weight.shape[1]
+            elif multiple > 1:
+                cols = self._stored_columns(ids, removed, kept, multiple)
+            else:
+                cols = int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
             kernel = weight.numel() // (weight.shape[0] * weight.shape[1])
             total += rows * cols * kernel * output_positions(node)
         return total
+
+    def stored_width(self, space: str, kept: int, multiple: int) -> int:
+        """The width `align-channels` stores a conv2d space's `kept` channels at: rounded up to
+        `multiple`, unless that is wider than the source layer (then left as is)."""
+        unit_space = self.spaces[space]
+        if multiple <= 1 or unit_space.kind != "conv2d" or kept == 0:
+            return kept
+        padded = -(-kept // multiple) * multiple
+        return padded if padded <= unit_space.size else kept
+
+    def _stored_columns(
+        self, ids: np.ndarray, removed: np.ndarray, kept: dict[str, np.ndarray], multiple: int
+    ) -> int:
+        """A reader's input columns at stored widths: each space's kept columns scaled by its
+        stored / kept units (a flattened Linear reads each channel at several positions)."""
+        cols = int((ids < 0).sum())
+        for name, space in self.spaces.items():
+            inside = ids[(ids >= space.offset) & (ids < space.offset + space.size)]
+            if not len(inside):
+                continue
+            units = int(kept[name].sum())
+            kept_cols = int((~removed[inside]).sum())
+            if units:
+                cols += kept_cols * self.stored_width(name, units, multiple) // units
+        return cols
 
     def sliced_param_count(self, kept: dict[str, np.ndarray]) -> int:
         """Parameters left once the units not in `kept` are sliced away: producer rows, reader

@@ -4,7 +4,8 @@ Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a 
 (the new IR and counts of what changed). `SEARCH_PASSES` names the search methods;
 `REWRITE_PIPELINE` lists the rewrite passes in order. `Finetune` (option C) trains weights and
 runs only when asked for, after the rewrite pipeline; `AlignChannels` pads the final block's
-conv channels for onnxruntime at export (a layout choice, kept out of searches and training).
+conv channels for onnxruntime at export (a layout choice, kept out of searches and training);
+`RoundWidths` is the search-side counterpart under the MACs objective (fewer padded channels).
 """
 
 from legoc.passes.align_channels import AlignChannels
@@ -20,6 +21,7 @@ from legoc.passes.masks import MaskSearch
 from legoc.passes.mcts import MctsSearch
 from legoc.passes.minimize import Minimize
 from legoc.passes.repair import Repair
+from legoc.passes.round_widths import RoundWidths
 from legoc.passes.slice_units import SliceUnits
 
 SEARCH_PASSES = {
@@ -49,6 +51,7 @@ __all__ = [
     "REWRITE_PASSES",
     "REWRITE_PIPELINE",
     "Repair",
+    "RoundWidths",
     "SCORING_PIPELINE",
     "SEARCH_PASSES",
     "SliceUnits",
