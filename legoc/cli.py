@@ -61,7 +61,8 @@ def extract(
         "params",
         "--objective",
         help="What the search minimises: params, or macs (multiply-accumulates per input row; "
-        "what latency on edge runtimes follows).",
+        "what latency follows; with --align-channels, conv widths are then dropped to the "
+        "multiple below where the block stays faithful).",
     ),
     finetune: Optional[bool] = typer.Option(
         None,
