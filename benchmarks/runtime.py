@@ -150,6 +150,7 @@ class Full:
 
     path: Path
     params: int
+    macs: int
     export_max_abs_diff: float
     latency_ms: dict[str, float]
 
@@ -159,7 +160,7 @@ def measure_full(example: Example, work: Path, search, args) -> Full:
     sample = {name: values[:8] for name, values in search.inputs.items()}
     diff = export_full(example, path, sample)
     latency = measure(path, search.inputs, args.threads, args.warmup, args.runs)
-    return Full(path, Block.load(path).param_count(), diff, latency)
+    return Full(path, Block.load(path).param_count(), macs(path), diff, latency)
 
 
 def extract_block(example: Example, work: Path, objective: str, args) -> Path:
@@ -215,7 +216,7 @@ def run_example(example: Example, work: Path, args) -> list[Row]:
                 onnx_weights_block=block.param_count(),
                 bytes_full=full.path.stat().st_size,
                 bytes_block=path.stat().st_size,
-                macs_full=macs(full.path),
+                macs_full=full.macs,
                 macs_block=macs(path),
                 latency_full_ms=full.latency_ms,
                 latency_block_ms=measure(path, search.inputs, args.threads, args.warmup, args.runs),

@@ -37,11 +37,12 @@ class RoundWidths(SearchOptions):
         dropped = 0
         while ctx.budget_left() > 0:
             for space, lower, filled in self._plans(ctx, removed, cost):
-                if ctx.budget_left() <= 0 or not ctx.evaluate(filled)[0]:
+                if ctx.budget_left() <= 0 or (filled != removed and not ctx.evaluate(filled)[0]):
                     continue  # restoring units can hurt too
                 narrowed = self._narrow(ctx, filled, space, lower)
-                if narrowed is not None and self._stored(ir, narrowed) < cost:
-                    removed, cost, dropped = narrowed, self._stored(ir, narrowed), dropped + 1
+                narrowed_cost = None if narrowed is None else self._stored(ir, narrowed)
+                if narrowed_cost is not None and narrowed_cost < cost:
+                    removed, cost, dropped = narrowed, narrowed_cost, dropped + 1
                     break
             else:
                 break  # no width could drop: done
@@ -84,15 +85,16 @@ class RoundWidths(SearchOptions):
         ir = ctx.ir
         scores = _scores(ctx, start)
         order = sorted(_groups_in(ir, start, space), key=lambda g: (_group_score(ir, g, scores), g))
-        current = set(start)
+        current, excess = set(start), _kept_widths(ir, start)[space] - lower
         for g in order:
-            if _kept_widths(ir, current)[space] <= lower:
+            if excess <= 0:
                 break
             if ctx.budget_left() <= 0:
                 return None
             if ctx.evaluate(current | {g})[0]:
                 current.add(g)
-        return current if _kept_widths(ir, current)[space] <= lower else None
+                excess -= sum(1 for s, _ in ir.groups[g].members if s == space)
+        return current if excess <= 0 else None
 
 
 def _kept_widths(ir: IR, removed: set) -> dict[str, int]:
