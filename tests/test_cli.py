@@ -19,7 +19,13 @@ import yaml
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from tests.helpers import ARCH, assert_one_error_line, trained_model, write_task
+from tests.helpers import (
+    ARCH,
+    assert_float_close,
+    assert_one_error_line,
+    trained_model,
+    write_task,
+)
 
 runner = CliRunner()
 TASK_ARCH = object()  # sentinel: pass the task's own --arch
@@ -601,9 +607,7 @@ def test_extract_json_summary(mlp_task):
     assert set(summary["scores"]) == {"search", "iid"}
     for split in summary["scores"].values():
         assert set(split) == {"metric_full", "metric_block", "faithfulness"}
-    assert summary["scores"]["search"]["faithfulness"] == pytest.approx(
-        summary["faithfulness"], abs=1e-6
-    )
+    assert_float_close(summary["scores"]["search"]["faithfulness"], summary["faithfulness"])
     assert 0 < summary["evaluations"] <= 200  # the spec's budget
     assert summary["seconds"] >= 0
     assert summary["output"] == str(out) and out.is_file()
