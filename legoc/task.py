@@ -101,9 +101,12 @@ class TaskSpec(_Strict):
     @field_validator("keep")
     @classmethod
     def _keep_is_a_fraction(cls, value: float) -> float:
-        if value > 1:
-            hint = f": write {value / 100:g}, not {value:g}" if value <= 100 else ""
-            raise ValueError(f"a fraction in (0, 1] (faithfulness to the full model){hint}")
+        if value > 1:  # 95 meant as a percentage would start a search that can never succeed
+            hint = f"{value / 100:g}, not {value:g}" if 2 <= value <= 100 else "e.g. 0.95"
+            raise ValueError(
+                f"must be a fraction in (0, 1] (of the full model's score), got {value:g}: "
+                f"write {hint}"
+            )
         return value
 
     @field_validator("outputs")

@@ -203,3 +203,20 @@ def assert_float_close(actual, expected, steps: int = 16) -> None:
     actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
     atol = float_steps(actual, expected, steps=steps)
     torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=0)
+
+
+def make_search_fall_short(monkeypatch) -> None:
+    """Every search ends below the spec's keep (its best faithfulness is keep / 2), so a run
+    meets the task-not-met path (exit 1): with keep in (0, 1] the kept-everything rationale
+    always reaches it otherwise."""
+    from dataclasses import replace
+
+    from legoc import api
+
+    searched = api.search_rationale
+
+    def falls_short(prep, *args, **kwargs):
+        found = searched(prep, *args, **kwargs)
+        return replace(found, faithfulness=prep.task.spec.keep / 2)
+
+    monkeypatch.setattr(api, "search_rationale", falls_short)

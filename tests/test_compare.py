@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from legoc.cli import app
 from legoc.runtime.block import Block
 from legoc.verdict import NO, NOT_SIGNIFICANT, YES
-from tests.helpers import write_task
+from tests.helpers import make_search_fall_short, write_task
 
 runner = CliRunner()
 
@@ -118,6 +118,7 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     task = write_task(tmp_path / "task", "mlp")
     out = tmp_path / "report"
     out.mkdir()
+    (out / "report.json").write_text('{"legoc_compare": 1}')  # an earlier report: replaceable
     (out / "old.txt").write_text("old")
     extra = ("--seeds", "1", "--force", "--finetune-epochs", "1")
     result = runner.invoke(app, compare_args(task, out, *extra))
@@ -125,6 +126,7 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
+    assert report["legoc_compare"] == 1  # what a later --force recognises
     assert report["settings"]["finetune"]["epochs"] == 1
     assert "--finetune-epochs 1" in report["command"] and "--baseline-epochs 3" in report["command"]
     (run_c,) = [r for r in report["runs"] if r["option"] == "C"]
@@ -149,11 +151,12 @@ def test_bad_input_leaves_nothing(tmp_path, extra, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
 
 
-def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path):
-    task = write_task(tmp_path / "task", "mlp", spec={"keep": 1.5, "search": {"budget": 20}})
+def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path, monkeypatch):
+    task = write_task(tmp_path / "task", "mlp", spec={"search": {"budget": 20}})
+    make_search_fall_short(monkeypatch)
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "reaches keep=1.5" in lines[0]
+    assert len(lines) == 1 and "reaches keep=0.9" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
