@@ -43,8 +43,7 @@ def reporting(debug: bool):
             err.print_exception()
         where = f"{exc.filename}: " if exc.filename else ""
         err.print(
-            f"error: {where}{exc.strerror or exc} (a file could not be read or written; "
-            "nothing was written)",
+            f"error: {where}{exc.strerror or exc} (the system refused to read or write a file)",
             markup=False,
             highlight=False,
             soft_wrap=True,

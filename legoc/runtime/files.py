@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -217,7 +218,7 @@ LOCK_SUFFIX = ".legoc-lock"
 def output_lock(final: str | Path) -> Iterator[Path | None]:
     """Hold an exclusive lock on `final` (a hidden lock file beside it, removed on exit) so two
     runs writing the same output cannot share or delete each other's checkpoint; a second run
-    fails at once. Where fcntl is missing (Windows) nothing is locked."""
+    fails at once. Where there are no locks (Windows, some NFS mounts) nothing is locked."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -235,12 +236,19 @@ def output_lock(final: str | Path) -> Iterator[Path | None]:
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            held = True
+        except OSError as exc:
             os.close(fd)
-            raise LegocError(
-                f"output {final}: another legoc run is writing it (it holds {path}); wait for "
-                "it to finish or pick another output path"
-            ) from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LegocError(
+                    f"output {final}: another legoc run is writing it (it holds {path}); wait "
+                    "for it to finish or pick another output path"
+                ) from None
+            held = False  # a file system without locks: run unlocked
+        if not held:
+            path.unlink(missing_ok=True)
+            yield None
+            return
         try:  # the holder before us may have removed the file we locked: lock the new one
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break
