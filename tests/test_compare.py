@@ -4,6 +4,7 @@ piece, verdicts per split; bad input gets one line, exit 2 and no folder."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -57,6 +58,10 @@ def test_compare_writes_the_report_runs_and_plots(tiny_compare):
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == [f"{o}-seed{s}.onnx" for o in "ABC" for s in (0, 1)] + ["full.onnx"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert (out / "runs" / "full.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_report_json_holds_every_run_scored_on_every_split(tiny_compare):
@@ -120,9 +125,11 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     out.mkdir()
     (out / "report.json").write_text('{"legoc_compare": 1}')  # an earlier report: replaceable
     (out / "old.txt").write_text("old")
+    out.chmod(0o750)
     extra = ("--seeds", "1", "--force", "--finetune-epochs", "1")
     result = runner.invoke(app, compare_args(task, out, *extra))
     assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o750  # the replaced folder's mode, not mkdtemp's 0700
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
