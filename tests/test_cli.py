@@ -273,7 +273,7 @@ BAD_INPUTS = [
     pytest.param(
         lambda t: {"arch": "no_such_pkg_legoc.models:make"},
         2,
-        ("--arch", "cannot import no_such_pkg_legoc.models"),
+        ("--arch", "cannot import no_such_pkg_legoc.models", "PYTHONPATH", "file.py:factory"),
         id="arch-does-not-import",
     ),
     pytest.param(
