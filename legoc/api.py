@@ -78,12 +78,22 @@ class ExtractResult:
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
 
+    @property
+    def params_stored(self) -> int:
+        """Float elements the block file stores: params.block plus any zero channels that
+        channel alignment pads in for speed (those are not parameters)."""
+        return (self.layout or {}).get("stored_params", self.params_block)
+
     def summary(self) -> dict:
         return {
             "task": self.task,
             "output": self.output,
             "units_kept": {name: f"{len(k)}/{self.total[name]}" for name, k in self.kept.items()},
-            "params": {"source": self.params_source, "block": self.params_block},
+            "params": {
+                "source": self.params_source,
+                "block": self.params_block,
+                "stored": self.params_stored,
+            },
             "faithfulness": round(self.faithfulness, 6),
             "scores": {
                 name: {k: round(v, 6) for k, v in vars(s).items()}
@@ -419,7 +429,7 @@ def build_block(prep: Prepared, found: Found, method: str, seed: int) -> Built:
         output=None,
         kept=rationale.kept_units(),
         total=rationale.total_units(),
-        params_source=prep.ir.param_count(),
+        params_source=prep.loaded.param_count(),
         params_block=block.param_count(),
         faithfulness=found.faithfulness,
         scores=scores,

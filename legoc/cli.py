@@ -128,10 +128,21 @@ def extract(
             f" | retrained {t['epochs_run']} epochs (best {t['best_epoch']}), "
             f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
         )
-    typer.echo(
-        f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
-        f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations{retrained} | {result.seconds:.1f}s"
+    typer.echo(summary_line(result, kept, evals, retrained))
+
+
+def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:
+    """The one line `extract` prints: params as source -> block (stored, if alignment padded
+    zeros in), faithfulness per split, and whether the block is proven 1-minimal."""
+    share = result.params_block / result.params_source
+    stored = ""
+    if result.params_stored != result.params_block:
+        stored = f"; stored {result.params_stored:,} with alignment zeros"
+    minimal = "proven 1-minimal" if result.one_minimal else "not proven 1-minimal"
+    return (
+        f"{result.output}: kept {kept} | params {result.params_source:,} -> "
+        f"{result.params_block:,} ({share:.1%}{stored}) | faithfulness {evals} | "
+        f"{result.evaluations} evaluations | {minimal}{retrained} | {result.seconds:.1f}s"
     )
 
 

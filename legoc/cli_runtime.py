@@ -98,7 +98,8 @@ def _compose(kind: str, blocks, output, check_data, names, debug, **options) -> 
     outs = ", ".join(f"{t.name} {t.describe()}" for t in result.outputs)
     typer.echo(
         f"{output}: {kind} {joined} | inputs {ins} | outputs {outs} | "
-        f"params {result.param_count():,} | max |composed - parts| {diff:.3g}"
+        f"params {result.rationale_params():,} (sum of the parts' params; stored "
+        f"{result.param_count():,}) | max |composed - parts| {diff:.3g}"
     )
 
 

@@ -238,7 +238,7 @@ def _seed_runs(
 
     started = time.perf_counter()
     step.report(f"A seed {seed}: train")
-    target = Block.load(staging / path_b).param_count()
+    target = Block.load(staging / path_b).rationale_params()
     path_a = f"runs/A-seed{seed}.onnx"
     metadata = {
         **_common_metadata(prep),
@@ -277,7 +277,9 @@ def _full_run(prep: api.Prepared, staging: Path) -> Run:
     path = "runs/full.onnx"
     metadata = {**_common_metadata(prep), "legoc.compare": {"option": "full"}}
     export_block(block, masked_model(full), prep.splits["search"], staging / path, metadata)
-    return Run("full", None, path, seconds=time.perf_counter() - started)
+    run = Run("full", None, path, seconds=time.perf_counter() - started)
+    run.params = prep.loaded.param_count()  # the source's params, not its BN-folded export's
+    return run
 
 
 def _common_metadata(prep: api.Prepared) -> dict:

@@ -131,7 +131,9 @@ def markdown(result: CompareResult, plots: list[Path]) -> str:
         "better) — the raw task metric, not faithfulness. Every result is the exported ONNX "
         "file scored in onnxruntime on every split. Seeds: "
         f"{', '.join(str(x) for x in result.seeds)}; B's seed is the search seed, C retrains "
-        "B's block of the same seed, A is sized to that block's parameter count.",
+        "B's block of the same seed, A is sized to that block's parameter count. Params: the "
+        "full model's trainable parameters (`model.parameters()`); a block's own weights "
+        "(BatchNorm folded into its convs).",
         "",
         "- **B**: rationale found by search "
         f"(`{s['method']}`, budget {s['budget']}, keep {s['keep']}), exported as is.",
@@ -224,7 +226,7 @@ def _plot(folder: Path, result: CompareResult, split: str) -> Path:
                 alpha=0.85,
             )
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (ONNX initializers)")
+    ax.set_xlabel("params (the block's own; the full model's trainable parameters)")
     ax.set_ylabel(f"{result.metric} on {split}")
     verdict = next((v for v in result.verdicts if v.split == split), None)
     title = f"{result.task}: {split}"

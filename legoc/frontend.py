@@ -43,6 +43,12 @@ class LoadedModel:
     path: Path
     kind: str  # state-dict | safetensors | pickled-module | exported-program
 
+    def param_count(self) -> int:
+        """The model's parameters: its trainable tensors, what
+        `sum(p.numel() for p in model.parameters())` counts (buffers such as BatchNorm
+        statistics are not parameters). Every legoc report calls this the source's params."""
+        return sum(p.numel() for p in self.module.parameters())
+
 
 def detect_format(path: Path) -> str:
     """The container: zip-torch, torchscript, exported-program, safetensors, pickle, unknown."""

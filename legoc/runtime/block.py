@@ -152,7 +152,8 @@ class Block:
         return self.metadata.get("legoc.task")
 
     def param_count(self) -> int:
-        """Elements of the floating-point initializers (what `legoc.rationale` calls params)."""
+        """Elements of the floating-point initializers the file stores: the *stored* count,
+        which includes the zero channels that channel alignment pads in (not parameters)."""
         total = 0
         for tensor in self.model.graph.initializer:
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
@@ -161,11 +162,15 @@ class Block:
         return total
 
     def rationale_params(self) -> int:
-        """The rationale's own parameter count (`legoc.rationale` params.block): unlike
-        `param_count`, it leaves out the zero channels that alignment stores for speed."""
+        """The block's params: the rationale's own count (`legoc.rationale` params.block),
+        without alignment zeros; for a composed block, the sum of its parts' params (recorded
+        in `legoc.composition`); for a block without legoc metadata, its stored count."""
         params = self.meta_dict("legoc.rationale").get("params", {})
         block = params.get("block") if isinstance(params, dict) else None
-        return block if isinstance(block, int) else self.param_count()
+        if isinstance(block, int):
+            return block
+        summed = self.meta_dict("legoc.composition").get("params")
+        return summed if isinstance(summed, int) else self.param_count()
 
     @property
     def session(self) -> ort.InferenceSession:

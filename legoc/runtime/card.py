@@ -80,6 +80,24 @@ def _rationale_keys(block: Block) -> list[tuple[str, str]]:
     return keys
 
 
+def _param_rows(block: Block, params: dict) -> list[tuple[str, str]]:
+    """params (the rationale's own count; a composition's is the sum of its parts') and the
+    stored initializer count, labelled as padded when alignment zeros make it larger."""
+    own, stored = block.rationale_params(), block.param_count()
+    if params.get("source") and params.get("block") is not None:
+        share = params["block"] / params["source"]
+        rows = [("params source → block", f"{params['source']:,} → {own:,} ({share:.1%})")]
+    elif block.meta("legoc.composition") is not None:
+        rows = [("params", f"{own:,} (sum of the parts' params)")]
+    else:
+        rows = [("params", f"{own:,}")]
+    if stored != own:
+        rows.append(("stored", f"{stored:,} initializer elements, padded with alignment zeros"))
+    else:
+        rows.append(("stored", f"{stored:,} initializer elements"))
+    return rows
+
+
 def card_sections(block: Block, path: Path) -> list[Section]:
     meta = block.meta
     rationale = block.meta_dict("legoc.rationale")
@@ -105,12 +123,7 @@ def card_sections(block: Block, path: Path) -> list[Section]:
         )
     if versions:
         provenance.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
-    sizes = [("file size", f"{size:,} bytes"), ("params (block file)", f"{block.param_count():,}")]
-    if params.get("source") and params.get("block") is not None:
-        share = params["block"] / params["source"]
-        sizes.append(
-            ("params source → block", f"{params['source']:,} → {params['block']:,} ({share:.1%})")
-        )
+    sizes = [("file size", f"{size:,} bytes"), *_param_rows(block, params)]
     layout = block.meta("legoc.layout")
     if isinstance(layout, dict) and layout.get("channels_added"):
         sizes.append(

@@ -259,6 +259,7 @@ def _set_metadata(composition: Composition, links: list[dict[str, str]]) -> None
                 "task": block.task,
                 "inputs": block.input_names,
                 "outputs": block.output_names,
+                "params": block.rationale_params(),
             }
         )
         sources.add(block.metadata.get("legoc.source_sha256"))
@@ -280,6 +281,7 @@ def _set_metadata(composition: Composition, links: list[dict[str, str]]) -> None
                 {
                     "kind": composition.kind,
                     "concat": composition.concat,
+                    "params": sum(part["params"] for part in parts),
                     "parts": parts,
                     "links": joined,
                 },
