@@ -1,4 +1,4 @@
-"""The task spec (DESIGN §3.2): schema, validation with key-path errors, and data splits."""
+"""The task spec (docs/task-spec.md): schema, validation with key-path errors, data splits."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from legoc.paging import mapped_from, release_pages
 from legoc.runtime.data import is_npz
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
+# where errors send users: shipped in the repository, and printable from any install
+REFERENCE = "docs/task-spec.md, or the JSON Schema that `legoc schema` prints"
 METRICS = ("accuracy", "kl", "logit_diff", "mse")
 
 
@@ -49,8 +51,13 @@ def _no_nul(path: str) -> str:
 
 
 class DataSpec(_Strict):
-    search: str
-    eval: dict[str, str] = Field(default_factory=dict)
+    search: str = Field(
+        description="Data file the search scores against (relative to the spec's folder)."
+    )
+    eval: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named eval splits: data files reported per block, never searched on.",
+    )
 
     @field_validator("search")
     @classmethod
@@ -66,9 +73,11 @@ class DataSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = "auto"
-    budget: int = Field(2000, gt=0)
-    seed: int = 0
+    method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = Field(
+        "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
+    )
+    budget: int = Field(2000, gt=0, description="Most candidate evaluations the search may run.")
+    seed: int = Field(0, description="Seed of the search's random choices.")
 
     @field_validator("seed")
     @classmethod
@@ -80,23 +89,42 @@ class SearchSpec(_Strict):
 
 
 class FinetuneSpec(_Strict):
-    epochs: int = Field(5, gt=0)
-    lr: float = Field(1.0e-3, gt=0, allow_inf_nan=False)
+    epochs: int = Field(5, gt=0, description="Most epochs of retraining (early stopping).")
+    lr: float = Field(
+        1.0e-3, gt=0, allow_inf_nan=False, description="Adam learning rate for retraining."
+    )
 
 
 class TaskSpec(_Strict):
     """Schema version 1 of the task spec; unknown keys are errors so typos cannot hide."""
 
-    legoc: Literal[1]
-    name: str = Field(min_length=1)
-    data: DataSpec
-    outputs: list[int] | None = None
-    metric: Literal["accuracy", "kl", "logit_diff", "mse"] = "accuracy"
-    keep: float = Field(0.95, gt=0, allow_inf_nan=False)
-    ablation: Literal["mean", "zero"] = "mean"
-    scope: list[str] | None = None
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    finetune: FinetuneSpec | None = None
+    legoc: Literal[1] = Field(description="Schema version; 1.")
+    name: str = Field(min_length=1, description="Task name; goes into the block's metadata.")
+    data: DataSpec = Field(description="The task's data files.")
+    outputs: list[int] | None = Field(
+        None,
+        description="Indices into the model output's last dim that the task reads; the block "
+        "outputs exactly these, in this order, and labels index into this list.",
+    )
+    metric: Literal["accuracy", "kl", "logit_diff", "mse"] = Field(
+        "accuracy", description="Task metric that faithfulness is measured with."
+    )
+    keep: float = Field(
+        0.95,
+        gt=0,
+        allow_inf_nan=False,
+        description="Faithfulness floor on the search split (1.0 = as good as the full model).",
+    )
+    ablation: Literal["mean", "zero"] = Field(
+        "mean", description="What a removed unit is replaced by: its mean activation, or zero."
+    )
+    scope: list[str] | None = Field(
+        None, description="Globs of module names that may be pruned (default: all)."
+    )
+    search: SearchSpec = Field(default_factory=SearchSpec, description="Search settings.")
+    finetune: FinetuneSpec | None = Field(
+        None, description="Retrain the extracted block's weights on search data (option C)."
+    )
 
     @field_validator("keep")
     @classmethod
@@ -149,11 +177,22 @@ class Task:
         return paths
 
 
+def spec_json_schema() -> dict:
+    """The spec's JSON Schema (draft 2020-12), generated from `TaskSpec`: what `legoc schema`
+    prints, so editors can check specs as they are typed."""
+    schema = TaskSpec.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "legoc task spec, schema version 1",
+    }
+
+
 def _format_error(error: dict) -> str:
     loc = ".".join(str(part) for part in error["loc"]) or "<top level>"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key (check its spelling against the schema in DESIGN §3.2)"
+        return f"{loc}: unknown key (check its spelling against {REFERENCE})"
     if kind == "missing":
         return f"{loc}: required key is missing"
     if kind == "greater_than":
@@ -196,7 +235,7 @@ def _check_structure(text: str, source: str) -> None:
             if depth > MAX_DEPTH:
                 raise LegocError(
                     f"{source}: nested more than {MAX_DEPTH} levels deep; a spec nests at most "
-                    "three (see DESIGN §3.2)"
+                    f"three (see {REFERENCE})"
                 )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1

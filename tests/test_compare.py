@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from legoc.cli import app
 from legoc.runtime.block import Block
 from legoc.verdict import NO, NOT_SIGNIFICANT, YES
-from tests.helpers import make_search_fall_short, write_task
+from tests.helpers import FACTORIES, make_search_fall_short, write_task
 
 runner = CliRunner()
 
@@ -74,7 +74,10 @@ def test_report_json_holds_every_run_scored_on_every_split(tiny_compare):
         assert run["status"] == "ok" and set(run["scores"]) == {"search", "iid"}
         assert run["params"] > 0 and run["macs"] > 0
         block = Block.load(out / run["path"])
-        assert block.param_count() == run["params"]
+        if run["option"] == "full":  # the source's trainable parameters, not its BN-folded file
+            assert run["params"] == sum(p.numel() for p in FACTORIES["cnn"]().parameters())
+        else:  # blocks are written unaligned: stored == params
+            assert block.param_count() == block.rationale_params() == run["params"]
     assert {k: len(v) for k, v in by_option.items()} == {"full": 1, "A": 2, "B": 2, "C": 2}
     for a, b in zip(by_option["A"], by_option["B"]):  # matched size, per seed
         assert abs(a["params"] - b["params"]) <= 0.1 * b["params"]

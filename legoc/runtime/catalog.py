@@ -144,13 +144,12 @@ class Catalog:
         return Block.load(self.root / entry.file)
 
     def search(self, task: str | None = None, source: str | None = None) -> list[Entry]:
-        """Entries whose task (or a part's) matches the glob `task` (case-insensitive) and
-        whose source model (or a part's) starts with the sha256 prefix `source`."""
+        """Entries whose task (or a part's) contains `task` or matches it as a glob (both
+        case-insensitive) and whose source model (or a part's) starts with the sha256 prefix
+        `source`."""
         found = []
         for entry in self.entries().values():
-            if task is not None and not any(
-                fnmatch.fnmatchcase(t.lower(), task.lower()) for t in entry.tasks
-            ):
+            if task is not None and not any(task_matches(t, task) for t in entry.tasks):
                 continue
             if source is not None and not any(s.startswith(source.lower()) for s in entry.sources):
                 continue
@@ -185,6 +184,12 @@ class Catalog:
                 f"entry '{entry.name}': {entry.file} has sha256 {digest[:12]}... but the index "
                 f"recorded {entry.sha256[:12]}...: the file changed after it was added; {readd}"
             )
+
+
+def task_matches(name: str, query: str) -> bool:
+    """`query` is part of the task name, or a glob (`*`, `?`, `[...]`) matching all of it."""
+    name, query = name.lower(), query.lower()
+    return query in name or fnmatch.fnmatchcase(name, query)
 
 
 def _entry(block: Block, name: str, relative: str, digest: str, size: int) -> Entry:
