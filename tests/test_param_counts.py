@@ -31,8 +31,9 @@ def cnn(tmp_path_factory):
     common = ("--task", task["spec"], "--arch", task["arch"], "--method", "greedy")
     line = invoke("extract", task["model"], *common, "--budget", "40", "-o", folder / "a.onnx")
     summary = json.loads(
-        invoke("extract", task["model"], *common, "--budget", "40", "-o", folder / "b.onnx",
-               "--json")
+        invoke(
+            "extract", task["model"], *common, "--budget", "40", "-o", folder / "b.onnx", "--json"
+        )
     )
     return {"task": task, "folder": folder, "line": line, "summary": summary}
 
@@ -82,9 +83,9 @@ def test_card_compose_and_catalog_use_the_same_counts(cnn):
     assert f"params {2 * own:,} (sum of the parts' params; stored {2 * stored:,})" in out
     assert Block.load(pair).rationale_params() == 2 * own
     invoke("card", pair, "-o", folder / "pair.md")
-    assert f"| params | {2 * own:,} (sum of the parts' params) |" in (
-        folder / "pair.md"
-    ).read_text()
+    assert (
+        f"| params | {2 * own:,} (sum of the parts' params) |" in (folder / "pair.md").read_text()
+    )
 
     catalog = folder / "catalog"
     assert f"params={own:,} " in invoke("catalog", "add", catalog, block)
