@@ -566,7 +566,7 @@ def inspect_model(
     if task is not None:
         prep = prepare(model, task, arch, trust_model)
         scores = score_splits(prep, prep.ir.mask_for([]))
-        return prep.ir.text(), {name: s.metric_full for name, s in scores.items()}
+        return prep.ir.text(source=True), {name: s.metric_full for name, s in scores.items()}
     loaded = load_model(model, arch=arch, trust_model=trust_model)
     input_names = forward_arg_names(loaded.module)
     input_shapes = input_shapes or {}
@@ -585,4 +585,4 @@ def inspect_model(
             f"--input-shape: the model does not run on {input_shapes}: "
             f"{str(exc).strip().splitlines()[0]}"
         ) from None
-    return ir.text(), {}
+    return ir.text(source=True), {}
