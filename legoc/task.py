@@ -77,7 +77,11 @@ class SearchSpec(_Strict):
         "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
     )
     budget: int = Field(2000, gt=0, description="Most candidate evaluations the search may run.")
-    seed: int = Field(0, description="Seed of the search's random choices.")
+    seed: int = Field(
+        0,
+        description="Seed of the search's random choices, in [0, 2**63).",
+        json_schema_extra={"minimum": 0, "exclusiveMaximum": 2**63},  # see _seed_in_range
+    )
 
     @field_validator("seed")
     @classmethod
@@ -113,7 +117,9 @@ class TaskSpec(_Strict):
         0.95,
         gt=0,
         allow_inf_nan=False,
-        description="Faithfulness floor on the search split (1.0 = as good as the full model).",
+        description="Faithfulness floor on the search split, a fraction in (0, 1] (1.0 = as "
+        "good as the full model).",
+        json_schema_extra={"maximum": 1},  # checked by _keep_is_a_fraction, with a hint
     )
     ablation: Literal["mean", "zero"] = Field(
         "mean", description="What a removed unit is replaced by: its mean activation, or zero."

@@ -53,7 +53,7 @@ def options(command) -> set[str]:
 def validate(value, schema: dict, defs: dict) -> list[str]:
     """A small JSON Schema checker for the keywords pydantic emits (type, const, enum,
     properties, required, additionalProperties, items, anyOf, $ref, exclusiveMinimum,
-    minLength); returns the problems found."""
+    minimum, maximum, minLength); returns the problems found."""
     if "$ref" in schema:
         return validate(value, defs[schema["$ref"].split("/")[-1]], defs)
     if "anyOf" in schema:
@@ -77,6 +77,10 @@ def validate(value, schema: dict, defs: dict) -> list[str]:
         problems.append(f"{value!r} not in {schema['enum']}")
     if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:
         problems.append(f"{value!r} <= {schema['exclusiveMinimum']}")
+    if "maximum" in schema and not value <= schema["maximum"]:
+        problems.append(f"{value!r} > {schema['maximum']}")
+    if "minimum" in schema and not value >= schema["minimum"]:
+        problems.append(f"{value!r} < {schema['minimum']}")
     if "minLength" in schema and len(value) < schema["minLength"]:
         problems.append(f"{value!r} is too short")
     if kind == "object":
@@ -123,6 +127,8 @@ def test_schema_accepts_the_example_specs(schema, spec):
         ({"search": {"budgt": 10}}, "unknown key budgt"),
         ({"metric": "acc"}, "'acc' not in"),
         ({"keep": 0}, "0 <= 0"),
+        ({"keep": 95}, "95 > 1"),
+        ({"search": {"seed": -1}}, "-1 < 0"),
         ({"search": {"budget": "10"}}, "'10' is not of type integer"),
     ],
 )
