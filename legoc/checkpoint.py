@@ -192,6 +192,7 @@ class Run:
 
     journal: Journal | None
     first: int  # the scorer's evaluation count when the run began
+    first_work: float = 0.0  # and its work (evaluations + gradient steps charged)
     stage: str = "search"
 
     @property
@@ -217,17 +218,19 @@ def checkpointed(
     journal = None
     if output is not None:
         journal = (Journal.resume if resume else Journal.start)(Path(output), header)
-    run = Run(journal, scorer.evaluations)
+    run = Run(journal, scorer.evaluations, scorer.work)
     scorer.journal = journal
     try:
         yield run
     except KeyboardInterrupt:
         done = scorer.evaluations - run.first
+        used = int(scorer.work - run.first_work + 1e-9)
+        spent = f"after {done} evaluations ({used} of the budget of {budget} used)"
         if journal is None:
-            raise Interrupted(f"interrupted after {done} of {budget} evaluations") from None
+            raise Interrupted(f"interrupted {spent}") from None
         journal.close()
         where = (
-            f"after {done} of {budget} evaluations"
+            spent
             if run.stage == "search"
             else f"after the search ({done} evaluations), while building the block"
         )

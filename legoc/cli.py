@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from legoc import api
-from legoc.cli_common import progress_bar, reporting, stage_progress
+from legoc.cli_common import err, progress_reporter, reporting
 from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
@@ -39,6 +39,9 @@ TrustOpt = typer.Option(
     help="Allow pickled modules and ExportedPrograms (loading them can run code from the file).",
 )
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
+QuietOpt = typer.Option(
+    False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings only)."
+)
 
 
 @app.command()
@@ -49,8 +52,20 @@ def extract(
     arch: Optional[str] = ArchOpt,
     trust_model: bool = TrustOpt,
     method: Optional[str] = typer.Option(None, help="Override search.method."),
-    budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
+    budget: Optional[int] = typer.Option(
+        None,
+        min=1,
+        help="Override search.budget: the search's work in evaluations (a pass over the search "
+        "data), gradient steps included at their cost in passes.",
+    ),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    time_limit: Optional[float] = typer.Option(
+        None,
+        "--time-limit",
+        help="Stop the search after this many seconds with the best faithful block found so far "
+        "(exit 1 if it has removed nothing yet); the block is then written. Results then depend "
+        "on the machine's speed.",
+    ),
     model_output: Optional[str] = typer.Option(
         None,
         "--model-output",
@@ -85,6 +100,7 @@ def extract(
         "--resume",
         help="Continue an interrupted run from its checkpoint (OUTPUT.legoc-ckpt): same block.",
     ),
+    quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Search the task's rationale and write it as a standalone ONNX block.
@@ -94,8 +110,7 @@ def extract(
     if report is not None:
         with reporting(debug):
             prepare_report_dir(report)
-    with reporting(debug), progress_bar() as bar:
-        progress = stage_progress(bar)
+    with reporting(debug), progress_reporter(quiet) as progress:
         result = api.extract(
             model,
             task,
@@ -111,7 +126,10 @@ def extract(
             finetune=finetune,
             resume=resume,
             align_channels=align_channels,
+            time_limit=time_limit,
         )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     summary = result.summary()
     if report is not None:
         with reporting(debug):
@@ -128,10 +146,16 @@ def extract(
             f" | retrained {t['epochs_run']} epochs (best {t['best_epoch']}), "
             f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
         )
+    spent = result.budget
+    stopped = {
+        "budget": " (budget spent before 1-minimal)",
+        "time-limit": f" (stopped by the time limit, {spent.get('time_limit') or 0:g} s)",
+    }.get(spent.get("stopped_by"), "")
     typer.echo(
         f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
         f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations{retrained} | {result.seconds:.1f}s"
+        f"{result.evaluations} evaluations, budget {spent['used']:.0f}/{spent['limit']}{stopped}"
+        f"{retrained} | {result.seconds:.1f}s"
     )
 
 
