@@ -5,7 +5,8 @@ a block 43% smaller than greedy elimination (44,953 vs 78,548 parameters) and tr
 refinement of the mask cut did not beat the sweep, so that is what auto does: train masks, cut
 at the longest faithful prefix, sweep the cut to 1-minimality. `rounds` > 1 restarts with new
 seeds while the budget lasts and keeps the smallest; on shapes three rounds found nothing
-smaller than the first and cost three times as long, so one round is the default.
+smaller than the first and cost three times as long, so one round is the default. A round
+counts when its sweep ran; a faithful cut the budget leaves no sweep for is still a result.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from legoc.passes.base import PassResult
 from legoc.passes.masks import MaskSearch
 from legoc.passes.minimize import Minimize
 from legoc.passes.search import SearchContext, SearchOptions
+from legoc.scoring import GRADIENT_STEP_COST
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class AutoSearch(SearchOptions):
                 masked.stats["faithfulness"],
                 False,
             )
-            if ctx.budget_left() > 0:  # a cut the budget leaves no sweep for still counts
+            if ctx.can_afford(GRADIENT_STEP_COST):  # a cut with no budget for a sweep still counts
                 offset = ctx.evaluations
                 swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
                 ctx.absorb(swept.trace, offset)
