@@ -374,9 +374,9 @@ def search_rationale(
     found = Found(rationale, faith, scorer.evaluations - first, one_minimal, reports, trace, work)
     if stopped_by == "budget" and not _removes_anything(prep.ir, rationale):
         found.warnings.append(
-            f"the budget of {budget} evaluations ran out before the search removed anything "
-            f"({work['evaluations']} evaluations and {work['gradient']:.1f} evaluations' worth "
-            f"of gradient steps): the block is the whole model; raise --budget"
+            f"the budget of {budget} evaluations was too small for the search to remove anything "
+            f"(it used {work['evaluations']} evaluations and {work['gradient']:.1f} evaluations' "
+            "worth of gradient steps): the block is the whole model; raise --budget"
         )
     return found
 

@@ -148,7 +148,7 @@ def extract(
         )
     spent = result.budget
     stopped = {
-        "budget": " (budget spent before 1-minimal)",
+        "budget": " (stopped by the budget, not 1-minimal)",
         "time-limit": f" (stopped by the time limit, {spent.get('time_limit') or 0:g} s)",
     }.get(spent.get("stopped_by"), "")
     typer.echo(

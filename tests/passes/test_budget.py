@@ -95,4 +95,3 @@ def test_mask_training_stops_at_the_deadline_and_reports_where():
     assert result.stats["mask_steps"] == 10
     assert reports[-1] == ("mask training", 10, 10)  # the phase ends where it stopped
     assert scorer.evaluations == 0
-
