@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from tests.helpers import ARCH, assert_one_error_line, trained_model, write_task
+from tests.helpers import ARCH, assert_one_error_line, error_lines, trained_model, write_task
 
 runner = CliRunner()
 TASK_ARCH = object()  # sentinel: pass the task's own --arch
@@ -566,7 +566,7 @@ SOURCE_PARAMS = {"mlp": 164, "cnn": 1463, "planted": 99}
 SUMMARY = re.compile(
     r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>\d+) -> (?P<blk>\d+) "
     r"\(\d+\.\d%\) \| faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
-    r"\d+ evaluations \| \d+\.\ds$"
+    r"\d+ evaluations, budget \d+/\d+( \(stopped by [^)]*\))? \| \d+\.\ds$"
 )
 
 
@@ -624,7 +624,7 @@ def test_inspect_without_shapes_or_task_is_usage_error(mlp_task):
     result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"]])
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "--input-shape x=" in lines[0], result.stderr
     assert "Traceback" not in result.output
 
@@ -646,7 +646,7 @@ def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
     )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "does not run on {'x': (7,)}" in lines[0], result.stderr
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from legoc.cli import app
 from legoc.runtime.block import Block
 from legoc.verdict import NO, NOT_SIGNIFICANT, YES
-from tests.helpers import write_task
+from tests.helpers import error_lines, write_task
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_a_non_empty_folder_is_refused_before_any_work(tmp_path):
     (out / "keep.txt").write_text("mine")
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "--force" in lines[0]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "task"]
@@ -124,6 +124,13 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     assert result.exit_code == 0, result.output
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
+    # off a terminal: a status line as each phase ends (the same helper as extract's)
+    status = result.stderr.splitlines()
+    ended = [line.split(" done")[0] for line in status if " done" in line]
+    assert ended[:2] == ["legoc: capture", "legoc: analysis"]
+    runs = ["legoc: B seed 0: search", "legoc: C seed 0: retrain", "legoc: A seed 0: train"]
+    assert {*runs, "legoc: runs"} <= set(ended), status
+    assert status[-1].startswith("legoc: done, ")
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["finetune"]["epochs"] == 1
     assert "--finetune-epochs 1" in report["command"] and "--baseline-epochs 3" in report["command"]
@@ -144,7 +151,7 @@ def test_bad_input_leaves_nothing(tmp_path, extra, needle):
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, *extra))
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
 
@@ -154,6 +161,6 @@ def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "reaches keep=1.5" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
