@@ -359,8 +359,8 @@ def search_rationale(
             rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
             faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
     finally:
-        phases.end()
         timed_out, scorer.deadline = scorer.timed_out, None
+    phases.end()
     rationale.ablation = dict(scorer.values)
     stopped_by = "time-limit" if timed_out else None if one_minimal else "budget"
     work = {
