@@ -14,11 +14,15 @@ pipeline) re-adds groups if anything still falls short of keep.
 Gradient steps are charged against the budget (`legoc.scoring.gradient_cost`: 3 * rows / N
 evaluations each), and training takes at most MASK_SHARE of the budget left, so the cuts (and,
 in `auto`, the sweep) have the rest: a small budget trains fewer steps on a shorter schedule.
+Under a deadline (--time-limit), the first steps are timed and training is re-planned to take
+at most MASK_SHARE of the time left as well.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +96,10 @@ class MaskSearch(SearchOptions):
         cost = gradient_cost(batch_rows, len(ctx.scorer.split))
         return max(0, min(self.steps, int(MASK_SHARE * ctx.budget_left() / cost)))
 
+    def marks(self, steps: int) -> set[int]:
+        """The steps after which the gate order is taken as a ranking."""
+        return {int(steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
+
     def learn_rankings(
         self, ir: IR, ctx: SearchContext, groups: list[int], start: set[int]
     ) -> tuple[list[list[int]], int]:
@@ -117,12 +125,12 @@ class MaskSearch(SearchOptions):
         n_rows = len(scorer.split)
         batch_rows = min(self.batch_rows or step_rows(ir), n_rows)
         steps = self.planned_steps(ctx, batch_rows)
-        marks = {int(steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
+        marks = self.marks(steps)
         rankings = []
-        taken = 0
+        taken, started = 0, time.monotonic()
         try:
-            for step in range(steps):
-                if scorer.time_up():
+            for step in itertools.count():
+                if step >= steps or scorer.time_up():
                     break
                 progress = min(1.0, step / max(1, int(0.85 * steps)))
                 target = 1.0 - (1.0 - self.final_target) * progress
@@ -135,6 +143,9 @@ class MaskSearch(SearchOptions):
                 loss.backward()
                 optimizer.step()
                 taken = step + 1
+                if taken == TIMED_STEPS and scorer.deadline is not None:
+                    steps = _steps_in_time(steps, taken, started, scorer.deadline)
+                    marks = self.marks(steps)
                 ctx.report("mask training", step + 1, steps)
                 if step in marks:
                     order = np.argsort(log_alpha.detach().numpy(), kind="stable")
@@ -148,6 +159,18 @@ class MaskSearch(SearchOptions):
 
 
 MASK_SHARE = 0.5  # of the budget left, at most, for training (the cuts need the rest)
+TIMED_STEPS = 5  # under a deadline, steps timed to re-plan training to MASK_SHARE of the time
+
+
+def _steps_in_time(steps: int, taken: int, started: float, deadline: float) -> int:
+    """The steps that fit in MASK_SHARE of the time from `started` to `deadline`, at the pace
+    of the `taken` steps so far (at least those, at most `steps`): under --time-limit, training
+    leaves the cut and the sweep their share of the time as it does of the budget."""
+    pace = (time.monotonic() - started) / taken
+    share = MASK_SHARE * (deadline - started)
+    return int(np.clip(share // max(pace, 1e-9), taken, steps))
+
+
 MAX_ROWS, MIN_ROWS = 64, 16
 STEP_MACS = 10**9  # one gradient step's forward work: 64 rows of the shapes CNN fit in it
 

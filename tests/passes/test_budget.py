@@ -95,3 +95,22 @@ def test_mask_training_stops_at_the_deadline_and_reports_where():
     assert result.stats["mask_steps"] == 10
     assert reports[-1] == ("mask training", 10, 10)  # the phase ends where it stopped
     assert scorer.evaluations == 0
+
+
+def test_under_a_deadline_mask_training_takes_half_the_time_left(monkeypatch):
+    ir, scorer = setup("mlp")
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(time, "monotonic", lambda: clock["now"])
+    train = scorer.gated_loss
+
+    def slow_step(*args):  # every training step takes 10 s; evaluations take no time
+        clock["now"] += 10.0
+        return train(*args)
+
+    monkeypatch.setattr(scorer, "gated_loss", slow_step)
+    scorer.deadline = clock["now"] + 200.0
+    result, scorer, _ = run("mask", 100, scorer=scorer, ir=ir)
+    # timed over the first steps at 10 s each: 100 s (half of 200) fit 10 of the 60 planned
+    assert result.stats["mask_steps"] == 10
+    assert not scorer.timed_out and result.stats["evaluations"] > 0
+    assert result.stats["groups_removed"] > 0 and exact(scorer, result.ir.kept) >= KEEP
