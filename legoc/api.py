@@ -6,6 +6,7 @@ import logging
 import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -36,9 +37,9 @@ from legoc.passes import (
 )
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.search import dead_groups
-from legoc.runtime.files import check_output_file
+from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
 from legoc.scoring import Scorer
-from legoc.task import FinetuneSpec, Split, Task, load_split, load_task
+from legoc.task import FinetuneSpec, Split, Task, check_seed, load_split, load_task
 from legoc.training import TrainConfig, evaluate
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,13 @@ class Prepared:
             )
         return self.eval_scorers[split]
 
+    def inputs(self) -> dict[str, Path]:
+        """Every file the run reads, by label (an output must be none of them)."""
+        files = {"the model": self.loaded.path, "the task spec": self.task.path}
+        for name, path in self.task.split_paths().items():
+            files["data.search" if name == "search" else f"data.eval.{name}"] = path
+        return files
+
 
 def _example_rows(split: Split) -> dict[str, torch.Tensor]:
     return {name: tensor[:2].clone() for name, tensor in split.inputs.items()}
@@ -220,8 +228,11 @@ def prepare(
             f"prunable modules are {sorted(ir.spaces)}"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
+    prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+    for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
+        prep.scorer_for(name)
     progress("analysis", 1, 1)
-    return Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+    return prep
 
 
 def _silent(phase: str, done: int, total: int) -> None:
@@ -419,7 +430,7 @@ def extract(
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
     if output is not None:
-        check_output_file(Path(output))
+        check_output_file(Path(output), {"the model": model, "the task spec": task})
     elif resume:
         raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
     if method is not None and method not in SEARCH_PASSES:
@@ -430,6 +441,7 @@ def extract(
         raise LegocError(f"--align-channels {align_channels}: use 0 (off) or a positive multiple")
     if time_limit is not None and not time_limit > 0:
         raise LegocError(f"--time-limit {time_limit}: must be > 0 seconds")
+    check_seed(seed)
     prep = prepare(model, task, arch, trust_model, model_output, progress)
     prep.ir.objective = objective
     spec = prep.task.spec
@@ -438,10 +450,14 @@ def extract(
     seed = seed if seed is not None else spec.search.seed
     header = None
     if output is not None:
+        check_not_an_input(output, {**prep.inputs(), **arch_inputs(arch)})
         header = run_header(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
         )
-    with checkpointed(prep.scorer, output, header, resume, budget) as run:
+    with (
+        output_lock(output) if output is not None else nullcontext(),
+        checkpointed(prep.scorer, output, header, resume, budget) as run,
+    ):
         found = search_rationale(
             prep, method, budget, seed, progress, align=align_channels, deadline=deadline
         )
@@ -451,6 +467,12 @@ def extract(
     result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
+
+
+def arch_inputs(arch: str | None) -> dict[str, Path]:
+    """The file an `--arch file.py:factory` reads (an input an output must not replace)."""
+    module_ref = (arch or "").rpartition(":")[0]
+    return {"the --arch file": Path(module_ref)} if module_ref.endswith(".py") else {}
 
 
 def _finish(

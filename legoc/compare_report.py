@@ -10,6 +10,7 @@ from pathlib import Path
 from legoc.compare_result import CompareResult
 from legoc.verdict import describe_method
 
+REPORT_MARKER, REPORT_FORMAT = "legoc_compare", 1  # in report.json: what --force may replace
 LABELS = {
     "full": "full model (reference)",
     "A": "A: small net from scratch",
@@ -24,6 +25,7 @@ def write_report(folder: Path, result: CompareResult) -> list[Path]:
     """Write report.json, report.md and score_vs_params_<split>.png into `folder`."""
     plots = [_plot(folder, result, split) for split in result.splits]
     payload = {
+        REPORT_MARKER: REPORT_FORMAT,
         "task": result.task,
         "metric": result.metric,
         "higher_is_better": result.higher_is_better,

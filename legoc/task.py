@@ -26,15 +26,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+SEED_LIMIT = 2**63  # seeds are in [0, 2**63): what every generator legoc seeds accepts
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why `seed` cannot seed a run, or None."""
+    if not 0 <= seed < SEED_LIMIT:
+        return f"must be an integer in [0, 2**63 - 1], got {seed}"
+    return None
+
+
+def check_seed(seed: int | None, label: str = "--seed") -> None:
+    problem = None if seed is None else seed_problem(seed)
+    if problem:
+        raise LegocError(f"{label}: {problem}")
+
+
+def _no_nul(path: str) -> str:
+    if "\x00" in path:
+        raise ValueError(f"{path!r} contains a NUL byte; fix the path")
+    return path
+
+
 class DataSpec(_Strict):
     search: str
     eval: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("search")
+    @classmethod
+    def _search_path(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value.values():
+            _no_nul(path)
+        return value
 
 
 class SearchSpec(_Strict):
     method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = "auto"
     budget: int = Field(2000, gt=0)
     seed: int = 0
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, value: int) -> int:
+        problem = seed_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class FinetuneSpec(_Strict):
@@ -55,6 +97,17 @@ class TaskSpec(_Strict):
     scope: list[str] | None = None
     search: SearchSpec = Field(default_factory=SearchSpec)
     finetune: FinetuneSpec | None = None
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_is_a_fraction(cls, value: float) -> float:
+        if value > 1:  # 95 meant as a percentage would start a search that can never succeed
+            hint = f"{value / 100:g}, not {value:g}" if 2 <= value <= 100 else "e.g. 0.95"
+            raise ValueError(
+                f"must be a fraction in (0, 1] (of the full model's score), got {value:g}: "
+                f"write {hint}"
+            )
+        return value
 
     @field_validator("outputs")
     @classmethod
@@ -81,14 +134,18 @@ class Task:
     def name(self) -> str:
         return self.spec.name
 
-    def data_path(self, relative: str) -> Path:
-        return (self.path.parent / relative).resolve()
+    def data_path(self, relative: str, key: str = "data") -> Path:
+        try:
+            return (self.path.parent / relative).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL byte
+            why = "is a symlink loop" if not isinstance(exc, ValueError) else "is not a valid path"
+            raise LegocError(f"{self.path}: {key}: data file {relative} {why}") from None
 
     def split_paths(self) -> dict[str, Path]:
         """All splits, `search` first; eval splits are only ever reported, never searched on."""
-        paths = {"search": self.data_path(self.spec.data.search)}
+        paths = {"search": self.data_path(self.spec.data.search, "data.search")}
         for name, rel in self.spec.data.eval.items():
-            paths[name] = self.data_path(rel)
+            paths[name] = self.data_path(rel, f"data.eval.{name}")
         return paths
 
 
@@ -105,6 +162,8 @@ def _format_error(error: dict) -> str:
         return f"{loc}: must be a finite number"
     if kind == "literal_error":
         return f"{loc}: must be one of {error['ctx']['expected']}"
+    if kind == "value_error":  # our validators' own words, without pydantic's prefix
+        return f"{loc}: {error['ctx']['error']}"
     return f"{loc}: {error['msg']}"
 
 
@@ -149,9 +208,11 @@ def parse_spec(text: str, source: str = "spec") -> TaskSpec:
         _check_structure(text, source)
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise LegocError(
-            f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax"
-        ) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None)
+        what = f": {problem}" if problem else f" ({exc.__class__.__name__})"
+        raise LegocError(f"{source}: not valid YAML{where}{what}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise LegocError(f"{source}: must be a YAML mapping with keys legoc, name, data, ...")
     try:

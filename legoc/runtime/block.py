@@ -128,6 +128,25 @@ class Block:
         except ValueError:
             return value
 
+    def meta_dict(self, key: str) -> dict:
+        """A metadata value that must be a JSON object ({} when absent); a malformed one is a
+        one-line error naming the key."""
+        if key not in self.metadata:
+            return {}
+        try:
+            value = json.loads(self.metadata[key])
+        except ValueError as exc:
+            raise LegocError(
+                f"block {self.label}: metadata '{key}' is not valid JSON ({exc}); re-export "
+                "the block or remove that key"
+            ) from None
+        if not isinstance(value, dict):
+            raise LegocError(
+                f"block {self.label}: metadata '{key}' is a JSON {type(value).__name__}, not an "
+                "object; re-export the block or remove that key"
+            )
+        return value
+
     @property
     def task(self) -> str | None:
         return self.metadata.get("legoc.task")
@@ -144,7 +163,7 @@ class Block:
     def rationale_params(self) -> int:
         """The rationale's own parameter count (`legoc.rationale` params.block): unlike
         `param_count`, it leaves out the zero channels that alignment stores for speed."""
-        params = (self.meta("legoc.rationale") or {}).get("params", {})
+        params = self.meta_dict("legoc.rationale").get("params", {})
         block = params.get("block") if isinstance(params, dict) else None
         return block if isinstance(block, int) else self.param_count()
 
@@ -201,6 +220,16 @@ class Block:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LegocError(f"{self.label}: onnxruntime failed: {first}") from None
         return dict(zip(self.output_names, values))
+
+
+def malformed_metadata(block: Block, exc: Exception) -> LegocError:
+    """The one-line error for legoc metadata whose JSON parses but does not have the shape
+    legoc writes (a list where a mapping belongs, a string where a count belongs)."""
+    detail = f"{type(exc).__name__}: {exc}".strip()
+    return LegocError(
+        f"block {block.label}: its legoc.* metadata is malformed ({detail}); re-export the block "
+        "or remove the malformed keys"
+    )
 
 
 def make_session(

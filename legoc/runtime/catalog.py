@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from legoc.errors import LegocError
-from legoc.runtime.block import Block
+from legoc.runtime.block import Block, malformed_metadata
 from legoc.runtime.files import atomic_file, sha256_file
 
 INDEX = "index.json"
@@ -119,7 +119,11 @@ class Catalog:
                 f"catalogue {self.root}: '{name}' is already an entry; pass --name NEW or --replace"
             )
         relative = f"{BLOCKS}/{name}.onnx"
-        with atomic_file(self.root / relative) as tmp:
+        try:
+            _entry(block, name, relative, "", 0)  # its metadata reads before anything is written
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise malformed_metadata(block, exc) from None
+        with atomic_file(self.root / relative, {"the block": block.path}) as tmp:
             onnx.save(block.model, str(tmp))  # external data embedded
             digest, size = sha256_file(tmp), tmp.stat().st_size
         entries[name] = _entry(block, name, relative, digest, size)
@@ -184,7 +188,7 @@ class Catalog:
 
 
 def _entry(block: Block, name: str, relative: str, digest: str, size: int) -> Entry:
-    rationale = block.meta("legoc.rationale") or {}
+    rationale = block.meta_dict("legoc.rationale")
     params = dict(rationale.get("params") or {})
     params["block"] = block.rationale_params()
     tasks, sources = [], []

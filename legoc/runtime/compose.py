@@ -111,7 +111,8 @@ def compose_files(
 ) -> tuple[Composition, float]:
     """Load, compose (`kind` sequential or parallel), check numerically (on `check_data` or
     seeded random rows), write atomically. Returns the composition and the check's max diff."""
-    check_output_file(Path(output))
+    reads = {f"part {i + 1}": path for i, path in enumerate(paths)}
+    check_output_file(Path(output), {**reads, "--check-data": check_data})
     blocks = [Block.load(path) for path in paths]
     build = {"sequential": compose_sequential, "parallel": compose_parallel}[kind]
     composition = build(blocks, names=names or None, **options)
