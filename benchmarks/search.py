@@ -274,7 +274,9 @@ def progress_printer(label: str):
     shown = {0}
     started = time.perf_counter()
 
-    def report(_stage: str, done: int, total: int) -> None:
+    def report(stage: str, done: int, total: int) -> None:
+        if stage == "mask training":  # gradient steps, not the budget
+            return
         quarter = min(4, done * 4 // max(total, 1))
         if quarter not in shown:
             shown.add(quarter)

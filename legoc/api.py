@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 from contextlib import nullcontext
@@ -35,6 +36,7 @@ from legoc.passes import (
     run_pipeline,
 )
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
+from legoc.passes.search import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
 from legoc.scoring import Scorer
 from legoc.task import FinetuneSpec, Split, Task, check_seed, load_split, load_task
@@ -43,7 +45,11 @@ from legoc.training import TrainConfig, evaluate
 log = logging.getLogger(__name__)
 
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# (phase, done, total). Phases, in order: capture, analysis, mask training (gradient steps),
+# search, minimize, round-widths (budget used, in evaluations, of the budget), finetune, export
+# (0/1, then 1/1). Every phase ends with done == total: one that ends early (a search within
+# its budget) reports its total lowered to what it used.
+Progress = Callable[[str, int, int], None]
 OBJECTIVES = ("params", "macs")  # what the search minimises (MACs: per input row)
 
 
@@ -77,6 +83,8 @@ class ExtractResult:
     trace: list[dict] = field(default_factory=list, repr=False)
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
+    budget: dict = field(default_factory=dict)  # Found.budget: the work charged and its limits
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def params_stored(self) -> int:
@@ -100,6 +108,8 @@ class ExtractResult:
                 for name, s in self.scores.items()
             },
             "evaluations": self.evaluations,
+            "budget": self.budget,
+            "warnings": self.warnings,
             "method": self.method,
             "one_minimal": self.one_minimal,
             "seconds": round(self.seconds, 2),
@@ -191,8 +201,13 @@ def prepare(
     arch: str | None = None,
     trust_model: bool = False,
     model_output: str | None = None,
+    progress: Progress | None = None,
 ) -> Prepared:
+    """Load and check everything a search needs; reports the `capture` (model, data, trace)
+    and `analysis` (IR, reference scores) phases."""
+    progress = progress or _silent
     task = load_task(task_path)
+    progress("capture", 0, 1)
     loaded = load_model(model, arch=arch, trust_model=trust_model)
     metric = METRICS[task.spec.metric]
     input_names = forward_arg_names(loaded.module)
@@ -204,6 +219,8 @@ def prepare(
         _check_input_dtypes(loaded.module, split, split_name)
     example = _example_rows(splits["search"])
     gm = trace(loaded.module, input_names, example, model_output)
+    progress("capture", 1, 1)
+    progress("analysis", 0, 1)
     _check_outputs(gm, example, input_names, task.spec.outputs)
     try:
         ir = build_ir(gm, input_names, example, task.spec.outputs, task.spec.scope)
@@ -224,7 +241,12 @@ def prepare(
     prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
     for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
         prep.scorer_for(name)
+    progress("analysis", 1, 1)
     return prep
+
+
+def _silent(phase: str, done: int, total: int) -> None:
+    pass
 
 
 def score_splits(
@@ -254,6 +276,47 @@ class Found:
     one_minimal: bool
     reports: list[tuple[str, dict]]
     trace: list[dict]
+    # the work charged: {"limit", "used", "evaluations", "gradient", "mask_steps",
+    # "time_limit", "stopped_by"}; stopped_by is "budget" or "time-limit" when that ended the
+    # search before it converged (then the result is the best faithful one found)
+    budget: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def stopped_by(self) -> str | None:
+        return self.budget.get("stopped_by")
+
+
+class _SearchPhases:
+    """The passes' progress as phases of one search: `mask training` in gradient steps;
+    `search` (the method), `minimize` and `round-widths` in budget used, of the run's budget.
+    A phase ends at what it used: its total is lowered to it."""
+
+    def __init__(self, progress: Progress | None, scorer: Scorer, budget: int):
+        self.progress, self.scorer, self.budget = progress, scorer, budget
+        self.first = scorer.work
+        self.phase: str | None = None
+
+    def used(self) -> int:
+        return int(self.scorer.work - self.first + 1e-9)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if stage == "mask training":
+            self.progress(stage, done, total)
+            return
+        phase = stage if stage in ("minimize", "round-widths") else "search"
+        if phase != self.phase:
+            self.end()
+            self.phase = phase
+        self.progress(phase, self.used(), self.budget)
+
+    def end(self) -> None:
+        if self.phase is not None and self.progress is not None:
+            used = self.used()
+            self.progress(self.phase, used, used)
+        self.phase = None
 
 
 def search_rationale(
@@ -263,52 +326,85 @@ def search_rationale(
     seed: int,
     progress: Progress | None = None,
     align: int = 1,
+    deadline: float | None = None,
 ) -> Found:
     """Search, then repair (if the exact masked model misses keep), then make it 1-minimal
     with what is left of the budget. Under the `macs` objective with `align` > 1 (the export's
     channel multiple), `round-widths` then trades padding for whole channel blocks and a last
-    minimize trims what that filled in."""
+    minimize trims what that filled in.
+
+    The budget bounds all the work (evaluations and gradient steps, `legoc.scoring.
+    gradient_cost`) except repair's, which runs only when the exact masked model misses keep.
+    `deadline` (time.monotonic()) stops the passes where they are, with the best faithful
+    result found so far."""
     spec = prep.task.spec
     scorer = prep.scorer
-    first = scorer.evaluations
+    first, first_work, first_gradient = scorer.evaluations, scorer.work, scorer.gradient_work
+    scorer.deadline, scorer.timed_out = deadline, False
+    phases = _SearchPhases(progress, scorer, budget)
 
-    def report(done: int, total: int) -> None:
-        if progress is not None:
-            progress("search", scorer.evaluations - first, budget)
+    def left() -> int:
+        if scorer.time_up():
+            return 0
+        return max(0, math.floor(budget - (scorer.work - first_work) + 1e-9))
 
-    options = dict(keep=spec.keep, seed=seed, scorer=scorer, progress=report)
-    searched = SEARCH_PASSES[method](budget=budget, **options).run(prep.ir)
-    repaired = Repair(keep=spec.keep, scorer=scorer).run(searched.ir)
-    reports = [(method, searched.stats), ("repair", repaired.stats)]
-    trace = list(searched.trace)
-    rationale, faith = repaired.ir, repaired.stats["faithfulness"]
-    one_minimal = bool(searched.stats.get("one_minimal")) and not repaired.stats["groups_restored"]
-    left = budget - (scorer.evaluations - first)
-    if faith >= spec.keep and not one_minimal and left > 0:
-        minimized = Minimize(budget=left, **options).run(rationale)
-        reports.append(("minimize", minimized.stats))
-        trace += minimized.trace
-        rationale, one_minimal = minimized.ir, bool(minimized.stats["one_minimal"])
-        faith = minimized.stats["faithfulness"]
-    left = budget - (scorer.evaluations - first)
-    if prep.ir.objective == "macs" and align > 1 and faith >= spec.keep and left > 0:
-        rounded = RoundWidths(budget=left, multiple=align, **options).run(rationale)
-        reports.append(("round-widths", rounded.stats))
-        trace += rounded.trace
-        if rounded.stats["widths_dropped"]:
-            rationale, faith = rounded.ir, rounded.stats["faithfulness"]
-            left = budget - (scorer.evaluations - first)
-            trimmed = Minimize(budget=max(left, 0), **options).run(rationale)
-            reports.append(("minimize", trimmed.stats))
-            trace += trimmed.trace
-            rationale, one_minimal = trimmed.ir, bool(trimmed.stats["one_minimal"])
-            faith = trimmed.stats["faithfulness"]
-    faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
-    if faith < spec.keep <= repaired.stats["faithfulness"]:  # a float flip on a sliced base
-        rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
+    options = dict(keep=spec.keep, seed=seed, scorer=scorer, progress=phases)
+    try:
+        searched = SEARCH_PASSES[method](budget=budget, **options).run(prep.ir)
+        repaired = Repair(keep=spec.keep, scorer=scorer).run(searched.ir)
+        reports = [(method, searched.stats), ("repair", repaired.stats)]
+        trace = list(searched.trace)
+        rationale, faith = repaired.ir, repaired.stats["faithfulness"]
+        one_minimal = (
+            bool(searched.stats.get("one_minimal")) and not repaired.stats["groups_restored"]
+        )
+        if faith >= spec.keep and not one_minimal and left() > 0:
+            minimized = Minimize(budget=left(), **options).run(rationale)
+            reports.append(("minimize", minimized.stats))
+            trace += minimized.trace
+            rationale, one_minimal = minimized.ir, bool(minimized.stats["one_minimal"])
+            faith = minimized.stats["faithfulness"]
+        if prep.ir.objective == "macs" and align > 1 and faith >= spec.keep and left() > 0:
+            rounded = RoundWidths(budget=left(), multiple=align, **options).run(rationale)
+            reports.append(("round-widths", rounded.stats))
+            trace += rounded.trace
+            if rounded.stats["widths_dropped"]:
+                rationale, faith = rounded.ir, rounded.stats["faithfulness"]
+                trimmed = Minimize(budget=left(), **options).run(rationale)
+                reports.append(("minimize", trimmed.stats))
+                trace += trimmed.trace
+                rationale, one_minimal = trimmed.ir, bool(trimmed.stats["one_minimal"])
+                faith = trimmed.stats["faithfulness"]
         faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
+        if faith < spec.keep <= repaired.stats["faithfulness"]:  # a float flip on a sliced base
+            rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
+            faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
+    finally:
+        timed_out, scorer.deadline = scorer.timed_out, None
+    phases.end()
     rationale.ablation = dict(scorer.values)
-    return Found(rationale, faith, scorer.evaluations - first, one_minimal, reports, trace)
+    stopped_by = "time-limit" if timed_out else None if one_minimal else "budget"
+    work = {
+        "limit": budget,
+        "used": round(scorer.work - first_work, 3),
+        "evaluations": scorer.evaluations - first,
+        "gradient": round(scorer.gradient_work - first_gradient, 3),
+        "mask_steps": searched.stats.get("mask_steps", 0),
+        "stopped_by": stopped_by,
+    }
+    found = Found(rationale, faith, scorer.evaluations - first, one_minimal, reports, trace, work)
+    if stopped_by == "budget" and not _removes_anything(prep.ir, rationale):
+        found.warnings.append(
+            f"the budget of {budget} evaluations was too small for the search to remove anything "
+            f"(it used {work['evaluations']} evaluations and {work['gradient']:.1f} evaluations' "
+            "worth of gradient steps): the block is the whole model; raise --budget"
+        )
+    return found
+
+
+def _removes_anything(ir: IR, rationale: IR) -> bool:
+    """Whether the rationale removes a group that is not dead (dead ones change nothing)."""
+    return bool(set(rationale.removed_groups()) - dead_groups(ir))
 
 
 def extract(
@@ -326,6 +422,7 @@ def extract(
     finetune: bool | None = None,
     resume: bool = False,
     align_channels: int = DEFAULT_MULTIPLE,
+    time_limit: float | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -336,8 +433,12 @@ def extract(
     Ctrl-C it raises `Interrupted` saying where it was, and `resume=True` continues from the
     checkpoint to the same block. `align_channels`: pad conv channels with exact zero channels
     to this multiple at export (onnxruntime's fast conv kernels); 0 or 1 writes them as sliced.
+    `time_limit`: seconds from the start after which the search stops with the best faithful
+    rationale found so far (the block is then built and written); TaskNotMet if by then it has
+    removed nothing. Without it, the same seed gives the same block.
     """
     started = time.perf_counter()
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     if output is not None:
         check_output_file(Path(output), {"the model": model, "the task spec": task})
     elif resume:
@@ -348,8 +449,10 @@ def extract(
         raise LegocError(f"--objective {objective!r}: use one of {list(OBJECTIVES)}")
     if align_channels < 0:
         raise LegocError(f"--align-channels {align_channels}: use 0 (off) or a positive multiple")
+    if time_limit is not None and not time_limit > 0:
+        raise LegocError(f"--time-limit {time_limit}: must be > 0 seconds")
     check_seed(seed)
-    prep = prepare(model, task, arch, trust_model, model_output)
+    prep = prepare(model, task, arch, trust_model, model_output, progress)
     prep.ir.objective = objective
     spec = prep.task.spec
     method = method or spec.search.method
@@ -365,7 +468,10 @@ def extract(
         output_lock(output) if output is not None else nullcontext(),
         checkpointed(prep.scorer, output, header, resume, budget) as run,
     ):
-        found = search_rationale(prep, method, budget, seed, progress, align=align_channels)
+        found = search_rationale(
+            prep, method, budget, seed, progress, align=align_channels, deadline=deadline
+        )
+        found.budget["time_limit"] = time_limit
         run.stage = "export"
         result = _finish(prep, found, method, seed, finetune, output, progress, align_channels)
     result.replayed, result.paid = run.replayed, run.paid
@@ -391,21 +497,34 @@ def _finish(
 ) -> ExtractResult:
     """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
     spec = prep.task.spec
+    progress = progress or _silent
+    timed_out = found.stopped_by == "time-limit"
     if found.faithfulness < spec.keep:
         raise TaskNotMet(
             f"no rationale reaches keep={spec.keep}: the best candidate reached faithfulness "
             f"{found.faithfulness:.4f} ({prep.metric.name}) within {found.evaluations} "
-            "evaluations; lower keep or raise search.budget"
+            + (
+                f"evaluations, when the time limit ({found.budget['time_limit']:g} s) stopped "
+                "the search; raise --time-limit"
+                if timed_out
+                else "evaluations; lower keep or raise search.budget"
+            )
+        )
+    if timed_out and not _removes_anything(prep.ir, found.ir):
+        raise TaskNotMet(
+            f"the time limit ({found.budget['time_limit']:g} s) stopped the search after "
+            f"{found.evaluations} evaluations, before it removed anything; nothing was written; "
+            "raise --time-limit"
         )
     built = build_block(prep, found, method, seed)
     if finetune if finetune is not None else spec.finetune is not None:
-        if progress:
-            progress("finetune", 0, 1)
+        progress("finetune", 0, 1)
         built = finetune_block(prep, built, spec.finetune or FinetuneSpec(), seed)
+        progress("finetune", 1, 1)
     if output is not None:
-        if progress:
-            progress("export", 0, 1)
+        progress("export", 0, 1)
         write_block(prep, built, Path(output), align=align_channels)
+        progress("export", 1, 1)
     return built.result
 
 
@@ -442,6 +561,8 @@ def build_block(prep: Prepared, found: Found, method: str, seed: int) -> Built:
         passes=[*found.reports, *reports],
         trace=found.trace,
         seed=seed,
+        budget=found.budget,
+        warnings=list(found.warnings),
     )
     return Built(block, masked_model(rationale), result)
 

@@ -199,6 +199,7 @@ class Run:
 
     journal: Journal | None
     first: int  # the scorer's evaluation count when the run began
+    first_work: float = 0.0  # and its work (evaluations + gradient steps charged)
     stage: str = "search"
 
     @property
@@ -224,19 +225,21 @@ def checkpointed(
     journal = None
     if output is not None:
         journal = (Journal.resume if resume else Journal.start)(Path(output), header)
-    run = Run(journal, scorer.evaluations)
+    run = Run(journal, scorer.evaluations, scorer.work)
     scorer.journal = journal
     try:
         yield run
     except KeyboardInterrupt as exc:
         done = scorer.evaluations - run.first
+        used = int(scorer.work - run.first_work + 1e-9)
+        spent = f"after {done} evaluations ({used} of the budget of {budget} used)"
         code = getattr(exc, "exit_code", Interrupted.exit_code)  # 143 when SIGTERM stopped it
         word = "stopped by SIGTERM" if code == Terminated.exit_code else "interrupted"
         if journal is None:
-            raise Interrupted(f"{word} after {done} of {budget} evaluations", code) from None
+            raise Interrupted(f"{word} {spent}", code) from None
         journal.close()
         where = (
-            f"after {done} of {budget} evaluations"
+            spent
             if run.stage == "search"
             else f"after the search ({done} evaluations), while building the block"
         )

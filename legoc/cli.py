@@ -11,7 +11,7 @@ import typer
 
 import legoc
 from legoc import api
-from legoc.cli_common import progress_bar, reporting, stage_progress
+from legoc.cli_common import err, progress_reporter, reporting
 from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
@@ -42,6 +42,9 @@ TrustOpt = typer.Option(
     help="Allow pickled modules and ExportedPrograms (loading them can run code from the file).",
 )
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
+QuietOpt = typer.Option(
+    False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings only)."
+)
 
 
 def _print_version(value: bool) -> None:
@@ -85,8 +88,20 @@ def extract(
     method: Optional[str] = typer.Option(
         None, help="Override search.method: auto | mask | mcts | attribution | greedy."
     ),
-    budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
+    budget: Optional[int] = typer.Option(
+        None,
+        min=1,
+        help="Override search.budget: the search's work in evaluations (a pass over the search "
+        "data), gradient steps included at their cost in passes.",
+    ),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    time_limit: Optional[float] = typer.Option(
+        None,
+        "--time-limit",
+        help="Stop the search after this many seconds with the best faithful block found so far "
+        "(exit 1 if it has removed nothing yet); the block is then written. Results then depend "
+        "on the machine's speed.",
+    ),
     model_output: Optional[str] = typer.Option(
         None,
         "--model-output",
@@ -121,6 +136,7 @@ def extract(
         "--resume",
         help="Continue an interrupted run from its checkpoint (OUTPUT.legoc-ckpt): same block.",
     ),
+    quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Find the task's rationale; write it as a standalone ONNX block.
@@ -130,8 +146,7 @@ def extract(
     if report is not None:
         with reporting(debug):
             prepare_report_dir(report)
-    with reporting(debug), progress_bar() as bar:
-        progress = stage_progress(bar)
+    with reporting(debug), progress_reporter(quiet) as progress:
         result = api.extract(
             model,
             task,
@@ -147,7 +162,10 @@ def extract(
             finetune=finetune,
             resume=resume,
             align_channels=align_channels,
+            time_limit=time_limit,
         )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     summary = result.summary()
     if report is not None:
         with reporting(debug):
@@ -169,16 +187,23 @@ def extract(
 
 def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:
     """The one line `extract` prints: params as source -> block (stored, if alignment padded
-    zeros in), faithfulness per split, and whether the block is proven 1-minimal."""
+    zeros in), faithfulness per split, the budget used and what stopped the search, and whether
+    the block is proven 1-minimal."""
     share = result.params_block / result.params_source
     stored = ""
     if result.params_stored != result.params_block:
         stored = f"; stored {result.params_stored:,} with alignment zeros"
+    spent = result.budget
+    stopped = {
+        "budget": " (stopped by the budget)",
+        "time-limit": f" (stopped by the time limit, {spent.get('time_limit') or 0:g} s)",
+    }.get(spent.get("stopped_by"), "")
     minimal = "proven 1-minimal" if result.one_minimal else "not proven 1-minimal"
     return (
         f"{result.output}: kept {kept} | params {result.params_source:,} -> "
         f"{result.params_block:,} ({share:.1%}{stored}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations | {minimal}{retrained} | {result.seconds:.1f}s"
+        f"{result.evaluations} evaluations, budget {spent['used']:.0f}/{spent['limit']}{stopped}"
+        f" | {minimal}{retrained} | {result.seconds:.1f}s"
     )
 
 

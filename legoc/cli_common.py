@@ -1,10 +1,12 @@
-"""Pieces every legoc command shares: error reporting, exit codes and progress bars."""
+"""Pieces every legoc command shares: error reporting, exit codes and progress reports."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import time
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -59,6 +61,72 @@ def reporting(debug: bool):
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
+
+
+Reporter = Callable[[str, int, int], None]  # legoc.api.Progress: (phase, done, total)
+
+STATUS_INTERVAL = 10.0  # seconds, at least, between plain status lines of a running phase
+UNITS = {  # what a phase counts (compare prefixes phases with the run: "B seed 0: search")
+    "mask training": "steps",
+    "search": "evaluations",
+    "minimize": "evaluations",
+    "round-widths": "evaluations",
+    "runs": "runs",
+}
+
+
+@contextmanager
+def progress_reporter(quiet: bool = False) -> Iterator[Reporter | None]:
+    """The progress callback of a command: bars on a terminal, plain status lines on stderr
+    elsewhere (CI, a log file), nothing with --quiet. A run that succeeds ends with a final
+    line (plain) or clears its bars (terminal)."""
+    if quiet:
+        yield None
+    elif err.is_terminal:
+        with progress_bar() as bar:
+            yield stage_progress(bar)
+    else:
+        lines = StatusLines()
+        yield lines
+        lines.finish()
+
+
+class StatusLines:
+    """A `(phase, done, total)` callback printing plain lines to stderr: one when a phase ends
+    (done == total) and, while one runs, at most one every STATUS_INTERVAL seconds, e.g.
+    `legoc: search 120/2000 evaluations, 14 s`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.started = self.last = clock()
+        self.totals: dict[str, int] = {}  # each phase's first total (the search's: the budget)
+        self.ended: set[str] = set()  # phases whose end was printed (until they run again)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if done >= total and phase in self.ended:
+            return  # its end again (a search that used its whole budget, then ends)
+        self.ended.discard(phase)
+        first = self.totals.setdefault(phase, total)
+        unit = UNITS.get(phase.rsplit(": ", 1)[-1], "")
+        if done >= total:  # ended (a phase that ends early lowers its total to what it used)
+            del self.totals[phase]  # a phase entered again starts afresh
+            self.ended.add(phase)
+            counts = f", {done}/{first} {unit}".rstrip() if unit or first != 1 else ""
+            self.line(f"{phase} done{counts}")
+        elif self.clock() - self.last >= STATUS_INTERVAL:
+            self.line(f"{phase} {done}/{total} {unit}".rstrip())
+
+    def line(self, text: str) -> None:
+        self.last = self.clock()
+        err.print(
+            f"legoc: {text}, {self.last - self.started:.0f} s",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def finish(self) -> None:
+        self.line("done")
 
 
 @contextmanager

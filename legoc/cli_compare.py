@@ -11,9 +11,12 @@ from typing import Optional
 import typer
 
 from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR
-from legoc.cli_common import progress_bar, reporting, stage_progress
+from legoc.cli_common import progress_reporter, reporting
 
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
+QuietOpt = typer.Option(
+    False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings only)."
+)
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 TaskOpt = typer.Option(..., "--task", help="Task spec (YAML, schema version 1).")
 FamilyOpt = typer.Option(
@@ -93,6 +96,7 @@ def compare(
     ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Run A, B and C over seeds; report which case holds where.
@@ -101,7 +105,7 @@ def compare(
     from legoc.compare import compare as run_compare
     from legoc.compare_report import results_table, verdict_table
 
-    with reporting(debug), progress_bar() as bar:
+    with reporting(debug), progress_reporter(quiet) as progress:
         result = run_compare(
             model,
             task,
@@ -118,7 +122,7 @@ def compare(
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             force=force,
-            progress=stage_progress(bar),
+            progress=progress,
         )
     if as_json:
         typer.echo((Path(result.output) / "report.json").read_text())

@@ -78,7 +78,7 @@ def compare(
         raise LegocError(f"--margin {margin}: must be >= 0")
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
-    prep = api.prepare(model, task, arch, trust_model)
+    prep = api.prepare(model, task, arch, trust_model, progress=progress)
     if output.is_dir():  # --force replaces it: it must not hold what this run reads
         check_inputs_outside(output, {**prep.inputs(), **api.arch_inputs(arch)})
     spec = prep.task.spec
@@ -178,10 +178,12 @@ def _given(options: dict) -> dict:
 
 
 class _Steps:
-    """Overall progress: one step per exported run."""
+    """Overall progress: one step per exported run; a run's own phase (retraining C, training
+    A) ends when the run does."""
 
     def __init__(self, progress: Progress | None, total: int):
         self.progress, self.total, self.count = progress, total, 0
+        self.stage: str | None = None
         self.report(None)
 
     def report(self, stage: str | None) -> None:
@@ -189,8 +191,11 @@ class _Steps:
             self.progress("runs", self.count, self.total)
             if stage:
                 self.progress(stage, 0, 1)
+        self.stage = stage
 
     def done(self) -> None:
+        if self.progress is not None and self.stage:
+            self.progress(self.stage, 1, 1)
         self.count += 1
         self.report(None)
 

@@ -8,6 +8,7 @@ by the batch size, not the data size.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,19 @@ ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest row
 # instead of 128, so a failing candidate is found out after a fifteenth of the split)
 FIRST_BATCH_MACS = 2 << 30
 MIN_FIRST_ROWS = 16
+
+# The budget's unit is one candidate evaluation: a forward pass over the whole search split.
+# Gradient work is charged in the same unit, so `search.budget` bounds all of a search's work:
+# a forward + backward step over b of the split's N rows costs about three forwards of those
+# rows (the backward pass is about twice the forward), i.e. GRADIENT_STEP_COST * b / N
+# evaluations. An attribution pass (every row once) is charged GRADIENT_STEP_COST evaluations;
+# a mask-training step over 64 of shapes' 600 rows, 0.32.
+GRADIENT_STEP_COST = 3.0
+
+
+def gradient_cost(rows: int, split_rows: int) -> float:
+    """Evaluations-worth of one forward + backward step over `rows` of `split_rows` rows."""
+    return GRADIENT_STEP_COST * rows / max(split_rows, 1)
 
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
@@ -117,7 +131,10 @@ class Scorer:
         self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
         self._prefix_done = {"hits": 0, "misses": 0}  # counts of caches already dropped
         self.row_order: torch.Tensor | None = None  # scoring order of the rows (_order_rows)
-        self.evaluations = 0
+        self.evaluations = 0  # candidate evaluations counted (the journal replays these)
+        self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
+        self.deadline: float | None = None  # time.monotonic() at which searches must stop
+        self.timed_out = False  # a search stopped because the deadline passed
         self.last_stopped_early = False
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         self._check_labels_and_shapes()
@@ -136,6 +153,22 @@ class Scorer:
                 f"{label}: the full model scores {self.reference.full:.4g} ({metric.name}), so "
                 "faithfulness (a ratio to it) is undefined; check the labels and `outputs`"
             )
+
+    # -- work and time --------------------------------------------------------------
+    @property
+    def work(self) -> float:
+        """Everything counted against the budget: evaluations plus gradient steps charged."""
+        return self.evaluations + self.gradient_work
+
+    def charge_gradient(self, rows: int) -> None:
+        """Count a forward + backward step over `rows` rows against the budget."""
+        self.gradient_work += gradient_cost(rows, len(self.split))
+
+    def time_up(self) -> bool:
+        """Whether the deadline has passed (searches then stop with what they have)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+        return self.timed_out
 
     # -- set-up ---------------------------------------------------------------------
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -279,6 +312,7 @@ class Scorer:
         finally:
             for module in self.ablates.values():
                 module.gate = None
+        self.charge_gradient(len(rows))  # the caller's backward pass is part of the step
         return loss / len(rows)
 
     def _labelled_batches(self, growing: bool = False):
@@ -455,6 +489,7 @@ class Scorer:
                 loss.backward()
                 hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt)
         self._active.zero_grad(set_to_none=True)
+        self.charge_gradient(len(self.split))
         self._order_rows(hardness)
         scores = {name: np.zeros(space.size) for name, space in self.ir.spaces.items()}
         for name, module in ablates.items():

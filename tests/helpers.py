@@ -177,12 +177,19 @@ def write_task(
     return {"model": model_path, "spec": spec_path, "arch": ARCH[kind], "folder": folder}
 
 
+def error_lines(result) -> list[str]:
+    """A command's stderr without its progress status lines (`legoc: <phase> ...`, printed
+    off a terminal as phases end)."""
+    return [line for line in result.stderr.strip().splitlines() if not line.startswith("legoc: ")]
+
+
 def assert_one_error_line(result, needles: tuple[str, ...], exit_code: int = 2) -> None:
-    """A CLI refusal: the exit code, no traceback, exactly one `error:` line naming `needles`."""
+    """A CLI refusal: the exit code, no traceback, exactly one `error:` line naming `needles`
+    (after the status lines of the phases that ended before it)."""
     assert result.exit_code == exit_code, result.output
     assert isinstance(result.exception, SystemExit), f"unhandled: {result.exception!r}"
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]

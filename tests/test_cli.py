@@ -23,6 +23,7 @@ from tests.helpers import (
     ARCH,
     assert_float_close,
     assert_one_error_line,
+    error_lines,
     make_search_fall_short,
     trained_model,
     write_task,
@@ -628,7 +629,8 @@ SUMMARY = re.compile(
     r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>[\d,]+) -> "
     r"(?P<blk>[\d,]+) \(\d+\.\d%(; stored [\d,]+ with alignment zeros)?\) \| "
     r"faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
-    r"\d+ evaluations \| (?P<minimal>(not )?proven 1-minimal) \| \d+\.\ds$"
+    r"\d+ evaluations, budget \d+/\d+( \(stopped by [^)]*\))? \| "
+    r"(?P<minimal>(not )?proven 1-minimal) \| \d+\.\ds$"
 )
 
 
@@ -684,7 +686,7 @@ def test_inspect_without_shapes_or_task_is_usage_error(mlp_task):
     result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"]])
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "--input-shape x=" in lines[0], result.stderr
     assert "Traceback" not in result.output
 
@@ -706,7 +708,7 @@ def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
     )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "does not run on {'x': (7,)}" in lines[0], result.stderr
 
 

@@ -19,7 +19,7 @@ from onnx import TensorProto
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from tests.helpers import assert_one_error_line
+from tests.helpers import assert_one_error_line, error_lines
 from tests.runtime import helpers
 
 runner = CliRunner()
@@ -346,7 +346,7 @@ def test_an_unwritable_output_folder_is_refused(tiny, tmp_path, command):
     result = cli(*OUTPUT_COMMANDS[command](tiny, folder))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert str(folder) in lines[0] and ("not writable" in lines[0] or "cannot" in lines[0])
     assert sorted(os.listdir(folder)) == before
@@ -359,7 +359,7 @@ def test_an_output_under_a_file_is_refused(tiny, tmp_path, command):
     result = cli(*OUTPUT_COMMANDS[command](tiny, parent))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "a-file" in lines[0] and "not a folder" in lines[0], lines[0]
     assert parent.read_text() == "not a folder"
@@ -403,7 +403,7 @@ def test_a_write_that_fails_midway_keeps_the_old_output(tiny, tmp_path, monkeypa
     fail_midway(monkeypatch, *FAILING_WRITES[command])
     result = cli(*argv)
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "No space left on device" in lines[0], result.stderr
     assert str(final) in lines[0] and "unchanged" in lines[0]
     assert final.read_bytes() == b"the previous output, must survive"

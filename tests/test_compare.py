@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from legoc.cli import app
 from legoc.runtime.block import Block
 from legoc.verdict import NO, NOT_SIGNIFICANT, YES
-from tests.helpers import FACTORIES, make_search_fall_short, write_task
+from tests.helpers import FACTORIES, error_lines, make_search_fall_short, write_task
 
 runner = CliRunner()
 
@@ -116,7 +116,7 @@ def test_a_non_empty_folder_is_refused_before_any_work(tmp_path):
     (out / "keep.txt").write_text("mine")
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "--force" in lines[0]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "task"]
@@ -135,6 +135,13 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     assert out.stat().st_mode & 0o777 == 0o750  # the replaced folder's mode, not mkdtemp's 0700
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
+    # off a terminal: a status line as each phase ends (the same helper as extract's)
+    status = result.stderr.splitlines()
+    ended = [line.split(" done")[0] for line in status if " done" in line]
+    assert ended[:2] == ["legoc: capture", "legoc: analysis"]
+    runs = ["legoc: B seed 0: search", "legoc: C seed 0: retrain", "legoc: A seed 0: train"]
+    assert {*runs, "legoc: runs"} <= set(ended), status
+    assert status[-1].startswith("legoc: done, ")
     report = json.loads((out / "report.json").read_text())
     assert report["legoc_compare"] == 1  # what a later --force recognises
     assert report["settings"]["finetune"]["epochs"] == 1
@@ -156,7 +163,7 @@ def test_bad_input_leaves_nothing(tmp_path, extra, needle):
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, *extra))
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
 
@@ -167,6 +174,6 @@ def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path, monkeypatc
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result)
     assert len(lines) == 1 and "reaches keep=0.9" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def extract(task, out: Path, method: str, **kwargs):
 
 
 def stop_after(k: int, stage: str = "search"):
-    """A progress callback that presses Ctrl-C once `stage` has done `k` steps."""
+    """A progress callback that presses Ctrl-C once `stage` has done `k` steps (the search:
+    used `k` of its budget, gradient steps included)."""
 
     def progress(name: str, done: int, total: int) -> None:
         if name == stage and done >= k:
@@ -47,14 +49,17 @@ def test_an_interrupted_search_resumes_to_the_same_block(wide, tmp_path, method)
     whole = extract(wide, tmp_path / "whole.onnx", method)
     out = tmp_path / "out" / "block.onnx"
     out.parent.mkdir()
-    k = whole.evaluations // 2
+    half = int(whole.budget["used"]) // 2
     with pytest.raises(Interrupted) as info:
-        extract(wide, out, method, progress=stop_after(k))
+        extract(wide, out, method, progress=stop_after(half))
     checkpoint = checkpoint_path(out)
+    k, used = stopped_at(info.value)
     assert str(info.value) == (
-        f"interrupted after {k} of 300 evaluations; nothing was written; checkpoint saved to "
-        f"{checkpoint}; rerun the same command with --resume to continue"
+        f"interrupted after {k} evaluations ({used} of the budget of 300 used); nothing was "
+        f"written; checkpoint saved to {checkpoint}; rerun the same command with --resume to "
+        "continue"
     )
+    assert 0 < k < whole.evaluations and half <= used < whole.budget["used"]
     assert sorted(os.listdir(out.parent)) == [checkpoint.name], "a partial block was left"
     resumed = extract(wide, out, method, resume=True)
     assert out.read_bytes() == (tmp_path / "whole.onnx").read_bytes()
@@ -62,6 +67,13 @@ def test_an_interrupted_search_resumes_to_the_same_block(wide, tmp_path, method)
     assert resumed.replayed == k  # answered from the checkpoint, without running the model
     assert resumed.paid == whole.evaluations - k
     assert sorted(os.listdir(out.parent)) == ["block.onnx"], "the checkpoint outlived the run"
+
+
+def stopped_at(error: Interrupted) -> tuple[int, int]:
+    """(evaluations, budget used) where an interrupted search stopped, from its message."""
+    match = re.match(r"interrupted after (\d+) evaluations \((\d+) of the budget", str(error))
+    assert match, str(error)
+    return int(match[1]), int(match[2])
 
 
 def test_an_interrupted_export_keeps_the_old_block_and_resumes_without_searching(wide, tmp_path):
@@ -94,12 +106,12 @@ def test_resume_needs_the_checkpoint_of_the_same_run(wide, tmp_path):
 def test_a_torn_last_line_is_dropped(wide, tmp_path):
     """A run killed mid-write leaves half a line: resuming reads up to it and goes on."""
     out = tmp_path / "block.onnx"
-    with pytest.raises(Interrupted):
-        extract(wide, out, "greedy", progress=stop_after(5))
+    with pytest.raises(Interrupted) as info:
+        extract(wide, out, "greedy", progress=stop_after(8))
     with checkpoint_path(out).open("a") as handle:
         handle.write('["abc", 0.5')
     resumed = extract(wide, out, "greedy", resume=True)
-    assert resumed.replayed == 5
+    assert resumed.replayed == stopped_at(info.value)[0] > 0
     whole = extract(wide, tmp_path / "whole.onnx", "greedy")
     assert out.read_bytes() == (tmp_path / "whole.onnx").read_bytes()
     assert resumed.evaluations == whole.evaluations
@@ -155,7 +167,7 @@ def test_sigint_mid_search_then_resume(wide, tmp_path):
     stdout, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("legoc: ")]
     assert len(lines) == 1 and lines[0].startswith("interrupted after "), stderr
     done = int(lines[0].split()[2])
     assert 2 <= done < 300, lines[0]  # stopped mid-search, not before it or after it

@@ -25,7 +25,9 @@ class AttributionSearch(SearchOptions):
     def run(self, ir: IR) -> PassResult:
         ctx = SearchContext(self, ir)
         start = set(self.start) | dead_groups(ir)
-        scores = ctx.scorer.attribution(ir.mask_for(sorted(start)))
+        scores = ctx.attribution(start)
+        if scores is None:  # the budget does not cover the gradient pass and one evaluation
+            return ctx.result(set(self.start), faithfulness=None, gradient_passes=0)
         candidates = [g for g in ir.removable_groups() if g not in start]
         np.random.default_rng(self.seed).shuffle(candidates)  # the seed breaks ties only
         removed, faith = prune_prefix(ctx, group_order(ir, scores, candidates=candidates), start)

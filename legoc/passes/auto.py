@@ -5,7 +5,8 @@ a block 43% smaller than greedy elimination (44,953 vs 78,548 parameters) and tr
 refinement of the mask cut did not beat the sweep, so that is what auto does: train masks, cut
 at the longest faithful prefix, sweep the cut to 1-minimality. `rounds` > 1 restarts with new
 seeds while the budget lasts and keeps the smallest; on shapes three rounds found nothing
-smaller than the first and cost three times as long, so one round is the default.
+smaller than the first and cost three times as long, so one round is the default. A round
+counts when its sweep ran; a faithful cut the budget leaves no sweep for is still a result.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from legoc.passes.base import PassResult
 from legoc.passes.masks import MaskSearch
 from legoc.passes.minimize import Minimize
 from legoc.passes.search import SearchContext, SearchOptions
+from legoc.scoring import GRADIENT_STEP_COST
 
 
 @dataclass(frozen=True)
@@ -28,27 +30,38 @@ class AutoSearch(SearchOptions):
         ctx = SearchContext(self, ir)
         common = dict(keep=self.keep, scorer=self.scorer, progress=self.progress, memo=ctx.seen)
         best, best_faith, best_proven = set(self.start), None, False
-        round_cost, rounds = 0, 0
+        round_cost, rounds, mask_steps = 0.0, 0, 0
         for round_index in range(self.rounds):
             if round_index and ctx.budget_left() < round_cost:
                 break  # another round would not finish its sweep
-            before = ctx.used
+            before, offset = ctx.used, ctx.evaluations
             seed = self.seed + round_index
             masked = MaskSearch(
                 budget=ctx.budget_left(), seed=seed, start=self.start, **common
             ).run(ir)
-            ctx.absorb(masked.trace, before)
-            if masked.stats["faithfulness"] < self.keep or ctx.budget_left() <= 0:
+            ctx.absorb(masked.trace, offset)
+            mask_steps += masked.stats["mask_steps"]
+            if masked.stats["faithfulness"] < self.keep:
                 continue
-            offset = ctx.used
-            swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
-            ctx.absorb(swept.trace, offset)
-            rounds += 1
-            round_cost = max(round_cost, ctx.used - before)
-            removed = set(swept.ir.removed_groups())
+            removed, faith, proven = (
+                set(masked.ir.removed_groups()),
+                masked.stats["faithfulness"],
+                False,
+            )
+            if ctx.can_afford(GRADIENT_STEP_COST):  # a cut with no budget for a sweep still counts
+                offset = ctx.evaluations
+                swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
+                ctx.absorb(swept.trace, offset)
+                rounds += 1
+                round_cost = max(round_cost, ctx.used - before)
+                removed, faith = set(swept.ir.removed_groups()), swept.stats["faithfulness"]
+                proven = bool(swept.stats["one_minimal"])
             if best_faith is None or ctx.cost(removed) < ctx.cost(best):
-                best, best_faith = removed, swept.stats["faithfulness"]
-                best_proven = bool(swept.stats["one_minimal"])
+                best, best_faith, best_proven = removed, faith, proven
         return ctx.result(
-            best, faithfulness=best_faith, rounds=rounds, one_minimal=int(best_proven)
+            best,
+            faithfulness=best_faith,
+            rounds=rounds,
+            mask_steps=mask_steps,
+            one_minimal=int(best_proven),
         )

@@ -49,9 +49,12 @@ class _Greedy:
             self.faith = value
         return ok
 
-    def ranked(self, removed: set[int]) -> list[int]:
-        """Kept removable groups, least damage per parameter first (ties broken by the seed)."""
-        scores = self.scorer.attribution(self.ir.mask_for(sorted(removed)))
+    def ranked(self, removed: set[int]) -> list[int] | None:
+        """Kept removable groups, least damage per parameter first (ties broken by the seed);
+        None when the budget does not cover the attribution pass and an evaluation."""
+        scores = self.ctx.attribution(removed)
+        if scores is None:
+            return None
         self.gradient_passes += 1
         candidates = [g for g in self.ir.removable_groups() if g not in removed]
         self.rng.shuffle(candidates)
@@ -66,10 +69,11 @@ class _Greedy:
         blocked: set[int] = set()  # failed alone at some earlier state; re-tried by the sweep
         step = 1
         order = self.ranked(removed)
-        while self.ctx.budget_left() > 0:
+        while order is not None and self.ctx.budget_left() > 0:
             order = [g for g in order if g not in blocked and g not in removed]
             if not order:
-                accepted = self.sweep(removed, self.ranked(removed))
+                sweep_order = self.ranked(removed)
+                accepted = None if sweep_order is None else self.sweep(removed, sweep_order)
                 if accepted is None:
                     break
                 if not accepted:

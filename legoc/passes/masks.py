@@ -10,11 +10,19 @@ longest faithful prefix by real ablation (the threshold search), and the smalles
 wins; a later ranking is bisected only if its first prefix smaller than the best cut so far is
 faithful (one evaluation instead of a dozen for a ranking that cannot win). Repair (in the
 pipeline) re-adds groups if anything still falls short of keep.
+
+Gradient steps are charged against the budget (`legoc.scoring.gradient_cost`: 3 * rows / N
+evaluations each), and training takes at most MASK_SHARE of the budget left, so the cuts (and,
+in `auto`, the sweep) have the rest: a small budget trains fewer steps on a shorter schedule.
+Under a deadline (--time-limit), the first steps are timed and training is re-planned to take
+at most MASK_SHARE of the time left as well.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +32,7 @@ from legoc.ir import IR
 from legoc.passes.base import PassResult
 from legoc.passes.ranking import first_prefix_below, prune_prefix
 from legoc.passes.search import SearchContext, SearchOptions, dead_groups
+from legoc.scoring import gradient_cost
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
 
@@ -53,7 +62,7 @@ class MaskSearch(SearchOptions):
         ctx = SearchContext(self, ir)
         start = set(self.start) | dead_groups(ir)
         groups = [g for g in ir.removable_groups() if g not in start]
-        rankings = self.learn_rankings(ir, ctx, groups, start)
+        rankings, steps = self.learn_rankings(ir, ctx, groups, start)
         best, best_faith = set(self.start), None
         tried = set()
         for order in rankings:
@@ -76,13 +85,26 @@ class MaskSearch(SearchOptions):
             if faith >= self.keep and (best_faith is None or ctx.cost(removed) < ctx.cost(best)):
                 best, best_faith = removed, faith
         return ctx.result(
-            best, faithfulness=best_faith, rankings_tried=len(tried), gradient_steps=self.steps
+            best,
+            faithfulness=best_faith,
+            rankings_tried=len(tried),
+            mask_steps=steps,
         )
+
+    def planned_steps(self, ctx: SearchContext, batch_rows: int) -> int:
+        """`steps`, or fewer when they would take more than MASK_SHARE of the budget left."""
+        cost = gradient_cost(batch_rows, len(ctx.scorer.split))
+        return max(0, min(self.steps, int(MASK_SHARE * ctx.budget_left() / cost)))
+
+    def marks(self, steps: int) -> set[int]:
+        """The steps after which the gate order is taken as a ranking."""
+        return {int(steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
 
     def learn_rankings(
         self, ir: IR, ctx: SearchContext, groups: list[int], start: set[int]
-    ) -> list[list[int]]:
-        """log_alpha orders (least important first) at evenly spaced points of the schedule."""
+    ) -> tuple[list[list[int]], int]:
+        """log_alpha orders (least important first) at evenly spaced points of the schedule,
+        and the gradient steps taken (fewer than planned when the deadline passes)."""
         scorer = ctx.scorer
         generator = torch.Generator().manual_seed(self.seed)
         index = {}
@@ -101,28 +123,52 @@ class MaskSearch(SearchOptions):
         for p in frozen:
             p.requires_grad_(False)
         n_rows = len(scorer.split)
-        batch_rows = self.batch_rows or step_rows(ir)
-        marks = {int(self.steps * (i + 1) / self.snapshots) - 1 for i in range(self.snapshots)}
+        batch_rows = min(self.batch_rows or step_rows(ir), n_rows)
+        steps = self.planned_steps(ctx, batch_rows)
+        marks = self.marks(steps)
         rankings = []
+        taken, started = 0, time.monotonic()
         try:
-            for step in range(self.steps):
-                progress = min(1.0, step / max(1, int(0.85 * self.steps)))
+            for step in itertools.count():
+                if step >= steps or scorer.time_up():
+                    break
+                progress = min(1.0, step / max(1, int(0.85 * steps)))
                 target = 1.0 - (1.0 - self.final_target) * progress
                 z = sample_gates(log_alpha, generator)
                 gates = {name: _unit_gates(slots, z) for name, slots in index.items()}
-                rows = torch.randint(n_rows, (min(batch_rows, n_rows),), generator=generator)
+                rows = torch.randint(n_rows, (batch_rows,), generator=generator)
                 kept_share = (open_probability(log_alpha) * params).sum() / total
                 loss = scorer.gated_loss(gates, rows) + self.penalty * (kept_share - target) ** 2
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                taken = step + 1
+                if taken == TIMED_STEPS and scorer.deadline is not None:
+                    steps = _steps_in_time(steps, taken, started, scorer.deadline)
+                    marks = self.marks(steps)
+                ctx.report("mask training", step + 1, steps)
                 if step in marks:
                     order = np.argsort(log_alpha.detach().numpy(), kind="stable")
                     rankings.append([groups[i] for i in order])
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return rankings[::-1]  # sparsest schedule point first: the most promising cut
+        if taken < steps:  # stopped by the deadline: the phase ends where it stopped
+            ctx.report("mask training", taken, taken)
+        return rankings[::-1], taken  # sparsest schedule point first: the most promising cut
+
+
+MASK_SHARE = 0.5  # of the budget left, at most, for training (the cuts need the rest)
+TIMED_STEPS = 5  # under a deadline, steps timed to re-plan training to MASK_SHARE of the time
+
+
+def _steps_in_time(steps: int, taken: int, started: float, deadline: float) -> int:
+    """The steps that fit in MASK_SHARE of the time from `started` to `deadline`, at the pace
+    of the `taken` steps so far (at least those, at most `steps`): under --time-limit, training
+    leaves the cut and the sweep their share of the time as it does of the budget."""
+    pace = (time.monotonic() - started) / taken
+    share = MASK_SHARE * (deadline - started)
+    return int(np.clip(share // max(pace, 1e-9), taken, steps))
 
 
 MAX_ROWS, MIN_ROWS = 64, 16

@@ -71,7 +71,9 @@ class MctsSearch(SearchOptions):
         if not ok:  # dead groups change nothing, so only a start that is unfaithful lands here
             root_removed, faith = set(self.start), ctx.faithfulness_of(self.start)
         ctx.scorer.rebase(ir.mask_for(sorted(root_removed)))
-        scores = ctx.scorer.attribution(ir.mask_for(sorted(root_removed)))
+        scores = ctx.attribution(root_removed)
+        if scores is None:  # no budget left for the prior: the root is the result
+            return ctx.result(root_removed, faithfulness=faith, simulations=0, tree_nodes=0)
         kept = [g for g in ir.removable_groups() if g not in root_removed]
         rng.shuffle(kept)
         ranking = group_order(ir, scores, candidates=kept)
@@ -172,10 +174,10 @@ class _Budgeted:
     """A SearchContext view whose budget is capped (rollouts must stay cheap)."""
 
     def __init__(self, ctx: SearchContext, cap: int):
-        self.ctx, self.limit = ctx, ctx.used + cap
+        self.ctx, self.limit = ctx, ctx.evaluations + cap
 
     def budget_left(self) -> int:
-        return min(self.ctx.budget_left(), self.limit - self.ctx.used)
+        return min(self.ctx.budget_left(), self.limit - self.ctx.evaluations)
 
     def evaluate(self, removed):
         return self.ctx.evaluate(removed)

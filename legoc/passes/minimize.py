@@ -1,7 +1,8 @@
 """`minimize`: make a faithful mask 1-minimal.
 
 Removing any single kept group must drop faithfulness below keep; a group that can go is
-removed, and sweeps repeat until one removes nothing (proven 1-minimal) or the budget is spent.
+removed, and sweeps repeat until one removes nothing (proven 1-minimal) or the budget is spent
+(each sweep's attribution ranking is charged too: it must leave an evaluation to use it).
 Runs after every search method, so no method returns a block with an obviously spare group.
 """
 
@@ -25,8 +26,7 @@ class Minimize(SearchOptions):
         removed = set(ir.removed_groups())
         ctx.scorer.rebase(ir.mask_for(sorted(removed)))
         removals, proven, faith = 0, False, None
-        while ctx.budget_left() > 0:
-            scores = ctx.scorer.attribution(ir.mask_for(sorted(removed)))
+        while (scores := ctx.attribution(removed)) is not None:
             kept = [g for g in ir.removable_groups() if g not in removed]
             changed = False
             for g in group_order(ir, scores, candidates=kept):

@@ -35,8 +35,8 @@ class RoundWidths(SearchOptions):
         removed = set(ir.removed_groups())
         before = cost = self._stored(ir, removed)
         dropped = 0
-        while ctx.budget_left() > 0:
-            for space, lower, filled in self._plans(ctx, removed, cost):
+        while (plans := self._plans(ctx, removed, cost)) is not None:
+            for space, lower, filled in plans:
                 if ctx.budget_left() <= 0 or (filled != removed and not ctx.evaluate(filled)[0]):
                     continue  # restoring units can hurt too
                 narrowed = self._narrow(ctx, filled, space, lower)
@@ -53,11 +53,16 @@ class RoundWidths(SearchOptions):
     def _stored(self, ir: IR, removed) -> int:
         return ir.sliced_macs(ir.mask_for(sorted(removed)), self.multiple)
 
-    def _plans(self, ctx: SearchContext, removed: set, cost: int) -> list[tuple[str, int, set]]:
+    def _plans(
+        self, ctx: SearchContext, removed: set, cost: int
+    ) -> list[tuple[str, int, set]] | None:
         """(space, target width, start) per conv width above a multiple, the largest saving
-        first: the start is `removed` with every other width's slack filled."""
+        first: the start is `removed` with every other width's slack filled. None when the
+        budget does not cover ranking the fills."""
         ir = ctx.ir
-        fill_scores = _scores(ctx, removed - set(_fill_options(ir, removed, self.multiple, ())))
+        fill_scores = ctx.attribution(removed - set(_fill_options(ir, removed, self.multiple, ())))
+        if fill_scores is None:
+            return None
         plans, seen = [], set()
         for space, width in _kept_widths(ir, removed).items():
             lower = (width - 1) // self.multiple * self.multiple
@@ -83,7 +88,9 @@ class RoundWidths(SearchOptions):
         first, each only if the rest stays faithful, until it is `lower` wide (None if it
         cannot get there)."""
         ir = ctx.ir
-        scores = _scores(ctx, start)
+        scores = ctx.attribution(start)
+        if scores is None:
+            return None
         order = sorted(_groups_in(ir, start, space), key=lambda g: (_group_score(ir, g, scores), g))
         current, excess = set(start), _kept_widths(ir, start)[space] - lower
         for g in order:
@@ -100,10 +107,6 @@ class RoundWidths(SearchOptions):
 def _kept_widths(ir: IR, removed: set) -> dict[str, int]:
     kept = ir.mask_for(sorted(removed))
     return {name: int(mask.sum()) for name, mask in sorted(kept.items())}
-
-
-def _scores(ctx: SearchContext, removed: set) -> dict[str, np.ndarray]:
-    return ctx.scorer.attribution(ctx.ir.mask_for(sorted(removed)))
 
 
 def _group_score(ir: IR, group: int, scores: dict[str, np.ndarray]) -> float:

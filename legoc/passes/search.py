@@ -3,21 +3,31 @@
 A search pass *decides*: it returns the IR with a kept mask (removed groups ablated) and stats
 counting candidate evaluations. Every candidate it scores goes through `SearchContext.evaluate`,
 which counts it against the budget and records it in the trace (size and faithfulness).
+
+The budget counts work in evaluations: candidate evaluations, plus the gradient steps a pass
+takes (attribution, mask training) at their cost in forward passes (`legoc.scoring.
+gradient_cost`). A pass checks `budget_left` (or `can_afford` before gradient work) so that
+its work stays within its budget, and stops with the best faithful result it has when the
+budget is spent or the scorer's deadline (`--time-limit`) has passed.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from legoc.ir import IR
 from legoc.passes.base import PassResult
+from legoc.scoring import GRADIENT_STEP_COST
 
 if TYPE_CHECKING:
     from legoc.scoring import Scorer
 
-Progress = Callable[[int, int], None]
+# (phase, done, total): a pass reports its name with the budget it has used (evaluations) of
+# its budget; mask training reports "mask training" with gradient steps taken of those planned
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class SearchContext:
         self.options, self.ir, self.scorer = options, ir, options.scorer
         self.keep = options.keep
         self.first_evaluation = self.scorer.evaluations
+        self.first_work = self.scorer.work
         self.started = time.perf_counter()
         self.source_params = ir.param_count()
         self.trace: list[dict] = []
@@ -48,11 +59,35 @@ class SearchContext:
         self.seen: dict[frozenset[int], float] = options.memo if options.memo is not None else {}
 
     @property
-    def used(self) -> int:
+    def used(self) -> float:
+        """Budget used so far: evaluations plus gradient work, in evaluations."""
+        return self.scorer.work - self.first_work
+
+    @property
+    def evaluations(self) -> int:
+        """Candidate evaluations counted so far."""
         return self.scorer.evaluations - self.first_evaluation
 
     def budget_left(self) -> int:
-        return self.options.budget - self.used
+        """Whole evaluations the budget still allows; 0 once the deadline has passed."""
+        if self.scorer.time_up():
+            return 0
+        return max(0, math.floor(self.options.budget - self.used + 1e-9))
+
+    def can_afford(self, work: float) -> bool:
+        """Whether `work` (in evaluations) and one evaluation to use it fit in the budget."""
+        return self.budget_left() >= work + 1
+
+    def attribution(self, removed) -> dict | None:
+        """The scorer's first-order unit scores on the mask removing `removed`, when the budget
+        allows an attribution pass and an evaluation after it; None otherwise."""
+        if not self.can_afford(GRADIENT_STEP_COST):
+            return None
+        return self.scorer.attribution(self.ir.mask_for(sorted(set(removed))))
+
+    def report(self, phase: str, done: int, total: int) -> None:
+        if self.options.progress is not None:
+            self.options.progress(phase, done, total)
 
     def cost(self, removed) -> int:
         """The objective (parameters or MACs per row) left with `removed` groups sliced away:
@@ -75,7 +110,7 @@ class SearchContext:
         ok = value >= self.keep
         self.trace.append(
             {
-                "evaluation": self.used,
+                "evaluation": self.evaluations,
                 "groups_removed": len(removed),
                 "kept_params": self.kept_params(removed),
                 "faithfulness": value,
@@ -83,8 +118,7 @@ class SearchContext:
                 "accepted": ok,
             }
         )
-        if self.options.progress is not None:
-            self.options.progress(self.used, self.options.budget)
+        self.report(self.options.name, int(self.used), self.options.budget)
         return ok, value
 
     def absorb(self, inner: list[dict], offset: int) -> None:
@@ -104,7 +138,8 @@ class SearchContext:
         if faith is None:
             faith = self.faithfulness_of(removed)
         base = {
-            "evaluations": self.used,
+            "evaluations": self.evaluations,
+            "budget_used": round(self.used, 3),
             "groups_removed": len(removed),
             "units_removed": int(sum(len(self.ir.groups[g].members) for g in removed)),
             "faithfulness": faith,

@@ -21,7 +21,7 @@ from legoc.passes import (
 )
 from legoc.passes.masks import open_probability, sample_gates
 from legoc.passes.search import SearchContext, dead_groups
-from legoc.scoring import Scorer
+from legoc.scoring import GRADIENT_STEP_COST, Scorer
 from legoc.task import Split
 from tests.helpers import labelled_data
 from tests.passes.helpers import groups_of, tiny_ir
@@ -118,6 +118,9 @@ def test_result_is_faithful_within_budget_and_never_removes_a_frozen_group(name,
         scorer.faithfulness(result.ir.kept, count=False), abs=1e-12
     )
     assert stats["evaluations"] == scorer.evaluations <= 100
+    # gradient steps are charged too, and all the work stays within the budget
+    assert stats["budget_used"] == pytest.approx(scorer.work, abs=1e-9)
+    assert scorer.evaluations < scorer.work <= 100
     removed = result.ir.removed_groups()
     assert stats["groups_removed"] == len(removed) > 0
     assert set(removed) <= set(ir.removable_groups())
@@ -198,6 +201,7 @@ def test_keep_out_of_reach_returns_the_start_state(name):
 def test_a_tiny_budget_still_returns_a_faithful_result(name, budget):
     result, scorer, _ = search(name, "mlp", budget=budget)
     assert result.stats["evaluations"] == scorer.evaluations <= budget
+    assert scorer.work <= budget  # no gradient pass that would leave no evaluation to use it
     assert exact(scorer, result.ir.kept) >= KEEP
 
 
@@ -328,13 +332,14 @@ def test_mcts_stops_its_tree_with_budget_left_for_the_one_minimality_sweep():
     kept = len([g for g in ir.removable_groups() if g not in start])
     budget = 4 * kept
     result = MctsSearch(keep=KEEP, budget=budget, seed=0, scorer=scorer, start=start).run(ir)
-    used = result.stats["evaluations"]
+    used = result.stats["budget_used"]  # evaluations and the prior's attribution pass
     # the tree stops at the first simulation that reaches budget - 2 sweeps' worth
     assert budget - 2 * kept <= used < budget - 2 * kept + 1 + MctsSearch.rollout_budget
     _, scorer2 = setup("mlp")
     options = dict(keep=KEEP, budget=budget, seed=0, scorer=scorer2, start=start)
     full = MctsSearch(sweep_reserve=0.0, **options).run(ir)
-    assert full.stats["evaluations"] == budget
+    assert full.stats["budget_used"] == budget
+    assert full.stats["evaluations"] == budget - GRADIENT_STEP_COST  # one attribution pass
 
 
 # -- minimize ------------------------------------------------------------------------------
@@ -427,9 +432,9 @@ def test_mask_bisects_a_later_ranking_only_if_it_can_beat_the_best_cut(monkeypat
     groups = [g for g in ir.removable_groups() if g not in dead_groups(ir)]
     good = list(groups)
     bad = list(reversed(groups))  # the most important groups first: its cuts are small
-    monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: [good, bad, bad[1:]])
+    monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: ([good, bad, bad[1:]], 0))
     result = MaskSearch(keep=KEEP, budget=200, seed=0, scorer=scorer).run(ir)
-    monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: [good])
+    monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: ([good], 0))
     _, alone = setup("mlp")
     first = MaskSearch(keep=KEEP, budget=200, seed=0, scorer=alone).run(ir)
     assert result.ir.removed_groups() == first.ir.removed_groups()
