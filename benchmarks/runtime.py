@@ -34,7 +34,7 @@ import onnxruntime
 import torch
 
 from legoc import api
-from legoc.frontend import forward_arg_names, load_model
+from legoc.frontend.load import forward_arg_names, load_model
 from legoc.runtime import Block
 from legoc.runtime.block import make_session
 from legoc.runtime.flops import macs_per_example

@@ -40,10 +40,10 @@ sys.path.insert(0, str(HERE))  # wide_model
 
 import legoc  # noqa: E402
 from legoc import api  # noqa: E402
-from legoc.analysis import get_attr_tensor  # noqa: E402
-from legoc.frontend import trace  # noqa: E402
-from legoc.ir import build_ir  # noqa: E402
-from legoc.masking import masked_model  # noqa: E402
+from legoc.frontend.load import trace  # noqa: E402
+from legoc.ir.analysis import get_attr_tensor  # noqa: E402
+from legoc.ir.core import build_ir  # noqa: E402
+from legoc.ir.masking import masked_model  # noqa: E402
 from legoc.passes import (  # noqa: E402
     REWRITE_PASSES,
     REWRITE_PIPELINE,
@@ -51,8 +51,8 @@ from legoc.passes import (  # noqa: E402
     Repair,
     run_pipeline,
 )
-from legoc.passes.ranking import group_order, prune_prefix  # noqa: E402
-from legoc.scoring import Scorer  # noqa: E402
+from legoc.passes.search.ranking import group_order, prune_prefix  # noqa: E402
+from legoc.scoring.scorer import Scorer  # noqa: E402
 
 ALL_MODELS = ("shapes", "wide", "cnn", "planted")
 DEFAULT_MODELS = "shapes,wide"
@@ -409,7 +409,7 @@ def ranked_prefix(ir, scorer, order, keep, budget, removed):
     whichever of its two signatures this checkout has."""
     params = list(inspect.signature(prune_prefix).parameters)
     if params[0] == "ctx":
-        from legoc.passes.search import SearchContext, SearchOptions
+        from legoc.passes.search.base import SearchContext, SearchOptions
 
         ctx = SearchContext(SearchOptions(keep=keep, budget=budget, scorer=scorer), ir)
         return prune_prefix(ctx, order, removed=removed)

@@ -16,13 +16,11 @@ import onnxruntime
 import torch
 
 import legoc
-from legoc.checkpoint import checkpointed, run_header
 from legoc.errors import LegocError, TaskNotMet
-from legoc.export import export_block
-from legoc.frontend import LoadedModel, forward_arg_names, load_model, trace
-from legoc.ir import IR, build_ir, run_quietly
-from legoc.masking import masked_model
-from legoc.metrics import METRICS, Metric
+from legoc.export.writer import export_block
+from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
+from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.ir.masking import masked_model
 from legoc.passes import (
     REWRITE_PASSES,
     REWRITE_PIPELINE,
@@ -35,12 +33,14 @@ from legoc.passes import (
     RoundWidths,
     run_pipeline,
 )
-from legoc.passes.align_channels import DEFAULT_MULTIPLE
-from legoc.passes.search import dead_groups
+from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
+from legoc.passes.search.base import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
-from legoc.scoring import Scorer
-from legoc.task import FinetuneSpec, Split, Task, check_seed, load_split, load_task
-from legoc.training import TrainConfig, evaluate
+from legoc.scoring.journal import checkpointed, run_header
+from legoc.scoring.scorer import Scorer
+from legoc.task.metrics import METRICS, Metric
+from legoc.task.spec import FinetuneSpec, Split, Task, check_seed, load_split, load_task
+from legoc.task.training import TrainConfig, evaluate
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from legoc.cli import app
+from legoc.cli.app import app
 
 SHAPES = Path(__file__).resolve().parent.parent / "examples" / "shapes"
 

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import shapes  # same folder (the script's directory is on sys.path)
 import torch
 import torch.nn.functional as F
 import yaml
-
-import shapes  # same folder (the script's directory is on sys.path)
 from model import NUM_CLASSES, make_model
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +63,7 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def logits_of(model, x: torch.Tensor) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i:i + 512]) for i in range(0, len(x), 512)])
+    return torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)])
 
 
 def accuracy(model, x, y, outputs=None) -> float:
@@ -78,13 +77,14 @@ def train(model, x, y, g) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = (len(x) + BATCH - 1) // BATCH
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=LR, total_steps=EPOCHS * steps_per_epoch, pct_start=0.2)
+        opt, max_lr=LR, total_steps=EPOCHS * steps_per_epoch, pct_start=0.2
+    )
     for epoch in range(EPOCHS):
         model.train()
         perm = torch.randperm(len(x), generator=g)
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(x), BATCH):
-            idx = perm[i:i + BATCH]
+            idx = perm[i : i + BATCH]
             xb, yb = augment(x[idx], g), y[idx]
             out = model(xb)
             loss = F.cross_entropy(out, yb)
@@ -95,8 +95,11 @@ def train(model, x, y, g) -> None:
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             total += len(idx)
-        print(f"  epoch {epoch + 1:2d}/{EPOCHS}  loss {loss_sum / total:.4f}  "
-              f"train acc (augmented, train mode) {correct / total:.4f}", flush=True)
+        print(
+            f"  epoch {epoch + 1:2d}/{EPOCHS}  loss {loss_sum / total:.4f}  "
+            f"train acc (augmented, train mode) {correct / total:.4f}",
+            flush=True,
+        )
 
 
 def save_split(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -130,8 +133,11 @@ def main() -> None:
     va = {s: split(VAL_PER_CLASS, all_classes, s, SEED_VAL[s]) for s in shapes.STYLES}
     x_train = torch.cat([tr[s][0] for s in shapes.STYLES])
     y_train = torch.cat([tr[s][1] for s in shapes.STYLES])
-    print(f"train set: {len(y_train)} images ({NUM_CLASSES} classes x {len(shapes.STYLES)} styles "
-          f"x {TRAIN_PER_CLASS}), generated in {time.time() - t0:.1f}s", flush=True)
+    print(
+        f"train set: {len(y_train)} images ({NUM_CLASSES} classes x {len(shapes.STYLES)} styles "
+        f"x {TRAIN_PER_CLASS}), generated in {time.time() - t0:.1f}s",
+        flush=True,
+    )
 
     # ------------------------------------------------------------ train
     g = torch.Generator().manual_seed(SEED_TORCH)
@@ -149,8 +155,10 @@ def main() -> None:
     for s in shapes.STYLES:
         acc_all[("train", s)] = accuracy(model, *tr[s])
         acc_all[("val", s)] = accuracy(model, *va[s])
-        print(f"all {NUM_CLASSES} classes, {s:6s}: train {acc_all[('train', s)]:.4f}  "
-              f"val {acc_all[('val', s)]:.4f}")
+        print(
+            f"all {NUM_CLASSES} classes, {s:6s}: train {acc_all[('train', s)]:.4f}  "
+            f"val {acc_all[('val', s)]:.4f}"
+        )
     per_class = {}
     for s in shapes.STYLES:
         xv, yv = va[s]
@@ -158,7 +166,9 @@ def main() -> None:
         per_class[s] = [float((pred[yv == c] == c).float().mean()) for c in all_classes]
     print("val per-class accuracy (filled / sketch):")
     for c in all_classes:
-        print(f"  {shapes.CLASSES[c]:10s} {per_class['filled'][c]:.3f} / {per_class['sketch'][c]:.3f}")
+        print(
+            f"  {shapes.CLASSES[c]:10s} {per_class['filled'][c]:.3f} / {per_class['sketch'][c]:.3f}"
+        )
 
     # ------------------------------------------------------------ task data
     data_specs = {
@@ -176,9 +186,11 @@ def main() -> None:
         # argmax over ALL logits, counted correct only if it is the right task class
         z = logits_of(model, x).argmax(1)
         acc_task_full[name] = float((z == torch.tensor(outputs)[y]).float().mean())
-        print(f"task {task['name']} [{name:6s}] ({style}, {len(y)} images): "
-              f"accuracy over task logits {acc_task[name]:.4f}  "
-              f"(argmax over all {NUM_CLASSES} logits {acc_task_full[name]:.4f})")
+        print(
+            f"task {task['name']} [{name:6s}] ({style}, {len(y)} images): "
+            f"accuracy over task logits {acc_task[name]:.4f}  "
+            f"(argmax over all {NUM_CLASSES} logits {acc_task_full[name]:.4f})"
+        )
 
     # ------------------------------------------------------------ model
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -186,22 +198,27 @@ def main() -> None:
         assert v.dtype in (torch.float32, torch.int64), (k, v.dtype)
     torch.save(state, HERE / "model.pt")
 
-    write_readme(task, task_names, n_params, acc_all, per_class, acc_task, acc_task_full,
-                 data_specs, model)
+    write_readme(
+        task, task_names, n_params, acc_all, per_class, acc_task, acc_task_full, data_specs, model
+    )
     print(f"wrote {HERE / 'model.pt'}, {HERE / 'data'}/*.pt, {HERE / 'README.md'}")
 
 
-def write_readme(task, task_names, n_params, acc_all, per_class, acc_task, acc_task_full,
-                 data_specs, model) -> None:
+def write_readme(
+    task, task_names, n_params, acc_all, per_class, acc_task, acc_task_full, data_specs, model
+) -> None:
     cls_list = ", ".join(f"{i} {c}" for i, c in enumerate(shapes.CLASSES))
     rows = "\n".join(
-        f"| {s} | {acc_all[('train', s)]:.4f} | {acc_all[('val', s)]:.4f} |" for s in shapes.STYLES)
+        f"| {s} | {acc_all[('train', s)]:.4f} | {acc_all[('val', s)]:.4f} |" for s in shapes.STYLES
+    )
     pc = "\n".join(
         f"| {i} {c} | {per_class['filled'][i]:.3f} | {per_class['sketch'][i]:.3f} |"
-        for i, c in enumerate(shapes.CLASSES))
+        for i, c in enumerate(shapes.CLASSES)
+    )
     trows = "\n".join(
         f"| {name} | {style} | {n * len(task_names)} | {acc_task[name]:.4f} | {acc_task_full[name]:.4f} |"
-        for name, (n, style, _) in data_specs.items())
+        for name, (n, style, _) in data_specs.items()
+    )
     text = f"""# shapes: a big general CNN and a narrow task
 
 A self-contained legoc example. Everything is generated procedurally (no
@@ -255,8 +272,8 @@ Per-class val accuracy:
 
 ## Task
 
-`task.yaml` (`{task['name']}`): the classes {", ".join(task_names)}, i.e.
-`outputs: {task['outputs']}` (indices into the model's logits). The data files
+`task.yaml` (`{task["name"]}`): the classes {", ".join(task_names)}, i.e.
+`outputs: {task["outputs"]}` (indices into the model's logits). The data files
 hold only these classes, with `y` = index into `outputs` (0..{len(task_names) - 1}):
 
 * `data/search.pt`: filled style, {SEARCH_PER_CLASS} per class (seed {SEED_SEARCH});

@@ -55,8 +55,22 @@ def _star(points: int = 5, inner: float = 0.42) -> np.ndarray:
 def _cross(arm: float = 0.34) -> np.ndarray:
     a = arm
     return np.array(
-        [[a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a],
-         [-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a]], dtype=float)
+        [
+            [a, 1],
+            [-a, 1],
+            [-a, a],
+            [-1, a],
+            [-1, -a],
+            [-a, -a],
+            [-a, -1],
+            [a, -1],
+            [a, -a],
+            [1, -a],
+            [1, a],
+            [a, a],
+        ],
+        dtype=float,
+    )
 
 
 def _ellipse(aspect: float, n: int = 64) -> np.ndarray:
@@ -67,8 +81,8 @@ def _ellipse(aspect: float, n: int = 64) -> np.ndarray:
 def _crescent(n: int = 48) -> np.ndarray:
     # outer unit circle minus an inner circle of radius r2 centred at (d, 0)
     d, r2 = 0.5, 0.85
-    xi = (1 - r2 ** 2 + d ** 2) / (2 * d)
-    yi = np.sqrt(1 - xi ** 2)
+    xi = (1 - r2**2 + d**2) / (2 * d)
+    yi = np.sqrt(1 - xi**2)
     a0 = np.arctan2(yi, xi)
     outer = np.linspace(a0, 2 * np.pi - a0, n)
     b0 = np.arctan2(yi, xi - d)  # angle of the upper intersection seen from inner centre
@@ -81,8 +95,17 @@ def _crescent(n: int = 48) -> np.ndarray:
 
 def _arrow() -> np.ndarray:
     return np.array(
-        [[1.0, 0.0], [0.1, 0.75], [0.1, 0.28], [-1.0, 0.28],
-         [-1.0, -0.28], [0.1, -0.28], [0.1, -0.75]], dtype=float)
+        [
+            [1.0, 0.0],
+            [0.1, 0.75],
+            [0.1, 0.28],
+            [-1.0, 0.28],
+            [-1.0, -0.28],
+            [0.1, -0.28],
+            [0.1, -0.75],
+        ],
+        dtype=float,
+    )
 
 
 def _heart(n: int = 64) -> np.ndarray:
@@ -102,8 +125,20 @@ def _semicircle(n: int = 40) -> np.ndarray:
 
 def _lshape() -> np.ndarray:
     w = 0.42
-    return np.array([[-1, 1], [-1 + w * 2, 1], [-1 + w * 2, -1 + w * 2],
-                     [1, -1 + w * 2], [1, -1], [-1, -1]], dtype=float) * 0.9
+    return (
+        np.array(
+            [
+                [-1, 1],
+                [-1 + w * 2, 1],
+                [-1 + w * 2, -1 + w * 2],
+                [1, -1 + w * 2],
+                [1, -1],
+                [-1, -1],
+            ],
+            dtype=float,
+        )
+        * 0.9
+    )
 
 
 def _unit_polygon(name: str, rng: np.random.Generator) -> np.ndarray:
@@ -175,9 +210,9 @@ def _ink(pts: np.ndarray, shade) -> np.ndarray:
     hi = np.ceil(pts.max(0) + 3.0).astype(int).clip(0, SIZE)
     ink = np.zeros((SIZE, SIZE))
     if (hi > lo).all():
-        sub = _PIX.reshape(SIZE, SIZE, 2)[lo[1]:hi[1], lo[0]:hi[0]]
+        sub = _PIX.reshape(SIZE, SIZE, 2)[lo[1] : hi[1], lo[0] : hi[0]]
         d = signed_distance(pts, sub.reshape(-1, 2))
-        ink[lo[1]:hi[1], lo[0]:hi[0]] = shade(d).reshape(sub.shape[:2])
+        ink[lo[1] : hi[1], lo[0] : hi[0]] = shade(d).reshape(sub.shape[:2])
     return ink
 
 
@@ -211,7 +246,7 @@ def render(cls_index: int, style: str, rng: np.random.Generator) -> np.ndarray:
         t = 2 * np.pi * np.arange(n) / n
         jitter = np.zeros((n, 2))
         for f in (1, 2, 3, 5):
-            amp = rng.uniform(0.0, 0.5) / f ** 0.5
+            amp = rng.uniform(0.0, 0.5) / f**0.5
             ph = rng.uniform(0, 2 * np.pi, 2)
             jitter += amp * np.stack([np.sin(f * t + ph[0]), np.cos(f * t + ph[1])], 1)
         pts = pts + jitter

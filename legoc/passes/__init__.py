@@ -8,21 +8,21 @@ conv channels for onnxruntime at export (a layout choice, kept out of searches a
 `RoundWidths` is the search-side counterpart under the MACs objective (fewer padded channels).
 """
 
-from legoc.passes.align_channels import AlignChannels
-from legoc.passes.attribution import AttributionSearch
-from legoc.passes.auto import AutoSearch
 from legoc.passes.base import PassResult, run_pipeline
-from legoc.passes.dce import DeadCodeElimination
-from legoc.passes.finetune import Finetune
-from legoc.passes.fold_ablations import FoldAblations
-from legoc.passes.fold_batch_norm import FoldBatchNorm
-from legoc.passes.greedy import GreedySearch
-from legoc.passes.masks import MaskSearch
-from legoc.passes.mcts import MctsSearch
-from legoc.passes.minimize import Minimize
-from legoc.passes.repair import Repair
-from legoc.passes.round_widths import RoundWidths
-from legoc.passes.slice_units import SliceUnits
+from legoc.passes.rewrite.align_channels import AlignChannels
+from legoc.passes.rewrite.dce import DeadCodeElimination
+from legoc.passes.rewrite.fold_ablations import FoldAblations
+from legoc.passes.rewrite.fold_batch_norm import FoldBatchNorm
+from legoc.passes.rewrite.slice_units import SliceUnits
+from legoc.passes.search.attribution import AttributionSearch
+from legoc.passes.search.auto import AutoSearch
+from legoc.passes.search.greedy import GreedySearch
+from legoc.passes.search.masks import MaskSearch
+from legoc.passes.search.mcts import MctsSearch
+from legoc.passes.search.minimize import Minimize
+from legoc.passes.search.repair import Repair
+from legoc.passes.search.round_widths import RoundWidths
+from legoc.passes.train.finetune import Finetune
 
 SEARCH_PASSES = {
     p.name: p for p in (AutoSearch, MctsSearch, MaskSearch, AttributionSearch, GreedySearch)

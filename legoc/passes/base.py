@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from legoc.errors import LegocError
-from legoc.ir import IR
+from legoc.ir.core import IR
 
 CHANGE_SUFFIXES = ("_removed", "_folded", "_added", "_sliced", "_rewritten", "_constant")
 

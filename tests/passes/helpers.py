@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from legoc.analysis import get_attr_tensor
-from legoc.frontend import trace
-from legoc.ir import IR, build_ir
-from legoc.metrics import METRICS
-from legoc.scoring import Scorer, instrument
-from legoc.task import Split
+from legoc.frontend.load import trace
+from legoc.ir.analysis import get_attr_tensor
+from legoc.ir.core import IR, build_ir
+from legoc.scoring.scorer import Scorer, instrument
+from legoc.task.metrics import METRICS
+from legoc.task.spec import Split
 from tests.helpers import labelled_data, trained_model
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

@@ -6,7 +6,7 @@ import onnx
 import torch
 from torch import nn
 
-from legoc.export import module_to_onnx
+from legoc.export.writer import module_to_onnx
 from legoc.runtime.flops import macs_per_example
 
 

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from legoc.errors import LegocError
-from legoc.metrics import METRICS
 from legoc.runtime.scores import metric_value, read_task
-from legoc.task import load_task
+from legoc.task.metrics import METRICS
+from legoc.task.spec import load_task
 
 
 @pytest.mark.parametrize("name", ["accuracy", "logit_diff", "mse", "kl"])

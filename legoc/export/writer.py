@@ -1,0 +1,127 @@
+"""IR -> ONNX block (DESIGN §3.3): metadata, full checker, onnxruntime parity, atomic write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from legoc.errors import LegocError, TaskNotMet
+from legoc.ir.core import IR
+from legoc.runtime.files import atomic_file
+from legoc.task.spec import Split
+
+log = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+OUTPUT_NAME = "logits"
+
+
+def to_onnx_model(block: IR) -> onnx.ModelProto:
+    """Export the block graph with named inputs, a dynamic batch axis and output `logits`."""
+    return module_to_onnx(block.gm, block.input_names, block.example_inputs)
+
+
+def module_to_onnx(
+    module: torch.nn.Module, input_names: list[str], example_inputs: dict[str, torch.Tensor]
+) -> onnx.ModelProto:
+    """Any module (a block graph, a baseline network) in the block interface of DESIGN §3.3."""
+    args = tuple(example_inputs[name] for name in input_names)
+    dynamic = {name: {0: "batch"} for name in input_names}
+    dynamic[OUTPUT_NAME] = {0: "batch"}
+    module.eval()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = Path(tmp) / "block.onnx"
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+            return onnx.load(str(path))
+    except OSError as exc:  # the export goes through a temporary file: a full disk, a quota
+        raise LegocError(
+            f"export: cannot write the temporary ONNX file in {tempfile.gettempdir()} "
+            f"({exc.strerror or exc}); nothing was written: free space there or point TMPDIR "
+            "at a folder with room"
+        ) from None
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str | dict]) -> None:
+    del model.metadata_props[:]
+    for key in sorted(metadata):
+        value = metadata[key]
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def parity(
+    onnx_path: Path,
+    reference: torch.nn.Module,
+    split: Split,
+    input_names: list[str],
+    batch_size: int = 256,
+) -> float:
+    """Max |onnxruntime block - masked torch model| over the split."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for inputs, _, _ in split.batches(batch_size):
+            expected = reference(*[inputs[n] for n in input_names]).numpy()
+            feeds = {n: inputs[n].numpy() for n in input_names}
+            (got,) = session.run([OUTPUT_NAME], feeds)
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_block(
+    block: IR, reference: torch.nn.Module, split: Split, output: Path, metadata: dict
+) -> float:
+    """Write `output` atomically; raises if the checker or the parity check fails."""
+    return write_checked(
+        to_onnx_model(block), reference, split, output, metadata, block.input_names
+    )
+
+
+def write_checked(
+    model: onnx.ModelProto,
+    reference: torch.nn.Module,
+    split: Split,
+    output: Path,
+    metadata: dict,
+    input_names: list[str],
+) -> float:
+    """Metadata, full checker, atomic write and onnxruntime parity with `reference` on `split`;
+    returns the parity's max abs difference."""
+    set_metadata(model, metadata)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise TaskNotMet(f"export: the block fails onnx.checker: {exc}") from None
+    with atomic_file(output) as tmp:
+        onnx.save(model, str(tmp))
+        diff = parity(tmp, reference, split, input_names)
+        if not diff <= PARITY_TOLERANCE:
+            raise TaskNotMet(
+                f"export: onnxruntime and the torch reference differ by {diff:.3g} "
+                f"(> {PARITY_TOLERANCE}) on {split.name}; the block was not written"
+            )
+    return diff

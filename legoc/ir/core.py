@@ -1,0 +1,402 @@
+"""The IR: a torch.fx GraphModule plus its unit spaces, dependency groups and kept-unit mask.
+
+The graph stays a plain GraphModule (analyses annotate `node.meta`); the side table here says
+which units exist, how they are grouped and which are kept. `IR.text()` is the one
+deterministic text form used by `legoc inspect` and golden tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+
+from legoc.errors import LegocError
+from legoc.ir import ops
+from legoc.ir.analysis import Analysis, analyze, get_attr_tensor, output_positions, shape_of
+
+
+@dataclass
+class IR:
+    gm: torch.fx.GraphModule
+    input_names: list[str]
+    example_inputs: dict[str, torch.Tensor]  # a batch of 2 rows, for shapes and exports
+    scope: list[str] | None = None
+    analysis: Analysis = field(init=False)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # space -> bool per unit
+    ablation: dict[str, torch.Tensor] = field(default_factory=dict)  # space -> value per unit
+    objective: str = "params"  # what searches minimise: "params" or "macs" (per input row)
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute shapes and the unit analysis after the graph changed."""
+        propagate_shapes(self.gm, self.example_inputs, self.input_names)
+        self.analysis = analyze(self.gm, self.scope)
+        for name, space in self.analysis.spaces.items():
+            if name not in self.kept or len(self.kept[name]) != space.size:
+                self.kept[name] = np.ones(space.size, dtype=bool)
+
+    # -- masks ------------------------------------------------------------------------
+    @property
+    def spaces(self):
+        return self.analysis.spaces
+
+    @property
+    def groups(self):
+        return self.analysis.groups
+
+    def removable_groups(self) -> list[int]:
+        return [g.index for g in self.groups if g.frozen is None]
+
+    def group_kept(self, index: int) -> bool:
+        space, unit = self.groups[index].members[0]
+        return bool(self.kept[space][unit])
+
+    def mask_for(self, removed_groups) -> dict[str, np.ndarray]:
+        """The kept-unit mask with the given groups removed (all others kept)."""
+        kept = {name: np.ones(space.size, dtype=bool) for name, space in self.spaces.items()}
+        for index in removed_groups:
+            for space, unit in self.groups[index].members:
+                kept[space][unit] = False
+        return kept
+
+    def removed_groups(self) -> list[int]:
+        return [g.index for g in self.groups if not self.group_kept(g.index)]
+
+    def with_kept(self, kept: dict[str, np.ndarray]) -> IR:
+        other = copy.copy(self)
+        other.kept = {k: v.copy() for k, v in kept.items()}
+        return other
+
+    # -- sizes ------------------------------------------------------------------------
+    def param_count(self) -> int:
+        """Float elements of every parameter and buffer the graph reads. For a block (after the
+        rewrite passes) this is its params (`params.block`): every tensor a block reads is one of
+        its weights; in a source model, buffers are not parameters (see `buffer_count`)."""
+        return sum(t.numel() for t in self._float_tensors().values())
+
+    def buffer_count(self) -> int:
+        """Float elements of the buffers the graph reads: in a source model, its BatchNorm
+        statistics and the like, which `model.parameters()` does not count."""
+        return sum(
+            t.numel()
+            for t in self._float_tensors().values()
+            if not isinstance(t, torch.nn.Parameter)
+        )
+
+    def _float_tensors(self) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "get_attr":
+                tensors[node.target] = get_attr_tensor(self.gm, node.target)
+            elif node.op == "call_module":
+                module = self.gm.get_submodule(node.target)
+                for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+                    tensors[f"{node.target}.{name}"] = tensor
+        return {
+            name: t
+            for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point()
+        }
+
+    def macs_per_row(self) -> int:
+        """Multiply-accumulates of the Linear/Conv layers for one input row: a deterministic
+        cost measure, unlike a timing."""
+        return self.sliced_macs(self.mask_for([]))
+
+    def group_cost(self, group: int) -> int:
+        """What removing the group saves under the objective (at least 1, for ratios)."""
+        g = self.groups[group]
+        return max(g.macs if self.objective == "macs" else g.params, 1)
+
+    def sliced_cost(self, kept: dict[str, np.ndarray]) -> int:
+        if self.objective == "macs":
+            return self.sliced_macs(kept)
+        return self.sliced_param_count(kept)
+
+    def sliced_macs(self, kept: dict[str, np.ndarray], multiple: int = 1) -> int:
+        """Multiply-accumulates per input row of the Linear/Conv layers once the units not in
+        `kept` are sliced away (kept rows x kept columns x kernel x output positions).
+
+        `multiple` > 1 counts conv channels at the width `align-channels` stores them
+        (`stored_width`): what onnxruntime computes, padding included."""
+        a = self.analysis
+        removed = np.zeros(sum(s.size for s in a.spaces.values()), dtype=bool)
+        for name, space in a.spaces.items():
+            removed[space.offset : space.offset + space.size] = ~kept[name]
+        columns = {use.node: use.ids for use in a.consumers}
+        rows_of = {
+            space.node: self.stored_width(space.name, int(kept[space.name].sum()), multiple)
+            for space in a.spaces.values()
+        }
+        total = 0
+        for node in self.gm.graph.nodes:
+            if node.op != "call_function" or node.target not in (F.linear, F.conv1d, F.conv2d):
+                continue
+            weight_node = node.args[1]
+            if not (isinstance(weight_node, torch.fx.Node) and weight_node.op == "get_attr"):
+                continue
+            weight = get_attr_tensor(self.gm, weight_node.target)
+            rows = rows_of.get(node.name, weight.shape[0])
+            ids = columns.get(node.name)
+            if ids is None:
+                cols = weight.shape[1]
+            elif multiple > 1:
+                cols = self._stored_columns(ids, removed, kept, multiple)
+            else:
+                cols = int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
+            kernel = weight.numel() // (weight.shape[0] * weight.shape[1])
+            total += rows * cols * kernel * output_positions(node)
+        return total
+
+    def stored_width(self, space: str, kept: int, multiple: int) -> int:
+        """The width `align-channels` stores a conv2d space's `kept` channels at: rounded up to
+        `multiple`, unless that is wider than the source layer (then left as is)."""
+        unit_space = self.spaces[space]
+        if multiple <= 1 or unit_space.kind != "conv2d" or kept == 0:
+            return kept
+        padded = -(-kept // multiple) * multiple
+        return padded if padded <= unit_space.size else kept
+
+    def _stored_columns(
+        self, ids: np.ndarray, removed: np.ndarray, kept: dict[str, np.ndarray], multiple: int
+    ) -> int:
+        """A reader's input columns at stored widths: each space's kept columns scaled by its
+        stored / kept units (a flattened Linear reads each channel at several positions)."""
+        cols = int((ids < 0).sum())
+        for name, space in self.spaces.items():
+            inside = ids[(ids >= space.offset) & (ids < space.offset + space.size)]
+            if not len(inside):
+                continue
+            units = int(kept[name].sum())
+            kept_cols = int((~removed[inside]).sum())
+            if units:
+                cols += kept_cols * self.stored_width(name, units, multiple) // units
+        return cols
+
+    def sliced_param_count(self, kept: dict[str, np.ndarray]) -> int:
+        """Parameters left once the units not in `kept` are sliced away: producer rows, reader
+        columns and per-unit parameters shrink; everything else stays. Exact for slicing; the
+        constants fold-ablations adds and the BatchNorms fold-batch-norm merges are not counted."""
+        a = self.analysis
+        removed = np.zeros(sum(s.size for s in a.spaces.values()), dtype=bool)
+        for name, space in a.spaces.items():
+            removed[space.offset : space.offset + space.size] = ~kept[name]
+        nodes = {n.name: n for n in self.gm.graph.nodes}
+        columns = {use.node: use.ids for use in a.consumers}
+
+        def kept_slots(ids: np.ndarray) -> int:
+            return int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
+
+        total = self.param_count()
+        for space in a.spaces.values():
+            weight = get_attr_tensor(self.gm, space.weight)
+            rows = int(kept[space.name].sum())
+            node = nodes[space.node]
+            cols = kept_slots(columns[node.name]) if node.name in columns else weight.shape[1]
+            per_entry = weight.numel() // (weight.shape[0] * weight.shape[1])
+            total -= weight.numel() - rows * cols * per_entry
+            if space.bias:
+                total -= weight.shape[0] - rows
+        for use in a.consumers:  # readers that are not producers themselves
+            node = nodes[use.node]
+            if any(s.node == use.node for s in a.spaces.values()):
+                continue
+            weight = get_attr_tensor(self.gm, node.args[1].target)
+            total -= (weight.shape[1] - kept_slots(use.ids)) * (weight.numel() // weight.shape[1])
+        for param in a.channel_params:
+            tensor = get_attr_tensor(self.gm, param.target)
+            per_slot = tensor.numel() // tensor.shape[param.dim]
+            total -= (len(param.ids) - kept_slots(param.ids)) * per_slot
+        return total
+
+    def kept_units(self) -> dict[str, list[int]]:
+        return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
+
+    def total_units(self) -> dict[str, int]:
+        return {name: space.size for name, space in sorted(self.spaces.items())}
+
+    # -- text -------------------------------------------------------------------------
+    def text(self, source: bool = False) -> str:
+        return ir_text(self, source)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Records each tensor's shape and dtype in node.meta['tensor_meta'] (fx's ShapeProp does
+    the same but prints tracebacks to stderr when the data does not fit the model)."""
+
+    def run_node(self, n: torch.fx.Node):
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            n.meta["tensor_meta"] = TensorMeta(tuple(result.shape), result.dtype)
+        else:
+            n.meta.pop("tensor_meta", None)
+        return result
+
+
+def run_quietly(gm: torch.fx.GraphModule, args: list[torch.Tensor]):
+    """Run a graph without fx printing its generated code when the inputs do not fit."""
+    with torch.no_grad():
+        return torch.fx.Interpreter(gm).run(*args)
+
+
+def propagate_shapes(
+    gm: torch.fx.GraphModule, example: dict[str, torch.Tensor], input_names: list[str]
+) -> None:
+    """Annotate tensor_meta, and mark which dims follow the batch size (shown as N)."""
+    args1 = [example[name][:1] for name in input_names]
+    args2 = [example[name][:2] for name in input_names]
+    with torch.no_grad():
+        _ShapeRecorder(gm).run(*args1)
+        shapes1 = {n.name: shape_of(n) for n in gm.graph.nodes}
+        _ShapeRecorder(gm).run(*args2)
+    for node in gm.graph.nodes:
+        s1, s2 = shapes1.get(node.name), shape_of(node)
+        if s1 is not None and s2 is not None and len(s1) == len(s2):
+            node.meta["legoc.shape"] = tuple("N" if a != b else a for a, b in zip(s1, s2))
+        else:
+            node.meta.pop("legoc.shape", None)
+
+
+def build_ir(
+    gm: torch.fx.GraphModule,
+    input_names: list[str],
+    example_inputs: dict[str, torch.Tensor],
+    outputs: list[int] | None = None,
+    scope: list[str] | None = None,
+) -> IR:
+    """Wrap a traced graph: pick the task's output tensor, restrict it to `outputs`, analyse."""
+    gm = copy.deepcopy(gm)
+    select_task_output(gm, outputs)
+    return IR(gm=gm, input_names=list(input_names), example_inputs=example_inputs, scope=scope)
+
+
+def select_task_output(gm: torch.fx.GraphModule, outputs: list[int] | None) -> None:
+    graph = gm.graph
+    out_node = next(n for n in graph.nodes if n.op == "output")
+    result = out_node.args[0]
+    if isinstance(result, (tuple, list)):
+        result = result[0]
+    elif isinstance(result, dict):
+        if "logits" not in result:
+            raise LegocError(
+                f"the model returns a dict without 'logits' (keys {sorted(result)}); "
+                "name the task's output with --model-output KEY"
+            )
+        result = result["logits"]
+    if not isinstance(result, torch.fx.Node):
+        raise LegocError("the model's output is not a tensor computed from its inputs")
+    if outputs is not None:
+        with graph.inserting_before(out_node):
+            result = graph.call_function(ops.select_outputs, (result, tuple(outputs)))
+    out_node.args = (result,)
+    graph.lint()
+    gm.recompile()
+
+
+def _fmt_shape(node: torch.fx.Node) -> str:
+    shape = node.meta.get("legoc.shape")
+    meta = node.meta.get("tensor_meta")
+    if shape is None or meta is None or not hasattr(meta, "dtype"):
+        return ""
+    dtype = str(meta.dtype).replace("torch.", "").replace("float", "f").replace("int", "i")
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def _fmt_arg(arg, gm) -> str:
+    if isinstance(arg, torch.fx.Node):
+        return f"%{arg.name}"
+    if isinstance(arg, (tuple, list)):
+        inner = ", ".join(_fmt_arg(a, gm) for a in arg)
+        return f"({inner})" if isinstance(arg, tuple) else f"[{inner}]"
+    if isinstance(arg, float):
+        return repr(float(f"{arg:.6g}"))
+    return repr(arg)
+
+
+def _target_name(node: torch.fx.Node, gm: torch.fx.GraphModule) -> str:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        extra = module.extra_repr()
+        return f"{type(module).__name__}[{node.target}{'; ' + extra if extra else ''}]"
+    if node.op == "call_method":
+        return f".{node.target}"
+    target = node.target
+    module = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", str(target))
+    if module.startswith("legoc"):
+        return f"legoc.{name}"
+    return name
+
+
+def ir_text(ir: IR, source: bool = False) -> str:
+    """Deterministic text: one line per node with shape, weights by shape, sorted attributes.
+
+    `source`: the IR of a source model, whose buffers (BatchNorm statistics) are not
+    parameters: the params line counts them apart. In a block every tensor is a weight."""
+    gm = ir.gm
+    lines = []
+    inputs = ", ".join(
+        f"%{n.name}: {_fmt_shape(n)}" for n in gm.graph.nodes if n.op == "placeholder"
+    )
+    lines.append(f"graph({inputs}):")
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "get_attr":
+            tensor = get_attr_tensor(gm, node.target)
+            desc = _fmt_shape(node) or f"{tuple(tensor.shape)}"
+            lines.append(f"  %{node.name} = param {node.target} : {desc}")
+            continue
+        if node.op == "output":
+            lines.append(f"  return {_fmt_arg(node.args[0], gm)}")
+            continue
+        args = ", ".join(_fmt_arg(a, gm) for a in node.args)
+        kwargs = ", ".join(f"{k}={_fmt_arg(v, gm)}" for k, v in sorted(node.kwargs.items()))
+        call = ", ".join(part for part in (args, kwargs) if part)
+        shape = _fmt_shape(node)
+        lines.append(
+            f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else "")
+        )
+    lines.append("units:")
+    for name, space in sorted(ir.spaces.items()):
+        groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
+        coupled = sorted({c for g in set(groups) for c in ir.groups[g].coupled_by})
+        frozen = sorted({ir.groups[g].frozen for g in set(groups) if ir.groups[g].frozen})
+        dead = sum(ir.groups[g].dead for g in set(groups))
+        kept = int(ir.kept[name].sum())
+        notes = []
+        if coupled:
+            partners = sorted(
+                {other for g in set(groups) for other, _ in ir.groups[g].members if other != name}
+            )
+            if partners:
+                notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
+            else:  # coupled within itself: e.g. a fused projection's heads
+                n_groups = len(set(groups))
+                per_group = space.size // n_groups
+                notes.append(f"{n_groups} groups of {per_group} by {', '.join(coupled)}")
+        if frozen:
+            notes.append(f"frozen: {'; '.join(frozen)}")
+        if dead:
+            notes.append(f"{dead} unread")
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
+    removable = len(ir.removable_groups())
+    lines.append(f"groups: {len(ir.groups)} ({removable} removable)")
+    buffers = ir.buffer_count() if source else 0
+    note = f" (+ {buffers} in buffers)" if buffers else ""
+    lines.append(f"params: {ir.param_count() - buffers}{note}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""The masked model: a copy of the IR graph with an `Ablate` module after every producer.
+
+It is the oracle for everything legoc computes: scoring runs it, and every rewrite must agree
+with it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.fx
+
+from legoc.ir.core import IR
+from legoc.ir.ops import Ablate
+
+
+def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
+    """A copy of the graph with an Ablate module after each producer, keyed by space name."""
+    gm = copy.deepcopy(ir.gm)
+    for param in gm.parameters():  # attribution follows gradients through every weight
+        param.requires_grad_(param.is_floating_point())
+    nodes = {n.name: n for n in gm.graph.nodes}
+    ablates: dict[str, Ablate] = {}
+    for i, (name, space) in enumerate(sorted(ir.spaces.items())):
+        node = unit_output(nodes[space.node])
+        layout = ir.analysis.layouts[space.node]
+        ndim = len(node.meta["tensor_meta"].shape)
+        module = Ablate(space.size, layout.axis, ndim)
+        target = f"legoc_ablate_{i}"
+        gm.add_module(target, module)
+        with gm.graph.inserting_after(node):
+            ablate_node = gm.graph.call_module(target, (node,))
+        node.replace_all_uses_with(ablate_node, delete_user_cb=lambda user: user is not ablate_node)
+        ablates[name] = module
+    gm.graph.lint()
+    gm.recompile()
+    return gm, ablates
+
+
+def unit_output(node: torch.fx.Node) -> torch.fx.Node:
+    """Where a producer's units are complete: after any constant fold-ablations added to it."""
+    users = list(node.users)
+    while len(users) == 1 and users[0].meta.get("legoc.folded"):
+        node = users[0]
+        users = list(node.users)
+    return node
+
+
+def set_masks(
+    ablates: dict[str, Ablate],
+    kept: dict[str, np.ndarray],
+    values: dict[str, torch.Tensor] | None = None,
+) -> None:
+    for name, module in ablates.items():
+        value = values.get(name) if values is not None else None
+        module.set(torch.from_numpy(np.ascontiguousarray(kept[name])), value)
+
+
+def masked_model(ir: IR) -> torch.fx.GraphModule:
+    """The IR's graph with its own kept mask and ablation values applied in-graph."""
+    gm, ablates = instrument(ir)
+    set_masks(ablates, ir.kept, ir.ablation)
+    return gm.eval()

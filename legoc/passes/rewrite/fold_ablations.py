@@ -1,0 +1,184 @@
+"""`fold-ablations`: fold each removed unit's constant into the next layer and cut its wire.
+
+A removed unit carries an input-independent value (its ablation constant, passed through
+per-unit ops) into each Linear/Conv that reads it. That contribution is computed once and
+added to the reader's bias (or, where zero padding makes it vary over positions, added as a
+constant map right after the reader), and the reader's weight columns for the unit are zeroed.
+The graph then computes exactly what the masked model computes, whatever the removed units'
+activations are, so `slice-units` can drop them.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+
+from legoc.ir import ops
+from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
+from legoc.ir.core import IR
+from legoc.ir.masking import masked_model
+from legoc.passes.base import PassResult
+from legoc.passes.rewrite.graph_edit import (
+    add_tensor,
+    arg,
+    clone_ir,
+    nodes_by_name,
+    set_arg,
+    set_tensor,
+)
+
+UNIFORM_TOLERANCE = 1e-7
+FOLDED = "legoc.folded"  # node.meta mark on the add that completes a reader's output
+
+
+def removed_ids(ir: IR) -> np.ndarray:
+    """Global unit id -> True when the unit is removed."""
+    removed = np.zeros(sum(s.size for s in ir.spaces.values()), dtype=bool)
+    for name, space in ir.spaces.items():
+        removed[space.offset : space.offset + space.size] = ~ir.kept[name]
+    return removed
+
+
+def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
+    """First argument of each named node, in the masked model on one example row."""
+    rows = [ir.example_inputs[name][:1] for name in ir.input_names]
+    return first_arguments(masked_model(ir), rows, node_names)
+
+
+def first_arguments(
+    gm: torch.fx.GraphModule, inputs: list[torch.Tensor], node_names: set[str]
+) -> dict[str, torch.Tensor]:
+    """The value each named node receives as its first argument when `gm` runs `inputs`."""
+    captured: dict[str, torch.Tensor] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            if n.name in node_names:
+                captured[n.name] = self.env[n.args[0]].detach().clone()
+            return super().run_node(n)
+
+    with torch.no_grad():
+        Recorder(gm).run(*inputs)
+    return captured
+
+
+def removed_positions(ids: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    return (ids >= 0) & removed[np.maximum(ids, 0)]
+
+
+def _already_folded(gm, node, ids, removed) -> bool:
+    """Nothing to fold when no removed unit reaches `node` or its columns are already zero."""
+    gone = removed_positions(ids, removed)
+    if not gone.any():
+        return True
+    weight = get_attr_tensor(gm, node.args[1].target)
+    return not bool(weight[:, torch.from_numpy(gone)].any())
+
+
+def contracted_axis(node: torch.fx.Node, ndim: int) -> int:
+    return ndim - 1 if node.target in LINEAR_OPS else 1
+
+
+@dataclass(frozen=True)
+class FoldAblations:
+    name = "fold-ablations"
+
+    def run(self, ir: IR) -> PassResult:
+        """Precondition: `ir.ablation` holds the values removed units were scored with."""
+        removed = removed_ids(ir)
+        nodes = nodes_by_name(ir.gm)
+        uses = [
+            u
+            for u in ir.analysis.consumers
+            if not _already_folded(ir.gm, nodes[u.node], u.ids, removed)
+        ]
+        out = clone_ir(ir)
+        stats = {"consumers_folded": 0, "constants_added": 0}
+        if not uses:
+            return PassResult(out, stats)
+        missing = [s for s, kept in ir.kept.items() if not kept.all() and s not in ir.ablation]
+        if missing:
+            raise ValueError(f"no ablation values for {missing}: score the IR first")
+        inputs = capture_inputs(ir, {u.node for u in uses})
+        nodes = nodes_by_name(out.gm)
+        for use in uses:
+            self._fold(out.gm, nodes[use.node], use.ids, removed, inputs[use.node], stats)
+        out.gm.graph.lint()
+        out.gm.recompile()
+        out.refresh()
+        return PassResult(out, stats)
+
+    def _fold(self, gm, node, ids, removed, x, stats) -> None:
+        axis = contracted_axis(node, x.dim())
+        gone = torch.from_numpy(removed_positions(ids, removed))
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        x_removed = x * gone.reshape(shape).to(x.dtype)
+        weight_node = node.args[1]
+        weight = get_attr_tensor(gm, weight_node.target)
+        rest = node.args[3:]
+        with torch.no_grad():
+            delta = node.target(x_removed, weight, None, *rest)
+            new_weight = weight.detach().clone()
+            new_weight[:, gone] = 0
+        set_tensor(gm, weight_node, new_weight)
+        stats["consumers_folded"] += 1
+        channel = delta.dim() - 1 if node.target in LINEAR_OPS else 1
+        # every axis but the channel: the captured row makes the batch axis (wherever it
+        # sits, e.g. axis 1 in torch's sequence-first attention) one long
+        other_dims = [d for d in range(delta.dim()) if d != channel]
+        flat = delta.mean(dim=other_dims, keepdim=True) if other_dims else delta
+        if (delta - flat).abs().max() <= UNIFORM_TOLERANCE * (1 + float(delta.abs().max())):
+            self._add_to_bias(gm, node, flat.reshape(-1))
+            return
+        base = weight_node.target.rsplit(".", 1)[0]
+        kernel = self._ones_kernel(node, x_removed, weight, gone)
+        if kernel is not None:  # per-channel constants: recompute the map from ones
+            with gm.graph.inserting_after(node):
+                param = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded_kernel", kernel))
+            with gm.graph.inserting_after(param):
+                const = gm.graph.call_function(
+                    ops.constant_channel_conv, (node.args[0], param, *node.args[3:6])
+                )
+        else:  # constants that vary over positions: store the map itself
+            with gm.graph.inserting_after(node):
+                const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
+        with gm.graph.inserting_after(const):
+            added = gm.graph.call_function(operator.add, (node, const))
+        added.meta[FOLDED] = True  # the reader's units now come out of this node
+        node.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
+        stats["constants_added"] += 1
+
+    @staticmethod
+    def _ones_kernel(node, x_removed, weight, gone) -> torch.Tensor | None:
+        """sum_c weight[:, c] * value_c when each removed channel is one value everywhere."""
+        if node.target in LINEAR_OPS or node.args[6] != 1:
+            return None
+        spatial = list(range(2, x_removed.dim()))
+        values = x_removed.mean(dim=spatial, keepdim=True)
+        if (x_removed - values).abs().max() > UNIFORM_TOLERANCE * (1 + float(values.abs().max())):
+            return None
+        per_channel = values[0].reshape(1, -1, *[1] * len(spatial)) * gone.reshape(
+            1, -1, *[1] * len(spatial)
+        ).to(values.dtype)
+        return (weight.detach() * per_channel).sum(dim=1, keepdim=True)
+
+    def _add_to_bias(self, gm, node, delta: torch.Tensor) -> None:
+        if not bool(delta.any()):
+            return
+        bias_node = arg(node, 2, "bias")
+        if bias_node is None:
+            weight_target = node.args[1].target
+            target = add_tensor(
+                gm, f"{weight_target.rsplit('.', 1)[0]}.legoc_bias", delta, as_parameter=True
+            )
+            with gm.graph.inserting_before(node):
+                bias_node = gm.graph.get_attr(target)
+            set_arg(node, 2, "bias", bias_node)
+            return
+        bias = get_attr_tensor(gm, bias_node.target)
+        set_tensor(gm, bias_node, bias.detach() + delta.to(bias.dtype))

@@ -1,0 +1,221 @@
+"""`slice-units`: physically remove the removed units' weights (coupled groups together).
+
+Producer rows, per-unit parameters (e.g. BatchNorm) and reader columns are sliced; a reader that
+loses all its inputs becomes the constant it computes; literal shapes and output indices on unit
+paths are rewritten to the new sizes. Precondition: `fold-ablations` ran, so the removed units'
+contributions already live in the readers' biases.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+
+from legoc.ir import ops
+from legoc.ir.analysis import get_attr_tensor, shape_of
+from legoc.ir.core import IR
+from legoc.passes.base import PassResult
+from legoc.passes.rewrite.fold_ablations import removed_ids
+from legoc.passes.rewrite.graph_edit import (
+    add_tensor,
+    clone_ir,
+    first_placeholder,
+    nodes_by_name,
+    set_tensor,
+)
+
+
+@dataclass(frozen=True)
+class SliceUnits:
+    name = "slice-units"
+
+    def run(self, ir: IR) -> PassResult:
+        removed = removed_ids(ir)
+        out = clone_ir(ir)
+        gm, analysis = out.gm, ir.analysis
+        nodes = nodes_by_name(gm)
+        before = out.param_count()
+        stats = {
+            "units_sliced": int(removed.sum()),
+            "readers_made_constant": 0,
+            "shapes_rewritten": 0,
+        }
+        if not removed.any():
+            stats["params_removed"] = 0
+            return PassResult(out, stats)
+
+        def keep_positions(ids: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.flatnonzero((ids < 0) | ~removed[np.maximum(ids, 0)]))
+
+        # A space removed whole keeps its rows: once its readers are constants and
+        # concatenations drop it, nothing reads it and `dce` deletes it.
+        rows: dict[str, torch.Tensor] = {}
+        for name, space in analysis.spaces.items():
+            if not ir.kept[name].all() and ir.kept[name].any():
+                rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
+        columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
+        constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
+        for name, node in nodes.items():
+            if name not in rows and name not in columns:
+                continue
+            weight_node = node.args[1]
+            weight = get_attr_tensor(gm, weight_node.target).detach()
+            if name in rows:
+                weight = weight.index_select(0, rows[name])
+                bias_node = node.args[2] if len(node.args) > 2 else None
+                if isinstance(bias_node, torch.fx.Node):
+                    bias = get_attr_tensor(gm, bias_node.target).detach()
+                    set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
+            if name in columns and 0 < len(columns[name]) < weight.shape[1]:
+                weight = weight.index_select(1, columns[name])
+            set_tensor(gm, weight_node, weight)
+        for param in analysis.channel_params:
+            positions = keep_positions(param.ids)
+            if len(positions) in (0, len(param.ids)):
+                continue
+            user = nodes[param.user]
+            for attr_node in user.all_input_nodes:
+                if attr_node.op == "get_attr" and attr_node.target == param.target:
+                    tensor = get_attr_tensor(gm, attr_node.target).detach()
+                    set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
+        for node in list(gm.graph.nodes):
+            if node.op == "call_function" and node.target is ops.select_outputs:
+                layout = analysis.layouts.get(node.args[0].name)
+                if layout is None:  # read through an op that froze it: nothing was sliced
+                    continue
+                kept = keep_positions(layout.ids).tolist()
+                indices = tuple(kept.index(i) for i in node.args[1])
+                if indices == tuple(range(len(kept))):  # the sliced layer is the task's outputs
+                    node.replace_all_uses_with(node.args[0])
+                    gm.graph.erase_node(node)
+                    stats["shapes_rewritten"] += 1
+                    continue
+                node.args = (node.args[0], indices)
+        for node in list(gm.graph.nodes):
+            if node.op == "call_function" and node.target is torch.cat:
+                stats["shapes_rewritten"] += self._drop_removed_operands(node, analysis, removed)
+        for name in constant_readers:
+            self._make_constant(gm, nodes[name])
+            stats["readers_made_constant"] += 1
+        for name in analysis.reshapes:
+            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
+        for name in analysis.splits:
+            stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
+        gm.graph.lint()
+        gm.recompile()
+        out.kept = {}
+        out.ablation = {}
+        out.refresh()
+        stats["params_removed"] = before - out.param_count()
+        return PassResult(out, stats)
+
+    def _make_constant(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
+        """Every input removed: the reader outputs its (folded) bias, whatever the input."""
+        x = node.args[0]
+        symbolic = x.meta.get("legoc.shape", ())
+        axis = symbolic.index("N") if "N" in symbolic else 0  # the batch axis
+        shape = list(shape_of(x))
+        shape[axis] = 1
+        zeros = torch.zeros(shape)
+        weight = get_attr_tensor(gm, node.args[1].target)
+        bias_node = node.args[2] if len(node.args) > 2 else None
+        bias = (
+            get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
+        )
+        with torch.no_grad():
+            value = node.target(zeros, weight, bias, *node.args[3:])
+        output = node
+        folded = _folded_ones_term(node)
+        if folded is not None:  # the constant includes what fold-ablations added after it
+            add, term = folded
+            with torch.no_grad():
+                kernel = get_attr_tensor(gm, term.args[1].target)
+                value = value + ops.constant_channel_conv(zeros, kernel, *term.args[2:])
+            output = add
+        target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
+        with gm.graph.inserting_before(node):
+            const = gm.graph.get_attr(target)
+            replacement = gm.graph.call_function(
+                ops.broadcast_constant, (first_placeholder(gm), const, axis)
+            )
+        output.replace_all_uses_with(replacement)
+        if output is not node:
+            gm.graph.erase_node(output)
+            gm.graph.erase_node(folded[1])
+        gm.graph.erase_node(node)
+
+    def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
+        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere)."""
+        if node.op == "call_module" or node.target in (torch.flatten, "flatten"):
+            return 0
+        shape_args = list(node.args[1:])
+        if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
+            shape_args = list(shape_args[0])
+        layout = node.meta.get("legoc.layout")
+        if layout is None or layout.axis >= len(shape_args):
+            return 0
+        if not isinstance(shape_args[layout.axis], int) or shape_args[layout.axis] == -1:
+            return 0
+        out_shape = node.meta["legoc.shape"]
+        for i, value in enumerate(shape_args):
+            if value == -1 and i != layout.axis:
+                if out_shape[i] != "N":
+                    shape_args[i] = out_shape[i]
+                    continue
+                with gm.graph.inserting_before(node):  # the batch: read it at run time
+                    shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
+        shape_args[layout.axis] = -1
+        node.args = (node.args[0], *shape_args)
+        return 1
+
+    def _rewrite_split(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
+        """A split along the unit axis takes the kept count of each part (q, k, v of a fused
+        projection keep the same heads, but nothing here assumes it)."""
+        ids = analysis.layouts[node.args[0].name].ids
+        size = node.args[1]
+        sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-len(ids) // size)
+        bounds = np.cumsum([0, *sizes])
+        kept = [
+            int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
+            return 0
+        node.args = (node.args[0], kept, *node.args[2:])
+        return 1
+
+    def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
+        """A concatenation along the unit axis forgets operands whose units were all removed."""
+        layout = analysis.layouts.get(node.name)
+        if layout is None:
+            return 0
+        keep = []
+        for tensor in node.args[0]:
+            ids = analysis.layouts[tensor.name].ids if tensor.name in analysis.layouts else None
+            if ids is not None and (ids >= 0).all() and removed[ids].all():
+                continue
+            keep.append(tensor)
+        if len(keep) == len(node.args[0]) or not keep:
+            return 0
+        if len(keep) == 1:
+            node.replace_all_uses_with(keep[0])
+            node.graph.erase_node(node)
+            return 1
+        node.args = (keep, *node.args[1:])
+        return 1
+
+
+def _folded_ones_term(node: torch.fx.Node):
+    """(add, term) when `node`'s only user adds a constant_channel_conv term to it."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].target is not operator.add:
+        return None
+    add = users[0]
+    term = add.args[1]
+    if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
+        return add, term
+    return None

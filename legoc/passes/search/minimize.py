@@ -1,0 +1,46 @@
+"""`minimize`: make a faithful mask 1-minimal.
+
+Removing any single kept group must drop faithfulness below keep; a group that can go is
+removed, and sweeps repeat until one removes nothing (proven 1-minimal) or the budget is spent
+(each sweep's attribution ranking is charged too: it must leave an evaluation to use it).
+Runs after every search method, so no method returns a block with an obviously spare group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from legoc.ir.core import IR
+from legoc.passes.base import PassResult
+from legoc.passes.search.base import SearchContext, SearchOptions
+from legoc.passes.search.ranking import group_order
+
+
+@dataclass(frozen=True)
+class Minimize(SearchOptions):
+    name = "minimize"
+
+    def run(self, ir: IR) -> PassResult:
+        """Precondition: `ir.kept` is faithful; `start` is ignored (the mask is the start)."""
+        ctx = SearchContext(self, ir)
+        removed = set(ir.removed_groups())
+        ctx.scorer.rebase(ir.mask_for(sorted(removed)))
+        removals, proven, faith = 0, False, None
+        while (scores := ctx.attribution(removed)) is not None:
+            kept = [g for g in ir.removable_groups() if g not in removed]
+            changed = False
+            for g in group_order(ir, scores, candidates=kept):
+                if ctx.budget_left() <= 0:
+                    break
+                ok, value = ctx.evaluate(removed | {g})
+                if ok:
+                    removed.add(g)
+                    removals, changed, faith = removals + 1, True, value
+            else:
+                if not changed:
+                    proven = True
+                    break
+                ctx.scorer.rebase(ir.mask_for(sorted(removed)))
+                continue
+            break
+        return ctx.result(removed, faithfulness=faith, removals=removals, one_minimal=int(proven))
