@@ -23,7 +23,7 @@ compose_app = typer.Typer(
 )
 catalog_app = typer.Typer(
     no_args_is_help=True,
-    help="A local catalogue folder of blocks: add, list, show, search, verify.",
+    help="A local catalogue folder of blocks: add, list, show, search, verify, site.",
 )
 
 
@@ -332,6 +332,28 @@ def catalog_verify(folder: Path = DirArg, debug: bool = DebugOpt) -> None:
     with reporting(debug):
         entries = Catalog(folder).verify()
     typer.echo(f"{folder}: {len(entries)} entries verified (sha256)")
+
+
+@catalog_app.command("site")
+def catalog_site(
+    folder: Path = DirArg,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Folder for the site (default: CATALOG/site)."
+    ),
+    threads: int = typer.Option(1, min=0, help="onnxruntime threads for the latency column."),
+    runs: int = typer.Option(20, min=1, help="Timed runs per latency (median)."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Render the catalogue as a static site: an index with filters, a card per block and a
+    panel that runs the block in the browser."""
+    from legoc.runtime.site import write_site
+
+    with reporting(debug):
+        report = write_site(folder, output, threads=threads, runs=runs)
+    typer.echo(
+        f"wrote {report.out_dir}: {report.entries} block page(s), {report.bytes / 1e6:.1f} MB; "
+        f"open it: python3 -m http.server -d {report.out_dir} -b 127.0.0.1, then /index.html"
+    )
 
 
 # ----------------------------------------------------------------------------- card

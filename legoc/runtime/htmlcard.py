@@ -93,8 +93,8 @@ def card_fragment(
     cost: Cost | None = None,
     part_links: dict[str, str] | None = None,
 ) -> str:
-    """The card's sections as HTML (no <html>/<body>); `part_links` maps a part's sha256 to
-    the page of that part, so a composed block's card links its parts."""
+    """The card's sections as HTML (no <html>/<body>); `part_links` maps a part's sha256 (or
+    `task:NAME`) to the page of that part, so a composed block's card links its parts."""
     e = html.escape
     sections = card_sections(block, path)
     gap = validate_gap(block)
@@ -104,17 +104,21 @@ def card_fragment(
         )
     if cost is not None:
         sections.append(Section("Cost", None, cost.rows()))
+    composition = block.meta("legoc.composition")
+    keys = [
+        (p.get("sha256") or "", f"task:{p.get('task')}")
+        for p in (composition.get("parts", []) if isinstance(composition, dict) else [])
+    ]
     parts = []
     for section in sections:
         parts.append(f"<h2>{e(section.title)}</h2><table>")
         if section.header:
             parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in section.header) + "</tr>")
-        composition = block.meta("legoc.composition") or {}
-        shas = [p.get("sha256") for p in composition.get("parts", [])] if composition else []
         for index, row in enumerate(section.rows):
             cells = [e(str(c)) for c in row]
-            if section.title.startswith("Parts") and part_links and index < len(shas):
-                target = part_links.get(shas[index] or "")
+            if section.title.startswith("Parts") and part_links and index < len(keys):
+                sha, task = keys[index]
+                target = part_links.get(sha) or part_links.get(task)
                 if target:
                     cells[0] = f'<a href="{e(target)}">{cells[0]}</a>'
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -28,7 +28,7 @@ import legoc
 from legoc.errors import LegocError
 from legoc.runtime.block import Block, TensorInfo, make_session
 from legoc.runtime.files import staging_folder
-from legoc.runtime.htmlcard import card_fragment, measure_cost, page
+from legoc.runtime.htmlcard import Cost, card_fragment, measure_cost, page
 from legoc.runtime.timing import RUNS, WARMUP
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,15 @@ def deploy_web(
     sample_rows: int = SAMPLE_ROWS,
     ort_href: str | None = None,
     card_links: dict[str, str] | None = None,
+    cost: Cost | None = None,
 ) -> WebReport:
     """Write the web folder; files move into `out_dir` only when all are written.
 
     `task`: search rows for the page's sample button (first `sample_rows`). `ort_web`: an
     onnxruntime-web folder to take the wasm files from instead of legoc's own (an npm-installed
     `node_modules/onnxruntime-web` or its `dist`). `ort_href`: where the page finds
-    onnxruntime-web when the folder does not carry it (the catalogue site shares one copy)."""
+    onnxruntime-web when the folder does not carry it (the catalogue site shares one copy);
+    `card_links` maps a part's sha256 to its page; `cost` skips measuring it again."""
     if fmt not in FORMATS:
         raise LegocError(f"--web-format {fmt!r}: use one of {list(FORMATS)}")
     block_path = Path(block_path)
@@ -97,7 +99,8 @@ def deploy_web(
     samples = _sample_rows(block, task, sample_rows) if task is not None else None
     with staging_folder(out_dir) as stage:
         model_file, used = _write_model(block, stem, stage, fmt, notes)
-        cost = measure_cost(block, threads=threads, runs=runs, warmup=warmup)
+        if cost is None:
+            cost = measure_cost(block, threads=threads, runs=runs, warmup=warmup)
         moved = [model_file.name]
         if ort_href is None:
             version = _write_ort_web(stage / ORT_DIR, ort_web)
