@@ -46,7 +46,10 @@ def test_a_runtime_only_venv_runs_every_block_command_without_torch(shapes_block
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     probe = subprocess.run(
         [python, "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert probe.stdout.strip() == "None", "the runtime install pulled in torch"
     legoc = str(env_dir / "bin" / "legoc")
@@ -74,7 +77,11 @@ def test_a_runtime_only_venv_runs_every_block_command_without_torch(shapes_block
     for command in commands:
         done = subprocess.run(
             [python, "-X", "importtime", legoc, *command],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=900,
         )
         assert done.returncode == 0, (command, done.stderr[-3000:])
         assert "| torch" not in done.stderr and "torch." not in done.stderr, command

@@ -99,9 +99,7 @@ def card_fragment(
     sections = card_sections(block, path)
     gap = validate_gap(block)
     if gap is not None:
-        sections.append(
-            Section("Search vs validate", None, [("faithfulness gap", f"{gap:+.4f}")])
-        )
+        sections.append(Section("Search vs validate", None, [("faithfulness gap", f"{gap:+.4f}")]))
     if cost is not None:
         sections.append(Section("Cost", None, cost.rows()))
     composition = block.meta("legoc.composition")

@@ -55,7 +55,9 @@ def write_site(
     catalog = Catalog(catalog_dir)
     entries = catalog.entries()
     if not entries:
-        raise LegocError(f"catalogue {catalog.root}: no entries; add blocks with `legoc catalog add`")
+        raise LegocError(
+            f"catalogue {catalog.root}: no entries; add blocks with `legoc catalog add`"
+        )
     out = Path(out_dir) if out_dir is not None else catalog.root / "site"
     _check_out(out)
     rows = []
@@ -145,20 +147,24 @@ def _block_page(row: _Row, links: dict[str, str]) -> str:
     return page(f"{entry.name}: legoc block", "\n".join(body))
 
 
+def _options(values: list[str], label: str) -> str:
+    e = html.escape
+    return "".join(
+        [f'<option value="">all {label}</option>']
+        + [f'<option value="{e(v)}">{e(v[:16])}</option>' for v in values]
+    )
+
+
 def _index(rows: list[_Row]) -> str:
     e = html.escape
     tasks = sorted({t for r in rows for t in (r.entry.tasks or [r.entry.task or "?"])})
     models = sorted({s for r in rows for s in r.entry.sources})
-    options = lambda values, label: "".join(  # noqa: E731
-        [f'<option value="">all {label}</option>']
-        + [f'<option value="{e(v)}">{e(v[:16])}</option>' for v in values]
-    )
     lines = [
         "<h1>Block catalogue</h1>",
         f'<p class="muted">{len(rows)} block(s). Each page has the block\'s card and runs it in '
         "this browser (onnxruntime-web).</p>",
-        '<p><label>task <select id="f-task">' + options(tasks, "tasks") + "</select></label> "
-        '<label>source model <select id="f-model">' + options(models, "models") + "</select>"
+        '<p><label>task <select id="f-task">' + _options(tasks, "tasks") + "</select></label> "
+        '<label>source model <select id="f-model">' + _options(models, "models") + "</select>"
         '</label> <label>params ≤ <input id="f-size" type="number" min="0" step="1000" '
         'placeholder="any"></label> <span id="f-count"></span></p>',
         '<table id="blocks"><tr><th>block</th><th>task</th><th>source model</th>'
@@ -198,7 +204,8 @@ def _index(rows: list[_Row]) -> str:
         "  }\n"
         "  f('f-count').textContent = `${shown} shown`;\n"
         "}\n"
-        "for (const id of ['f-task', 'f-model', 'f-size']) f(id).addEventListener('input', filter);\n"
+        "for (const id of ['f-task', 'f-model', 'f-size'])\n"
+        "  f(id).addEventListener('input', filter);\n"
         "filter();\n"
         "</script>"
     )

@@ -26,7 +26,7 @@ import onnx
 
 import legoc
 from legoc.errors import LegocError
-from legoc.runtime.block import Block, TensorInfo, make_session
+from legoc.runtime.block import Block, TensorInfo
 from legoc.runtime.files import staging_folder
 from legoc.runtime.htmlcard import Cost, card_fragment, measure_cost, page
 from legoc.runtime.timing import RUNS, WARMUP
@@ -39,8 +39,12 @@ ORT_DIR = "onnxruntime-web"
 # npm package (the .wasm is stored xz-compressed in legoc: 14.2 MB -> 2.2 MB).
 ORT_FILES = {
     "ort.wasm.min.mjs": "219e6a1fc8a9938268d18efca3c91d310bd2f4a59bbd13744df5b2b7fc6cee3b",
-    "ort-wasm-simd-threaded.mjs": "e13f7f94fc51b4ca72b12faeb1ee95f4ace6dfbc8939bc718aabdc0a27c4299b",
-    "ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
+    "ort-wasm-simd-threaded.mjs": (
+        "e13f7f94fc51b4ca72b12faeb1ee95f4ace6dfbc8939bc718aabdc0a27c4299b"
+    ),
+    "ort-wasm-simd-threaded.wasm": (
+        "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2"
+    ),
 }
 FORMATS = ("auto", "ort", "onnx")
 SAMPLE_ROWS = 16
@@ -245,7 +249,9 @@ def _manifest(block, model, fmt, version, ort_href, samples, cost) -> dict:
         "format": fmt,
         "ort_web": ort_href or f"{ORT_DIR}/",
         "ort_web_version": version,
-        "inputs": [{"name": t.name, "dtype": str(t.dtype), "shape": _shape(t)} for t in block.inputs],
+        "inputs": [
+            {"name": t.name, "dtype": str(t.dtype), "shape": _shape(t)} for t in block.inputs
+        ],
         "outputs": [
             {"name": t.name, "dtype": str(t.dtype), "shape": _shape(t)} for t in block.outputs
         ],
@@ -297,7 +303,7 @@ def _page(block: Block, stem: str, manifest: dict, card: str) -> str:
         f"<h1>{e(block.task or stem)}</h1>",
         f'<p id="status" data-state="loading">loading {e(manifest["model"])}…</p>',
         "<h2>Run it here</h2>",
-        '<p><label>A file of rows (.npy, .npz or .json; several .npy files named by input): '
+        "<p><label>A file of rows (.npy, .npz or .json; several .npy files named by input): "
         '<input type="file" id="rows-file" multiple accept=".npy,.npz,.json"></label></p>',
     ]
     if manifest["samples"]:

@@ -87,9 +87,7 @@ def open_page(chromium, url: str, errors: list[str]):
     page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-    page.on(
-        "response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}")
-    )
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
     page.goto(url)
     return page
 

@@ -64,9 +64,11 @@ def test_the_folder_has_the_block_onnxruntime_web_and_the_page(tmp_path):
     assert manifest["samples"] is None
     page = (out / "index.html").read_text()
     assert 'id="legoc-manifest"' in page and "Provenance" in page
-    assert report.bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) - (
-        out / "report.json"
-    ).stat().st_size
+    assert (
+        report.bytes
+        == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        - (out / "report.json").stat().st_size
+    )
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -123,9 +125,7 @@ def test_a_linear_block_runs_on_npy_json_and_npz_rows(tmp_path):
 
 
 @pytest.mark.browser
-def test_shapes_block_in_the_browser_matches_onnxruntime_on_its_search_rows(
-    shapes_block, tmp_path
-):
+def test_shapes_block_in_the_browser_matches_onnxruntime_on_its_search_rows(shapes_block, tmp_path):
     from legoc.runtime.data import read_arrays
 
     report = deploy_web(shapes_block, tmp_path / "web", task=SHAPES / "task.yaml", **FAST)
@@ -201,8 +201,6 @@ def test_minilm_block_in_the_browser_matches_onnxruntime_on_its_search_rows(tmp_
     feeds = {k: data[k] for k in ("input_ids", "attention_mask")}
     np.savez(tmp_path / "search.npz", **feeds)
     expected = Block.load(block_path).run(feeds)["logits"]
-    got, result = run_rows_in_browser(
-        tmp_path / "web", [tmp_path / "search.npz"], "minilm-web.png"
-    )
+    got, result = run_rows_in_browser(tmp_path / "web", [tmp_path / "search.npz"], "minilm-web.png")
     assert report.format == "ort" and got.shape == expected.shape
     assert np.abs(got - expected).max() <= TOLERANCE
