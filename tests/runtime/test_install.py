@@ -2,7 +2,7 @@
 no torch, and every block command runs on the shapes block there without importing it.
 
 Slow (it installs numpy, onnx, onnxruntime and matplotlib into a new venv):
-`pytest -m slow tests/test_runtime_install.py`."""
+`pytest -m slow tests/runtime/test_install.py`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import yaml
 from legoc.runtime.data import read_arrays
 from tests.runtime.helpers import SHAPES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def npz_task(folder: Path) -> Path:
