@@ -121,9 +121,10 @@ def _check_out(out: Path) -> None:
 
 def _faithfulness(block: Block) -> dict[str, float]:
     scores = block.meta("legoc.scores") or {}
+    ordered = sorted(scores.items(), key=lambda item: item[0] != "search")  # search first
     return {
         split: float(s["faithfulness"])
-        for split, s in scores.items()
+        for split, s in ordered
         if isinstance(s, dict) and s.get("faithfulness") is not None
     }
 
@@ -176,7 +177,8 @@ def _index(rows: list[_Row]) -> str:
         params = entry.params.get("block")
         source = entry.params.get("source")
         share = f" ({params / source:.1%})" if params and source else ""
-        faith = ", ".join(f"{k} {v:.3f}" for k, v in _faithfulness(row.block).items()) or "?"
+        faith = ", ".join(f"{k} {v:.3f}" for k, v in _faithfulness(row.block).items())
+        faith = faith or ("see its parts" if row.block.meta("legoc.composition") else "?")
         macs = f"{row.cost.macs:,}" if row.cost.macs is not None else "?"
         composed = " (composed)" if row.block.meta("legoc.composition") else ""
         lines.append(

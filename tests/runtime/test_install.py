@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from legoc.runtime.data import read_arrays
-from tests.runtime.helpers import SHAPES
+from tests.runtime.helpers import SHAPES, save_linear
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,10 +57,11 @@ def test_a_runtime_only_venv_runs_every_block_command_without_torch(shapes_block
     x = tmp_path / "x.npz"
     np.savez(x, x=read_arrays(SHAPES / "data" / "search.pt")["x"][:32])
     block, out = str(shapes_block), tmp_path
+    head = save_linear(tmp_path / "head.onnx", 3, 2, task="head")  # logits[N,3] -> [N,2]
     commands = [
         ["run", block, str(x), "-o", str(out / "y.npz")],
         ["compose", "parallel", block, block, "-o", str(out / "pair.onnx"), "--concat"],
-        ["compose", "sequential", block, "-o", str(out / "one.onnx")],
+        ["compose", "sequential", block, str(head), "--map", "logits=x", "-o", str(out / "s.onnx")],
         ["deploy", block, "--target", "ort", "-o", str(out / "ort"), "--task", str(spec)],
         ["deploy", block, "--target", "ort-int8", "-o", str(out / "int8"), "--task", str(spec)],
         ["deploy", block, "--target", "ort-mobile", "-o", str(out / "mobile")],
