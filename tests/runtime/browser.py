@@ -86,10 +86,16 @@ def open_page(chromium, url: str, errors: list[str]):
     page = chromium.new_page(viewport={"width": 1100, "height": 900})
     page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("requestfailed", lambda r: _failed(r, errors))
     page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
     page.goto(url)
     return page
+
+
+def _failed(request, errors: list[str]) -> None:
+    """A failed request, unless the page itself cancelled it by navigating away."""
+    if "ERR_ABORTED" not in (request.failure or ""):
+        errors.append(f"request failed: {request.url} ({request.failure})")
 
 
 def wait_state(page, states: tuple[str, ...], timeout_ms: int = 120_000) -> str:

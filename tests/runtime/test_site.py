@@ -113,6 +113,9 @@ def test_in_chromium_links_resolve_pictures_load_and_the_run_panel_works(site, t
             seen.add(current)
             page.goto(current)
             page.wait_for_load_state("load")
+            for frame in page.frames:  # every runner (page or panel) loads its block
+                if frame.query_selector("#status") is not None:
+                    assert browser.wait_state(frame, ("ready",)) == "ready", current
             broken = page.evaluate(
                 "[...document.images].filter(i => !i.complete || i.naturalWidth === 0)"
                 ".map(i => i.alt)"
