@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -34,9 +35,9 @@ from legoc.passes import (
     run_pipeline,
 )
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
-from legoc.runtime.files import check_output_file
+from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
 from legoc.scoring import Scorer
-from legoc.task import FinetuneSpec, Split, Task, load_split, load_task
+from legoc.task import FinetuneSpec, Split, Task, check_seed, load_split, load_task
 from legoc.training import TrainConfig, evaluate
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,22 @@ class ExtractResult:
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
 
+    @property
+    def params_stored(self) -> int:
+        """Float elements the block file stores: params.block plus any zero channels that
+        channel alignment pads in for speed (those are not parameters)."""
+        return (self.layout or {}).get("stored_params", self.params_block)
+
     def summary(self) -> dict:
         return {
             "task": self.task,
             "output": self.output,
             "units_kept": {name: f"{len(k)}/{self.total[name]}" for name, k in self.kept.items()},
-            "params": {"source": self.params_source, "block": self.params_block},
+            "params": {
+                "source": self.params_source,
+                "block": self.params_block,
+                "stored": self.params_stored,
+            },
             "faithfulness": round(self.faithfulness, 6),
             "scores": {
                 name: {k: round(v, 6) for k, v in vars(s).items()}
@@ -126,6 +137,13 @@ class Prepared:
                 cache_bytes=0,  # a split scored once or twice: no prefix cache to pay for
             )
         return self.eval_scorers[split]
+
+    def inputs(self) -> dict[str, Path]:
+        """Every file the run reads, by label (an output must be none of them)."""
+        files = {"the model": self.loaded.path, "the task spec": self.task.path}
+        for name, path in self.task.split_paths().items():
+            files["data.search" if name == "search" else f"data.eval.{name}"] = path
+        return files
 
 
 def _example_rows(split: Split) -> dict[str, torch.Tensor]:
@@ -203,7 +221,10 @@ def prepare(
             f"prunable modules are {sorted(ir.spaces)}"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
-    return Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+    prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+    for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
+        prep.scorer_for(name)
+    return prep
 
 
 def score_splits(
@@ -318,7 +339,7 @@ def extract(
     """
     started = time.perf_counter()
     if output is not None:
-        check_output_file(Path(output))
+        check_output_file(Path(output), {"the model": model, "the task spec": task})
     elif resume:
         raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
     if method is not None and method not in SEARCH_PASSES:
@@ -327,6 +348,7 @@ def extract(
         raise LegocError(f"--objective {objective!r}: use one of {list(OBJECTIVES)}")
     if align_channels < 0:
         raise LegocError(f"--align-channels {align_channels}: use 0 (off) or a positive multiple")
+    check_seed(seed)
     prep = prepare(model, task, arch, trust_model, model_output)
     prep.ir.objective = objective
     spec = prep.task.spec
@@ -335,16 +357,26 @@ def extract(
     seed = seed if seed is not None else spec.search.seed
     header = None
     if output is not None:
+        check_not_an_input(output, {**prep.inputs(), **arch_inputs(arch)})
         header = run_header(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
         )
-    with checkpointed(prep.scorer, output, header, resume, budget) as run:
+    with (
+        output_lock(output) if output is not None else nullcontext(),
+        checkpointed(prep.scorer, output, header, resume, budget) as run,
+    ):
         found = search_rationale(prep, method, budget, seed, progress, align=align_channels)
         run.stage = "export"
         result = _finish(prep, found, method, seed, finetune, output, progress, align_channels)
     result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
+
+
+def arch_inputs(arch: str | None) -> dict[str, Path]:
+    """The file an `--arch file.py:factory` reads (an input an output must not replace)."""
+    module_ref = (arch or "").rpartition(":")[0]
+    return {"the --arch file": Path(module_ref)} if module_ref.endswith(".py") else {}
 
 
 def _finish(
@@ -397,7 +429,7 @@ def build_block(prep: Prepared, found: Found, method: str, seed: int) -> Built:
         output=None,
         kept=rationale.kept_units(),
         total=rationale.total_units(),
-        params_source=prep.ir.param_count(),
+        params_source=prep.loaded.param_count(),
         params_block=block.param_count(),
         faithfulness=found.faithfulness,
         scores=scores,
@@ -534,7 +566,7 @@ def inspect_model(
     if task is not None:
         prep = prepare(model, task, arch, trust_model)
         scores = score_splits(prep, prep.ir.mask_for([]))
-        return prep.ir.text(), {name: s.metric_full for name, s in scores.items()}
+        return prep.ir.text(source=True), {name: s.metric_full for name, s in scores.items()}
     loaded = load_model(model, arch=arch, trust_model=trust_model)
     input_names = forward_arg_names(loaded.module)
     input_shapes = input_shapes or {}
@@ -553,4 +585,4 @@ def inspect_model(
             f"--input-shape: the model does not run on {input_shapes}: "
             f"{str(exc).strip().splitlines()[0]}"
         ) from None
-    return ir.text(), {}
+    return ir.text(source=True), {}

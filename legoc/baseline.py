@@ -28,7 +28,7 @@ from legoc.errors import LegocError
 from legoc.export import module_to_onnx, write_checked
 from legoc.metrics import METRICS, Metric
 from legoc.runtime.files import check_output_file
-from legoc.task import Split, Task, data_keys, load_split, load_task
+from legoc.task import Split, Task, check_seed, data_keys, load_split, load_task
 from legoc.training import TrainConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ def baseline(
 
     With several sizes, OUT.onnx becomes OUT-<size>.onnx per size."""
     output = Path(output)
-    check_output_file(output)
+    check_output_file(output, {"the task spec": task_path, "--like": like})
+    check_seed(seed)
     check_family(family)
     if (like is None) == (not sizes):
         raise LegocError("baseline: give the size either as --like BLOCK.onnx or as --params N")
@@ -192,8 +193,17 @@ def baseline(
         "legoc.versions": versions(),
     }
     results = []
-    for target in targets:
-        path = output if len(targets) == 1 else output.with_name(f"{output.stem}-{target}.onnx")
+    reads = {"the task spec": task.path, "--like": like}
+    for name, path in task.split_paths().items():
+        reads["data.search" if name == "search" else f"data.eval.{name}"] = path
+    paths = (
+        [output]
+        if len(targets) == 1
+        else [output.with_name(f"{output.stem}-{target}.onnx") for target in targets]
+    )
+    for path in paths:
+        check_output_file(path, reads)
+    for target, path in zip(targets, paths):
         results.append(
             train_baseline(family, inputs, target, splits, metric, config, None, path, metadata)
         )

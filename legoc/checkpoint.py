@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 
 import legoc
-from legoc.errors import Interrupted, LegocError
+from legoc.errors import Interrupted, LegocError, Terminated
+from legoc.runtime.files import atomic_file
 
 if TYPE_CHECKING:
     from legoc.scoring import Scorer
@@ -151,15 +151,24 @@ class Journal:
         return entry
 
     def record(self, key: str, value: float, stopped_early: bool) -> None:
-        self._handle.write(json.dumps([key, value, int(stopped_early)]) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps([key, value, int(stopped_early)]) + "\n")
+            self._handle.flush()
+        except OSError as exc:  # a full disk, a quota: the run cannot stay resumable
+            raise LegocError(
+                f"checkpoint {self.path}: cannot write ({exc.strerror or exc}); nothing was "
+                "written: free space in the output folder or pick another one"
+            ) from None
         self.recorded += 1
 
     def close(self) -> None:
         """Keep the checkpoint (for --resume)."""
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()
+            except OSError:  # the flush of a line that did not fit: lines end torn, then read
+                pass
 
     def remove(self) -> None:
         """The run ended for good: nothing to resume."""
@@ -171,15 +180,13 @@ class Journal:
         """Header plus `entries`, replacing the file at once (drops a torn last line); later
         entries are appended."""
         self.close()
-        tmp = self.path.with_name(self.path.name + ".tmp")
         body = [json.dumps({"legoc_checkpoint": FORMAT, **self.header}, sort_keys=True) + "\n"]
         body += [json.dumps([e.key, e.value, int(e.stopped_early)]) + "\n" for e in entries]
-        try:
+        with atomic_file(self.path) as tmp:  # exclusive and beside it: never a fixed name
             tmp.write_text("".join(body), encoding="utf-8")
-            os.replace(tmp, self.path)
+        try:
             self._handle = self.path.open("a", encoding="utf-8")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise LegocError(
                 f"checkpoint {self.path}: cannot write ({exc.strerror or exc}); "
                 "pick a writable output folder"
@@ -221,10 +228,12 @@ def checkpointed(
     scorer.journal = journal
     try:
         yield run
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done = scorer.evaluations - run.first
+        code = getattr(exc, "exit_code", Interrupted.exit_code)  # 143 when SIGTERM stopped it
+        word = "stopped by SIGTERM" if code == Terminated.exit_code else "interrupted"
         if journal is None:
-            raise Interrupted(f"interrupted after {done} of {budget} evaluations") from None
+            raise Interrupted(f"{word} after {done} of {budget} evaluations", code) from None
         journal.close()
         where = (
             f"after {done} of {budget} evaluations"
@@ -232,8 +241,9 @@ def checkpointed(
             else f"after the search ({done} evaluations), while building the block"
         )
         raise Interrupted(
-            f"interrupted {where}; nothing was written; checkpoint saved to {journal.path}; "
-            "rerun the same command with --resume to continue"
+            f"{word} {where}; nothing was written; checkpoint saved to {journal.path}; "
+            "rerun the same command with --resume to continue",
+            code,
         ) from None
     except LegocError:
         if journal is not None:

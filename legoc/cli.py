@@ -9,17 +9,20 @@ from typing import Optional
 
 import typer
 
+import legoc
 from legoc import api
 from legoc.cli_common import progress_bar, reporting, stage_progress
 from legoc.cli_compare import register_compare_commands
 from legoc.cli_runtime import register_runtime_commands
 from legoc.passes.align_channels import DEFAULT_MULTIPLE
 from legoc.report import prepare_report_dir, write_report
+from legoc.task import spec_json_schema
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wraps sentences, never cuts them off with "…"
     help="legoc: extract the smallest faithful subgraph of a model as an ONNX block.",
 )
 
@@ -41,6 +44,37 @@ TrustOpt = typer.Option(
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        found = api.versions()
+        typer.echo(
+            f"legoc {legoc.__version__} (torch {found['torch']}, onnx {found['onnx']}, "
+            f"onnxruntime {found['onnxruntime']}, python {found['python']})"
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print legoc's version and those of torch, onnx and onnxruntime, then exit.",
+    ),
+) -> None:
+    """legoc: extract the smallest faithful subgraph of a model as an ONNX block."""
+
+
+@app.command()
+def schema() -> None:
+    """Print the task spec's JSON Schema.
+
+    Editors can check specs against it as they are typed; the reference is docs/task-spec.md."""
+    typer.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True))
+
+
 @app.command()
 def extract(
     model: Path = ModelArg,
@@ -48,7 +82,9 @@ def extract(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the ONNX block."),
     arch: Optional[str] = ArchOpt,
     trust_model: bool = TrustOpt,
-    method: Optional[str] = typer.Option(None, help="Override search.method."),
+    method: Optional[str] = typer.Option(
+        None, help="Override search.method: auto | mask | mcts | attribution | greedy."
+    ),
     budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
     model_output: Optional[str] = typer.Option(
@@ -60,7 +96,7 @@ def extract(
     objective: str = typer.Option(
         "params",
         "--objective",
-        help="What the search minimises: params, or macs (multiply-accumulates per input row; "
+        help="What the search minimises: params | macs (multiply-accumulates per input row; "
         "what latency follows; with --align-channels, conv widths are then dropped to the "
         "multiple below where the block stays faithful).",
     ),
@@ -87,7 +123,7 @@ def extract(
     ),
     debug: bool = DebugOpt,
 ) -> None:
-    """Search the task's rationale and write it as a standalone ONNX block.
+    """Find the task's rationale; write it as a standalone ONNX block.
 
     Ctrl-C stops the run cleanly: nothing is written but a checkpoint beside the output, which
     --resume continues from."""
@@ -128,10 +164,21 @@ def extract(
             f" | retrained {t['epochs_run']} epochs (best {t['best_epoch']}), "
             f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
         )
-    typer.echo(
-        f"{result.output}: kept {kept} | params {result.params_source} -> {result.params_block} "
-        f"({result.params_block / result.params_source:.1%}) | faithfulness {evals} | "
-        f"{result.evaluations} evaluations{retrained} | {result.seconds:.1f}s"
+    typer.echo(summary_line(result, kept, evals, retrained))
+
+
+def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:
+    """The one line `extract` prints: params as source -> block (stored, if alignment padded
+    zeros in), faithfulness per split, and whether the block is proven 1-minimal."""
+    share = result.params_block / result.params_source
+    stored = ""
+    if result.params_stored != result.params_block:
+        stored = f"; stored {result.params_stored:,} with alignment zeros"
+    minimal = "proven 1-minimal" if result.one_minimal else "not proven 1-minimal"
+    return (
+        f"{result.output}: kept {kept} | params {result.params_source:,} -> "
+        f"{result.params_block:,} ({share:.1%}{stored}) | faithfulness {evals} | "
+        f"{result.evaluations} evaluations | {minimal}{retrained} | {result.seconds:.1f}s"
     )
 
 
@@ -148,7 +195,11 @@ def inspect(
     ),
     debug: bool = DebugOpt,
 ) -> None:
-    """Print the IR: nodes with shapes, prunable modules with units and groups, parameters."""
+    """Print the IR: nodes, shapes, prunable units, groups, params.
+
+    Every node with its shape, weights by shape, each prunable module with its units,
+    couplings and frozen reasons, and the params (buffers counted apart); with --task, the
+    full model's score on each split."""
     with reporting(debug):
         shapes = api.parse_input_shapes(input_shape)
         text, scores = api.inspect_model(

@@ -44,7 +44,9 @@ def baseline(
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Option A: train a small network from scratch on the task's search data only."""
+    """Option A: train a small network on the task's search data.
+
+    From scratch, on `search` only; sized like a block (--like) or to given sizes (--params)."""
     from legoc.baseline import baseline as train
 
     with reporting(debug):
@@ -73,7 +75,9 @@ def compare(
     arch: Optional[str] = typer.Option(None, "--arch", help="package.module:factory."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Allow pickled modules."),
     seeds: int = typer.Option(3, min=1, help="Seeds per option (B's seed varies the search)."),
-    method: Optional[str] = typer.Option(None, help="Override search.method."),
+    method: Optional[str] = typer.Option(
+        None, help="Override search.method: auto | mask | mcts | attribution | greedy."
+    ),
     budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
     margin: float = typer.Option(
         0.0, min=0.0, help="Non-inferiority margin: B counts as >= X if B >= X - margin."
@@ -91,7 +95,9 @@ def compare(
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Run options A, B and C with several seeds and report which case holds on which split."""
+    """Run A, B and C over seeds; report which case holds where.
+
+    Writes report.md, report.json and a score-vs-params plot per split into the folder."""
     from legoc.compare import compare as run_compare
     from legoc.compare_report import results_table, verdict_table
 

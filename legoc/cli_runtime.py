@@ -19,11 +19,13 @@ BlockArg = typer.Argument(..., help="An ONNX block (legoc extract / legoc compos
 
 compose_app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Compose blocks into one block: sequential or parallel.",
 )
 catalog_app = typer.Typer(
     no_args_is_help=True,
-    help="A local catalogue folder of blocks: add, list, show, search, verify, site.",
+    rich_markup_mode=None,
+    help="A local folder of blocks: add, list, show, search, verify, site.",
 )
 
 
@@ -51,7 +53,7 @@ def run(
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Run a block on an input file; print a summary or write the outputs (.npz)."""
+    """Run a block on an input file; print a summary or write .npz."""
     from legoc.runtime.run import run_file, summarize
 
     with reporting(debug):
@@ -98,7 +100,8 @@ def _compose(kind: str, blocks, output, check_data, names, debug, **options) -> 
     outs = ", ".join(f"{t.name} {t.describe()}" for t in result.outputs)
     typer.echo(
         f"{output}: {kind} {joined} | inputs {ins} | outputs {outs} | "
-        f"params {result.param_count():,} | max |composed - parts| {diff:.3g}"
+        f"params {result.rationale_params():,} (sum of the parts' params; stored "
+        f"{result.param_count():,}) | max |composed - parts| {diff:.3g}"
     )
 
 
@@ -115,7 +118,9 @@ def compose_sequential_command(
     check_data: Optional[Path] = CheckOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """One block's outputs feed the next one's inputs (same names, or --map OUTPUT=INPUT)."""
+    """Chain blocks: each one's outputs feed the next one's inputs.
+
+    Outputs and inputs match by name, or as --map OUTPUT=INPUT says."""
     with reporting(debug):
         pairs = {}
         for item in mapping:
@@ -137,7 +142,9 @@ def compose_parallel_command(
     check_data: Optional[Path] = CheckOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """The blocks run on the same inputs; outputs side by side or concatenated."""
+    """Run blocks side by side on the same inputs.
+
+    Their outputs stay apart, or are concatenated with --concat."""
     _compose("parallel", blocks, output, check_data, names, debug, concat=concat)
 
 
@@ -170,8 +177,8 @@ def deploy(
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Quantize or convert a block for onnxruntime and report size, latency and scores;
-    --target web writes a folder that runs the block in the browser (onnxruntime-web)."""
+    """Quantize or convert a block; report size, latency and scores. --target web writes a
+    folder that runs the block in the browser (onnxruntime-web)."""
     from legoc.runtime import deploy as deploy_block
 
     with reporting(debug), progress_bar() as bar:
@@ -306,13 +313,15 @@ def catalog_show(
 def catalog_search(
     folder: Path = DirArg,
     task: Optional[str] = typer.Option(
-        None, "--task", help="Task name or glob (case-insensitive)."
+        None, "--task", help="Text in the task name, or a glob (case-insensitive)."
     ),
     source: Optional[str] = typer.Option(None, "--source", help="Source model sha256 (prefix)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Entries by task and/or source model (parts of composed blocks count too)."""
+    """Find entries by task and/or source model.
+
+    Parts of composed blocks count too."""
     from legoc.runtime import Catalog
 
     with reporting(debug):
@@ -326,7 +335,9 @@ def catalog_search(
 
 @catalog_app.command("verify")
 def catalog_verify(folder: Path = DirArg, debug: bool = DebugOpt) -> None:
-    """Recompute each entry's sha256; exit 2 naming every entry that does not match."""
+    """Recompute each entry's sha256.
+
+    Exits 2 naming every entry that does not match."""
     from legoc.runtime import Catalog
 
     with reporting(debug):
@@ -367,7 +378,10 @@ def card(
     fmt: str = typer.Option("md", "--format", help="md | html"),
     debug: bool = DebugOpt,
 ) -> None:
-    """A Markdown or HTML card: provenance, interface, sizes, scores, kept units per layer."""
+    """Write a block's card (Markdown or HTML).
+
+    Provenance, interface, sizes (params and stored initializers), scores and the kept units
+    per layer."""
     from legoc.runtime import write_card
 
     with reporting(debug):

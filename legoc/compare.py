@@ -13,9 +13,11 @@ failed run leaves no partial report.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +28,15 @@ import legoc
 from legoc import api
 from legoc.baseline import DEFAULT_EPOCHS, DEFAULT_LR, input_shapes, train_baseline
 from legoc.baseline_nets import check_family, choose_family
+from legoc.compare_report import REPORT_FORMAT, REPORT_MARKER
 from legoc.compare_result import CompareResult, Run, score_runs, verdicts
 from legoc.errors import LegocError, TaskNotMet
 from legoc.export import export_block
 from legoc.masking import masked_model
 from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
 from legoc.runtime.block import Block
-from legoc.task import FinetuneSpec
+from legoc.runtime.files import check_inputs_outside, current_umask
+from legoc.task import FinetuneSpec, check_seed
 from legoc.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,8 @@ def compare(
     if method is not None and method not in SEARCH_PASSES:
         raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
     prep = api.prepare(model, task, arch, trust_model)
+    if output.is_dir():  # --force replaces it: it must not hold what this run reads
+        check_inputs_outside(output, {**prep.inputs(), **api.arch_inputs(arch)})
     spec = prep.task.spec
     method = method or spec.search.method
     budget = budget if budget is not None else spec.search.budget
@@ -87,6 +93,7 @@ def compare(
             f"--finetune-epochs/--finetune-lr {overrides}: epochs and lr must be > 0"
         ) from None
     seed_list = [spec.search.seed + i for i in range(seeds)]
+    check_seed(seed_list[-1], f"search.seed {spec.search.seed} + --seeds {seeds} - 1")
     references = {
         name: prep.scorer_for(name).reference.outputs
         for name in prep.splits
@@ -231,7 +238,7 @@ def _seed_runs(
 
     started = time.perf_counter()
     step.report(f"A seed {seed}: train")
-    target = Block.load(staging / path_b).param_count()
+    target = Block.load(staging / path_b).rationale_params()
     path_a = f"runs/A-seed{seed}.onnx"
     metadata = {
         **_common_metadata(prep),
@@ -270,7 +277,9 @@ def _full_run(prep: api.Prepared, staging: Path) -> Run:
     path = "runs/full.onnx"
     metadata = {**_common_metadata(prep), "legoc.compare": {"option": "full"}}
     export_block(block, masked_model(full), prep.splits["search"], staging / path, metadata)
-    return Run("full", None, path, seconds=time.perf_counter() - started)
+    run = Run("full", None, path, seconds=time.perf_counter() - started)
+    run.params = prep.loaded.param_count()  # the source's params, not its BN-folded export's
+    return run
 
 
 def _common_metadata(prep: api.Prepared) -> dict:
@@ -304,11 +313,30 @@ def _check_output_dir(output: Path, force: bool) -> None:
             f"-o {output}: folder exists and is not empty; choose a new folder or pass --force "
             "to replace it (only once the new report is complete)"
         )
+    if output.is_dir() and any(output.iterdir()) and not is_compare_report(output):
+        raise LegocError(
+            f"-o {output}: --force replaces only an earlier legoc compare report (a folder with "
+            "its report.json), and this folder is not one; choose a new folder"
+        )
     if not os.access(parent, os.W_OK):
         raise LegocError(f"-o {output}: folder {parent} is not writable")
 
 
+def is_compare_report(folder: Path) -> bool:
+    """Whether `folder` holds a report `legoc compare` wrote (its report.json says so)."""
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict):
+        return False
+    legacy = str(report.get("command", "")).startswith("legoc compare ")  # before the marker
+    return report.get(REPORT_MARKER) == REPORT_FORMAT or legacy
+
+
 def _move_into_place(staging: Path, output: Path) -> None:
+    mode = stat.S_IMODE(output.stat().st_mode) if output.is_dir() else 0o777 & ~current_umask()
+    os.chmod(staging, mode)  # mkdtemp made it 0700
     if output.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
         os.replace(output, old / output.name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from legoc.compare_result import CompareResult
 from legoc.verdict import describe_method
 
+REPORT_MARKER, REPORT_FORMAT = "legoc_compare", 1  # in report.json: what --force may replace
 LABELS = {
     "full": "full model (reference)",
     "A": "A: small net from scratch",
@@ -24,6 +25,7 @@ def write_report(folder: Path, result: CompareResult) -> list[Path]:
     """Write report.json, report.md and score_vs_params_<split>.png into `folder`."""
     plots = [_plot(folder, result, split) for split in result.splits]
     payload = {
+        REPORT_MARKER: REPORT_FORMAT,
         "task": result.task,
         "metric": result.metric,
         "higher_is_better": result.higher_is_better,
@@ -129,7 +131,9 @@ def markdown(result: CompareResult, plots: list[Path]) -> str:
         "better) — the raw task metric, not faithfulness. Every result is the exported ONNX "
         "file scored in onnxruntime on every split. Seeds: "
         f"{', '.join(str(x) for x in result.seeds)}; B's seed is the search seed, C retrains "
-        "B's block of the same seed, A is sized to that block's parameter count.",
+        "B's block of the same seed, A is sized to that block's parameter count. Params: the "
+        "full model's trainable parameters (`model.parameters()`); a block's own weights "
+        "(BatchNorm folded into its convs).",
         "",
         "- **B**: rationale found by search "
         f"(`{s['method']}`, budget {s['budget']}, keep {s['keep']}), exported as is.",
@@ -222,7 +226,7 @@ def _plot(folder: Path, result: CompareResult, split: str) -> Path:
                 alpha=0.85,
             )
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (ONNX initializers)")
+    ax.set_xlabel("params (the block's own; the full model's trainable parameters)")
     ax.set_ylabel(f"{result.metric} on {split}")
     verdict = next((v for v in result.verdicts if v.split == split), None)
     title = f"{result.task}: {split}"

@@ -114,7 +114,7 @@ def score_runs(
         if run.status != "ok":
             continue
         block = Block.load(folder / run.path, threads=1)
-        run.params = block.param_count()
+        run.params = run.params or block.rationale_params()  # the full run's is preset
         run.macs = macs_per_example(block.model)
         for name, split in data.items():
             logits = logits_of(lambda feeds: block.run(feeds)["logits"], split)

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from legoc.errors import TaskNotMet
+from legoc.errors import LegocError, TaskNotMet
 from legoc.ir import IR
 from legoc.runtime.files import atomic_file
 from legoc.task import Split
@@ -38,21 +38,28 @@ def module_to_onnx(
     dynamic = {name: {0: "batch"} for name in input_names}
     dynamic[OUTPUT_NAME] = {0: "batch"}
     module.eval()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(tmp) / "block.onnx"
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            dynamo=False,
-            input_names=list(input_names),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            do_constant_folding=True,
-        )
-        return onnx.load(str(path))
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = Path(tmp) / "block.onnx"
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+            return onnx.load(str(path))
+    except OSError as exc:  # the export goes through a temporary file: a full disk, a quota
+        raise LegocError(
+            f"export: cannot write the temporary ONNX file in {tempfile.gettempdir()} "
+            f"({exc.strerror or exc}); nothing was written: free space there or point TMPDIR "
+            "at a folder with room"
+        ) from None
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, str | dict]) -> None:

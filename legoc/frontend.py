@@ -43,6 +43,12 @@ class LoadedModel:
     path: Path
     kind: str  # state-dict | safetensors | pickled-module | exported-program
 
+    def param_count(self) -> int:
+        """The model's parameters: its trainable tensors, what
+        `sum(p.numel() for p in model.parameters())` counts (buffers such as BatchNorm
+        statistics are not parameters). Every legoc report calls this the source's params."""
+        return sum(p.numel() for p in self.module.parameters())
+
 
 def detect_format(path: Path) -> str:
     """The container: zip-torch, torchscript, exported-program, safetensors, pickle, unknown."""
@@ -94,7 +100,13 @@ def load_factory(arch: str):
     except LegocError:
         raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything on import
-        raise LegocError(f"--arch {arch!r}: cannot import {module_ref} ({exc})") from None
+        hint = ""
+        if isinstance(exc, ImportError) and not module_ref.endswith(".py"):
+            hint = (
+                "; put its package on PYTHONPATH (or pip install it), or name the file that "
+                "defines the factory: --arch path/to/file.py:factory"
+            )
+        raise LegocError(f"--arch {arch!r}: cannot import {module_ref} ({exc}){hint}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise LegocError(f"--arch {arch!r}: {module_ref} has no callable named {attr!r}")
@@ -190,6 +202,11 @@ def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[n
             ) from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
+        except (ImportError, AttributeError) as exc:  # the pickled class is not importable here
+            raise LegocError(
+                f"{path}: the pickled model's class cannot be imported ({exc}); put the module "
+                f"that defines it on PYTHONPATH, or use the safe form: {SAFE_FORM}"
+            ) from None
         except Exception as exc:  # noqa: BLE001
             raise LegocError(f"{path}: cannot unpickle the model ({exc})") from None
     if isinstance(obj, nn.Module):

@@ -76,7 +76,21 @@ class IR:
 
     # -- sizes ------------------------------------------------------------------------
     def param_count(self) -> int:
-        """Float elements of every parameter and buffer the graph reads."""
+        """Float elements of every parameter and buffer the graph reads. For a block (after the
+        rewrite passes) this is its params (`params.block`): every tensor a block reads is one of
+        its weights; in a source model, buffers are not parameters (see `buffer_count`)."""
+        return sum(t.numel() for t in self._float_tensors().values())
+
+    def buffer_count(self) -> int:
+        """Float elements of the buffers the graph reads: in a source model, its BatchNorm
+        statistics and the like, which `model.parameters()` does not count."""
+        return sum(
+            t.numel()
+            for t in self._float_tensors().values()
+            if not isinstance(t, torch.nn.Parameter)
+        )
+
+    def _float_tensors(self) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
         for node in self.gm.graph.nodes:
             if node.op == "get_attr":
@@ -85,11 +99,11 @@ class IR:
                 module = self.gm.get_submodule(node.target)
                 for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
                     tensors[f"{node.target}.{name}"] = tensor
-        return sum(
-            t.numel()
-            for t in tensors.values()
+        return {
+            name: t
+            for name, t in tensors.items()
             if isinstance(t, torch.Tensor) and t.is_floating_point()
-        )
+        }
 
     def macs_per_row(self) -> int:
         """Multiply-accumulates of the Linear/Conv layers for one input row: a deterministic
@@ -209,8 +223,8 @@ class IR:
         return {name: space.size for name, space in sorted(self.spaces.items())}
 
     # -- text -------------------------------------------------------------------------
-    def text(self) -> str:
-        return ir_text(self)
+    def text(self, source: bool = False) -> str:
+        return ir_text(self, source)
 
 
 @dataclass(frozen=True)
@@ -327,8 +341,11 @@ def _target_name(node: torch.fx.Node, gm: torch.fx.GraphModule) -> str:
     return name
 
 
-def ir_text(ir: IR) -> str:
-    """Deterministic text: one line per node with shape, weights by shape, sorted attributes."""
+def ir_text(ir: IR, source: bool = False) -> str:
+    """Deterministic text: one line per node with shape, weights by shape, sorted attributes.
+
+    `source`: the IR of a source model, whose buffers (BatchNorm statistics) are not
+    parameters: the params line counts them apart. In a block every tensor is a weight."""
     gm = ir.gm
     lines = []
     inputs = ", ".join(
@@ -379,5 +396,7 @@ def ir_text(ir: IR) -> str:
         lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
     removable = len(ir.removable_groups())
     lines.append(f"groups: {len(ir.groups)} ({removable} removable)")
-    lines.append(f"params: {ir.param_count()}")
+    buffers = ir.buffer_count() if source else 0
+    note = f" (+ {buffers} in buffers)" if buffers else ""
+    lines.append(f"params: {ir.param_count() - buffers}{note}")
     return "\n".join(lines) + "\n"

@@ -8,10 +8,26 @@ from pathlib import Path
 from legoc.errors import LegocError
 
 
+def exact(rows: list[dict]) -> list[dict]:
+    """Candidates scored to the end. A candidate that stopped early (`stopped_early`: it could
+    no longer reach keep) carries a bound on its faithfulness, not a score."""
+    return [r for r in rows if not r.get("stopped_early", False)]
+
+
+def plot_points(trace: list[dict]) -> dict[str, list[dict]]:
+    """What pareto.png draws, by legend label: exact scores only, faithful or below keep."""
+    scored = exact(trace)
+    return {
+        "below keep": [r for r in scored if not r["accepted"]],
+        "faithful": [r for r in scored if r["accepted"]],
+    }
+
+
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """Candidates no other candidate beats on both size (smaller) and faithfulness (higher)."""
+    """Exactly scored candidates no other beats on both size (smaller) and faithfulness
+    (higher)."""
     front, best = [], float("-inf")
-    for row in sorted(rows, key=lambda r: (r["kept_params"], -r["faithfulness"])):
+    for row in sorted(exact(rows), key=lambda r: (r["kept_params"], -r["faithfulness"])):
         if row["faithfulness"] > best:
             front.append(row)
             best = row["faithfulness"]
@@ -46,18 +62,15 @@ def _plot(path: Path, trace: list[dict], keep: float, summary: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    accepted = [r for r in trace if r["accepted"]]
-    rejected = [r for r in trace if not r["accepted"]]
-    for rows, colour, label in (
-        (rejected, "#bbbbbb", "below keep"),
-        (accepted, "#1f77b4", "faithful"),
-    ):
+    points = plot_points(trace)
+    colours = {"below keep": "#bbbbbb", "faithful": "#1f77b4"}
+    for label, rows in points.items():
         if rows:
             ax.scatter(
                 [r["kept_params"] for r in rows],
                 [r["faithfulness"] for r in rows],
                 s=9,
-                c=colour,
+                c=colours[label],
                 label=label,
                 alpha=0.7,
                 linewidths=0,
@@ -79,9 +92,14 @@ def _plot(path: Path, trace: list[dict], keep: float, summary: dict) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("kept parameters (estimate per candidate)")
     ax.set_ylabel("faithfulness on search")
-    ax.set_ylim(max(0.0, min([r["faithfulness"] for r in trace] + [keep]) - 0.05), 1.05)
+    plotted = [r["faithfulness"] for rows in points.values() for r in rows]
+    ax.set_ylim(max(0.0, min(plotted + [keep]) - 0.05), 1.05)
+    bounds = len(trace) - len(plotted)
+    stopped = f"; {bounds} stopped early below keep, not drawn" if bounds else ""
     ax.set_title(
-        f"{summary.get('task', '')}: {len(trace)} candidates ({summary.get('method', '')})"
+        f"{summary.get('task', '')}: {len(trace)} candidates "
+        f"({summary.get('method', '')}{stopped})",
+        fontsize=10,
     )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

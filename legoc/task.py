@@ -1,4 +1,4 @@
-"""The task spec (DESIGN §3.2): schema, validation with key-path errors, and data splits."""
+"""The task spec (docs/task-spec.md): schema, validation with key-path errors, data splits."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from legoc.paging import mapped_from, release_pages
 from legoc.runtime.data import is_npz
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
+# where errors send users: shipped in the repository, and printable from any install
+REFERENCE = "docs/task-spec.md, or the JSON Schema that `legoc schema` prints"
 METRICS = ("accuracy", "kl", "logit_diff", "mse")
 
 
@@ -26,35 +28,120 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+SEED_LIMIT = 2**63  # seeds are in [0, 2**63): what every generator legoc seeds accepts
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why `seed` cannot seed a run, or None."""
+    if not 0 <= seed < SEED_LIMIT:
+        return f"must be an integer in [0, 2**63 - 1], got {seed}"
+    return None
+
+
+def check_seed(seed: int | None, label: str = "--seed") -> None:
+    problem = None if seed is None else seed_problem(seed)
+    if problem:
+        raise LegocError(f"{label}: {problem}")
+
+
+def _no_nul(path: str) -> str:
+    if "\x00" in path:
+        raise ValueError(f"{path!r} contains a NUL byte; fix the path")
+    return path
+
+
 class DataSpec(_Strict):
-    search: str
-    eval: dict[str, str] = Field(default_factory=dict)
+    search: str = Field(
+        description="Data file the search scores against (relative to the spec's folder)."
+    )
+    eval: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named eval splits: data files reported per block, never searched on.",
+    )
+
+    @field_validator("search")
+    @classmethod
+    def _search_path(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value.values():
+            _no_nul(path)
+        return value
 
 
 class SearchSpec(_Strict):
-    method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = "auto"
-    budget: int = Field(2000, gt=0)
-    seed: int = 0
+    method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = Field(
+        "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
+    )
+    budget: int = Field(2000, gt=0, description="Most candidate evaluations the search may run.")
+    seed: int = Field(
+        0,
+        description="Seed of the search's random choices, in [0, 2**63).",
+        json_schema_extra={"minimum": 0, "exclusiveMaximum": 2**63},  # see _seed_in_range
+    )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, value: int) -> int:
+        problem = seed_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class FinetuneSpec(_Strict):
-    epochs: int = Field(5, gt=0)
-    lr: float = Field(1.0e-3, gt=0, allow_inf_nan=False)
+    epochs: int = Field(5, gt=0, description="Most epochs of retraining (early stopping).")
+    lr: float = Field(
+        1.0e-3, gt=0, allow_inf_nan=False, description="Adam learning rate for retraining."
+    )
 
 
 class TaskSpec(_Strict):
     """Schema version 1 of the task spec; unknown keys are errors so typos cannot hide."""
 
-    legoc: Literal[1]
-    name: str = Field(min_length=1)
-    data: DataSpec
-    outputs: list[int] | None = None
-    metric: Literal["accuracy", "kl", "logit_diff", "mse"] = "accuracy"
-    keep: float = Field(0.95, gt=0, allow_inf_nan=False)
-    ablation: Literal["mean", "zero"] = "mean"
-    scope: list[str] | None = None
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    finetune: FinetuneSpec | None = None
+    legoc: Literal[1] = Field(description="Schema version; 1.")
+    name: str = Field(min_length=1, description="Task name; goes into the block's metadata.")
+    data: DataSpec = Field(description="The task's data files.")
+    outputs: list[int] | None = Field(
+        None,
+        description="Indices into the model output's last dim that the task reads; the block "
+        "outputs exactly these, in this order, and labels index into this list.",
+    )
+    metric: Literal["accuracy", "kl", "logit_diff", "mse"] = Field(
+        "accuracy", description="Task metric that faithfulness is measured with."
+    )
+    keep: float = Field(
+        0.95,
+        gt=0,
+        allow_inf_nan=False,
+        description="Faithfulness floor on the search split, a fraction in (0, 1] (1.0 = as "
+        "good as the full model).",
+        json_schema_extra={"maximum": 1},  # checked by _keep_is_a_fraction, with a hint
+    )
+    ablation: Literal["mean", "zero"] = Field(
+        "mean", description="What a removed unit is replaced by: its mean activation, or zero."
+    )
+    scope: list[str] | None = Field(
+        None, description="Globs of module names that may be pruned (default: all)."
+    )
+    search: SearchSpec = Field(default_factory=SearchSpec, description="Search settings.")
+    finetune: FinetuneSpec | None = Field(
+        None, description="Retrain the extracted block's weights on search data (option C)."
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_is_a_fraction(cls, value: float) -> float:
+        if value > 1:  # 95 meant as a percentage would start a search that can never succeed
+            hint = f"{value / 100:g}, not {value:g}" if 2 <= value <= 100 else "e.g. 0.95"
+            raise ValueError(
+                f"must be a fraction in (0, 1] (of the full model's score), got {value:g}: "
+                f"write {hint}"
+            )
+        return value
 
     @field_validator("outputs")
     @classmethod
@@ -81,22 +168,37 @@ class Task:
     def name(self) -> str:
         return self.spec.name
 
-    def data_path(self, relative: str) -> Path:
-        return (self.path.parent / relative).resolve()
+    def data_path(self, relative: str, key: str = "data") -> Path:
+        try:
+            return (self.path.parent / relative).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL byte
+            why = "is a symlink loop" if not isinstance(exc, ValueError) else "is not a valid path"
+            raise LegocError(f"{self.path}: {key}: data file {relative} {why}") from None
 
     def split_paths(self) -> dict[str, Path]:
         """All splits, `search` first; eval splits are only ever reported, never searched on."""
-        paths = {"search": self.data_path(self.spec.data.search)}
+        paths = {"search": self.data_path(self.spec.data.search, "data.search")}
         for name, rel in self.spec.data.eval.items():
-            paths[name] = self.data_path(rel)
+            paths[name] = self.data_path(rel, f"data.eval.{name}")
         return paths
+
+
+def spec_json_schema() -> dict:
+    """The spec's JSON Schema (draft 2020-12), generated from `TaskSpec`: what `legoc schema`
+    prints, so editors can check specs as they are typed."""
+    schema = TaskSpec.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "legoc task spec, schema version 1",
+    }
 
 
 def _format_error(error: dict) -> str:
     loc = ".".join(str(part) for part in error["loc"]) or "<top level>"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: unknown key (check its spelling against the schema in DESIGN §3.2)"
+        return f"{loc}: unknown key (check its spelling against {REFERENCE})"
     if kind == "missing":
         return f"{loc}: required key is missing"
     if kind == "greater_than":
@@ -105,6 +207,8 @@ def _format_error(error: dict) -> str:
         return f"{loc}: must be a finite number"
     if kind == "literal_error":
         return f"{loc}: must be one of {error['ctx']['expected']}"
+    if kind == "value_error":  # our validators' own words, without pydantic's prefix
+        return f"{loc}: {error['ctx']['error']}"
     return f"{loc}: {error['msg']}"
 
 
@@ -137,7 +241,7 @@ def _check_structure(text: str, source: str) -> None:
             if depth > MAX_DEPTH:
                 raise LegocError(
                     f"{source}: nested more than {MAX_DEPTH} levels deep; a spec nests at most "
-                    "three (see DESIGN §3.2)"
+                    f"three (see {REFERENCE})"
                 )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
@@ -149,9 +253,11 @@ def parse_spec(text: str, source: str = "spec") -> TaskSpec:
         _check_structure(text, source)
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise LegocError(
-            f"{source}: not valid YAML ({exc.__class__.__name__}): fix the syntax"
-        ) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None)
+        what = f": {problem}" if problem else f" ({exc.__class__.__name__})"
+        raise LegocError(f"{source}: not valid YAML{where}{what}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise LegocError(f"{source}: must be a YAML mapping with keys legoc, name, data, ...")
     try:

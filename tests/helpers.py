@@ -186,3 +186,37 @@ def assert_one_error_line(result, needles: tuple[str, ...], exit_code: int = 2) 
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def float_steps(*compared, steps: int = 16, dtype: torch.dtype = torch.float32) -> float:
+    """An absolute tolerance of `steps` float steps of `dtype` at the largest magnitude compared.
+
+    Two float32 computations of one quantity that sum in another order (batch sizes, fused
+    kernels, AVX-512 vs AVX2 vs scalar dispatch) differ by a few steps *at the values' scale*:
+    a fixed atol such as 1e-6 is half a step at 35 and passes on one CPU only."""
+    scale = max(float(torch.as_tensor(v, dtype=torch.float64).abs().max()) for v in compared)
+    return steps * torch.finfo(dtype).eps * max(scale, 1.0)
+
+
+def assert_float_close(actual, expected, steps: int = 16) -> None:
+    """`actual` equals `expected` within `steps` float32 steps at their magnitude (float_steps)."""
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    atol = float_steps(actual, expected, steps=steps)
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=0)
+
+
+def make_search_fall_short(monkeypatch) -> None:
+    """Every search ends below the spec's keep (its best faithfulness is keep / 2), so a run
+    meets the task-not-met path (exit 1): with keep in (0, 1] the kept-everything rationale
+    always reaches it otherwise."""
+    from dataclasses import replace
+
+    from legoc import api
+
+    searched = api.search_rationale
+
+    def falls_short(prep, *args, **kwargs):
+        found = searched(prep, *args, **kwargs)
+        return replace(found, faithfulness=prep.task.spec.keep / 2)
+
+    monkeypatch.setattr(api, "search_rationale", falls_short)

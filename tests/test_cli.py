@@ -19,7 +19,14 @@ import yaml
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from tests.helpers import ARCH, assert_one_error_line, trained_model, write_task
+from tests.helpers import (
+    ARCH,
+    assert_float_close,
+    assert_one_error_line,
+    make_search_fall_short,
+    trained_model,
+    write_task,
+)
 
 runner = CliRunner()
 TASK_ARCH = object()  # sentinel: pass the task's own --arch
@@ -222,6 +229,13 @@ def npz_corrupt(task):
     return {}
 
 
+def symlink_loop_data(task):
+    loop = task["folder"] / "data" / "loop.pt"
+    os.symlink(loop.name, loop)  # points at itself
+    edit_spec(task, {"data.search": "data/loop.pt"})
+    return {}
+
+
 def missing_output_folder(task):
     return {"out": task["folder"].parent / "no_such_dir" / "block.onnx"}
 
@@ -259,7 +273,7 @@ BAD_INPUTS = [
     pytest.param(
         lambda t: {"arch": "no_such_pkg_legoc.models:make"},
         2,
-        ("--arch", "cannot import no_such_pkg_legoc.models"),
+        ("--arch", "cannot import no_such_pkg_legoc.models", "PYTHONPATH", "file.py:factory"),
         id="arch-does-not-import",
     ),
     pytest.param(
@@ -409,10 +423,52 @@ BAD_INPUTS = [
         spec_change(outputs=[0, 9]), 2, ("outputs:", "[9]", "4 outputs"), id="outputs-out-of-range"
     ),
     pytest.param(
-        spec_change(keep=1.5),
-        1,
-        ("no rationale reaches keep=1.5", "best candidate reached faithfulness 1.0000"),
-        id="keep-unreachable",
+        spec_change(keep=95),
+        2,
+        ("keep: must be a fraction in (0, 1]", "got 95", "write 0.95, not 95"),
+        id="spec-keep-a-percentage",
+    ),
+    pytest.param(
+        spec_change(keep=1.5), 2, ("keep: must be a fraction in (0, 1]",), id="spec-keep-above-one"
+    ),
+    pytest.param(
+        spec_change(search__seed=-1),
+        2,
+        ("search.seed: must be an integer in [0, 2**63 - 1], got -1",),
+        id="spec-seed-negative",
+    ),
+    pytest.param(
+        spec_change(search__seed=2**63),
+        2,
+        ("search.seed: must be an integer in [0, 2**63 - 1]",),
+        id="spec-seed-too-large",
+    ),
+    pytest.param(
+        lambda t: {"extra": ("--seed", "-1")},
+        2,
+        ("--seed: must be an integer in [0, 2**63 - 1], got -1",),
+        id="flag-seed-negative",
+    ),
+    pytest.param(
+        lambda t: {"extra": ("--seed", str(2**63))},
+        2,
+        ("--seed: must be an integer in [0, 2**63 - 1]",),
+        id="flag-seed-too-large",
+    ),
+    pytest.param(
+        spec_text("legoc: 1\nname: x\ndata:\n  search: [a, b\nkeep: 0.9\n"),
+        2,
+        ("not valid YAML at line 5, column 5", "expected ',' or ']'"),
+        id="spec-yaml-error-names-line-and-column",
+    ),
+    pytest.param(
+        spec_change(data__search="data/sea\x00rch.pt"),
+        2,
+        ("data.search", "NUL byte"),
+        id="data-path-nul-byte",
+    ),
+    pytest.param(
+        symlink_loop_data, 2, ("data.search", "loop.pt", "symlink loop"), id="data-symlink-loop"
     ),
     pytest.param(
         missing_output_folder, 2, ("no_such_dir", "does not exist"), id="output-folder-missing"
@@ -517,16 +573,20 @@ def test_code_in_model_file_never_runs_without_trust(mlp_task, container):
 
 @pytest.mark.parametrize(
     "spec, exit_code",
-    [({"search.budget": 0}, 2), ({"keep": 1.5}, 1)],
+    [({"search.budget": 0}, 2), ({}, 1)],
     ids=["bad-spec", "task-not-met"],
 )
-def test_failed_run_leaves_existing_block_untouched(mlp_task, spec, exit_code):
+def test_failed_run_leaves_existing_block_untouched(mlp_task, spec, exit_code, monkeypatch):
     out = mlp_task["folder"].parent / "out" / "block.onnx"
     out.parent.mkdir()
     out.write_bytes(b"previous block, must survive")
     edit_spec(mlp_task, spec)
+    if exit_code == 1:
+        make_search_fall_short(monkeypatch)
     result, _ = extract(mlp_task, out=out)
     assert result.exit_code == exit_code, result.output
+    if exit_code == 1:
+        assert_one_error_line(result, ("no rationale reaches keep=0.9",), 1)
     assert out.read_bytes() == b"previous block, must survive"
     assert sorted(os.listdir(out.parent)) == ["block.onnx"]
 
@@ -562,11 +622,13 @@ def test_debug_shows_the_traceback(mlp_task):
 
 # -- successful runs -----------------------------------------------------------------------
 
-SOURCE_PARAMS = {"mlp": 164, "cnn": 1463, "planted": 99}
+# trainable parameters (`model.parameters()`); the cnn's 24 BatchNorm statistics are buffers
+SOURCE_PARAMS = {"mlp": 164, "cnn": 1439, "planted": 99}
 SUMMARY = re.compile(
-    r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>\d+) -> (?P<blk>\d+) "
-    r"\(\d+\.\d%\) \| faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
-    r"\d+ evaluations \| \d+\.\ds$"
+    r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>[\d,]+) -> "
+    r"(?P<blk>[\d,]+) \(\d+\.\d%(; stored [\d,]+ with alignment zeros)?\) \| "
+    r"faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
+    r"\d+ evaluations \| (?P<minimal>(not )?proven 1-minimal) \| \d+\.\ds$"
 )
 
 
@@ -581,8 +643,8 @@ def test_extract_writes_block_and_one_line_summary(tmp_path, kind):
     match = SUMMARY.match(lines[0])
     assert match, lines[0]
     assert match["out"] == str(out)
-    assert int(match["src"]) == SOURCE_PARAMS[kind]
-    assert 0 < int(match["blk"]) < SOURCE_PARAMS[kind]
+    assert int(match["src"].replace(",", "")) == SOURCE_PARAMS[kind]
+    assert 0 < int(match["blk"].replace(",", "")) < SOURCE_PARAMS[kind]
     assert float(match["search"]) >= 0.9  # the spec's keep (printed rounded to 3 places)
 
 
@@ -601,9 +663,7 @@ def test_extract_json_summary(mlp_task):
     assert set(summary["scores"]) == {"search", "iid"}
     for split in summary["scores"].values():
         assert set(split) == {"metric_full", "metric_block", "faithfulness"}
-    assert summary["scores"]["search"]["faithfulness"] == pytest.approx(
-        summary["faithfulness"], abs=1e-6
-    )
+    assert_float_close(summary["scores"]["search"]["faithfulness"], summary["faithfulness"])
     assert 0 < summary["evaluations"] <= 200  # the spec's budget
     assert summary["seconds"] >= 0
     assert summary["output"] == str(out) and out.is_file()

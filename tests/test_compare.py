@@ -4,6 +4,7 @@ piece, verdicts per split; bad input gets one line, exit 2 and no folder."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from legoc.cli import app
 from legoc.runtime.block import Block
 from legoc.verdict import NO, NOT_SIGNIFICANT, YES
-from tests.helpers import write_task
+from tests.helpers import FACTORIES, make_search_fall_short, write_task
 
 runner = CliRunner()
 
@@ -57,6 +58,10 @@ def test_compare_writes_the_report_runs_and_plots(tiny_compare):
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == [f"{o}-seed{s}.onnx" for o in "ABC" for s in (0, 1)] + ["full.onnx"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert (out / "runs" / "full.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_report_json_holds_every_run_scored_on_every_split(tiny_compare):
@@ -69,7 +74,10 @@ def test_report_json_holds_every_run_scored_on_every_split(tiny_compare):
         assert run["status"] == "ok" and set(run["scores"]) == {"search", "iid"}
         assert run["params"] > 0 and run["macs"] > 0
         block = Block.load(out / run["path"])
-        assert block.param_count() == run["params"]
+        if run["option"] == "full":  # the source's trainable parameters, not its BN-folded file
+            assert run["params"] == sum(p.numel() for p in FACTORIES["cnn"]().parameters())
+        else:  # blocks are written unaligned: stored == params
+            assert block.param_count() == block.rationale_params() == run["params"]
     assert {k: len(v) for k, v in by_option.items()} == {"full": 1, "A": 2, "B": 2, "C": 2}
     for a, b in zip(by_option["A"], by_option["B"]):  # matched size, per seed
         assert abs(a["params"] - b["params"]) <= 0.1 * b["params"]
@@ -118,13 +126,17 @@ def test_force_replaces_the_folder_and_one_seed_says_rows_only(tmp_path):
     task = write_task(tmp_path / "task", "mlp")
     out = tmp_path / "report"
     out.mkdir()
+    (out / "report.json").write_text('{"legoc_compare": 1}')  # an earlier report: replaceable
     (out / "old.txt").write_text("old")
+    out.chmod(0o750)
     extra = ("--seeds", "1", "--force", "--finetune-epochs", "1")
     result = runner.invoke(app, compare_args(task, out, *extra))
     assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o750  # the replaced folder's mode, not mkdtemp's 0700
     assert not (out / "old.txt").exists() and (out / "report.md").is_file()
     assert "rows only" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
+    assert report["legoc_compare"] == 1  # what a later --force recognises
     assert report["settings"]["finetune"]["epochs"] == 1
     assert "--finetune-epochs 1" in report["command"] and "--baseline-epochs 3" in report["command"]
     (run_c,) = [r for r in report["runs"] if r["option"] == "C"]
@@ -149,11 +161,12 @@ def test_bad_input_leaves_nothing(tmp_path, extra, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]
 
 
-def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path):
-    task = write_task(tmp_path / "task", "mlp", spec={"keep": 1.5, "search": {"budget": 20}})
+def test_no_seed_reaching_keep_is_exit_1_and_leaves_nothing(tmp_path, monkeypatch):
+    task = write_task(tmp_path / "task", "mlp", spec={"search": {"budget": 20}})
+    make_search_fall_short(monkeypatch)
     out = tmp_path / "report"
     result = runner.invoke(app, compare_args(task, out, "--seeds", "1"))
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "reaches keep=1.5" in lines[0]
+    assert len(lines) == 1 and "reaches keep=0.9" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["task"]

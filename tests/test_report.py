@@ -11,22 +11,43 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from legoc.cli import app
-from legoc.report import pareto_front, write_report
+from legoc.report import pareto_front, plot_points, write_report
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def row(kept_params: int, faithfulness: float, evaluation: int = 0, keep: float = 0.9) -> dict:
-    """A trace row as SearchContext.evaluate writes it."""
+def row(
+    kept_params: int,
+    faithfulness: float,
+    evaluation: int = 0,
+    keep: float = 0.9,
+    stopped_early: bool = False,
+) -> dict:
+    """A trace row as SearchContext.evaluate writes it (a stopped-early row's faithfulness
+    is the bound that proved it below keep)."""
     return {
         "evaluation": evaluation,
         "groups_removed": 0,
         "kept_params": kept_params,
         "faithfulness": faithfulness,
-        "stopped_early": False,
+        "stopped_early": stopped_early,
         "accepted": faithfulness >= keep,
     }
+
+
+def test_stopped_early_bounds_are_neither_plotted_nor_on_the_front():
+    rows = [
+        row(500, 1.00, 1),
+        row(300, 0.95, 2),
+        row(200, 0.85, 3),  # scored to the end, below keep
+        row(3, 0.89, 4, stopped_early=True),  # an almost empty model: only a bound
+        row(250, 0.80, 5, stopped_early=True),
+    ]
+    points = plot_points(rows)
+    assert [r["evaluation"] for r in points["faithful"]] == [1, 2]
+    assert [r["evaluation"] for r in points["below keep"]] == [3]
+    assert [r["evaluation"] for r in pareto_front(rows)] == [3, 2, 1]
 
 
 def non_dominated(rows: list[dict]) -> set[tuple]:

@@ -44,7 +44,7 @@ positive_float = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow
 optional = {  # key -> strategy of its value, each left out at random
     "outputs": st.lists(st.integers(0, 1000), min_size=1, max_size=5, unique=True),
     "metric": st.sampled_from(METRICS),
-    "keep": positive_float,
+    "keep": st.floats(min_value=1e-6, max_value=1.0),  # a fraction in (0, 1]
     "ablation": st.sampled_from(("mean", "zero")),
     "scope": st.lists(text, max_size=3),
     "search": st.fixed_dictionaries(
@@ -52,7 +52,7 @@ optional = {  # key -> strategy of its value, each left out at random
         optional={
             "method": st.sampled_from(SEARCH_METHODS),
             "budget": st.integers(1, 10**9),
-            "seed": st.integers(-(2**31), 2**31),
+            "seed": st.integers(0, 2**63 - 1),
         },
     ),
     "finetune": st.fixed_dictionaries(
@@ -121,8 +121,9 @@ OUT_OF_RANGE = {
     "legoc": [0, 2, -1],
     "name": [""],
     "outputs": [[], [-1], [0, 0], [3, -2]],
-    "keep": [0, -0.5, 0.0, float("inf"), float("-inf"), float("nan")],
+    "keep": [0, -0.5, 0.0, float("inf"), float("-inf"), float("nan"), 1.5, 95, 1e6],
     "search.budget": [0, -1, -(10**12)],
+    "search.seed": [-1, -(2**31), 2**63, 2**64],
     "finetune.epochs": [0, -3],
     "finetune.lr": [0.0, -1e-3, float("inf"), float("nan")],
 }

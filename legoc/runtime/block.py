@@ -128,12 +128,32 @@ class Block:
         except ValueError:
             return value
 
+    def meta_dict(self, key: str) -> dict:
+        """A metadata value that must be a JSON object ({} when absent); a malformed one is a
+        one-line error naming the key."""
+        if key not in self.metadata:
+            return {}
+        try:
+            value = json.loads(self.metadata[key])
+        except ValueError as exc:
+            raise LegocError(
+                f"block {self.label}: metadata '{key}' is not valid JSON ({exc}); re-export "
+                "the block or remove that key"
+            ) from None
+        if not isinstance(value, dict):
+            raise LegocError(
+                f"block {self.label}: metadata '{key}' is a JSON {type(value).__name__}, not an "
+                "object; re-export the block or remove that key"
+            )
+        return value
+
     @property
     def task(self) -> str | None:
         return self.metadata.get("legoc.task")
 
     def param_count(self) -> int:
-        """Elements of the floating-point initializers (what `legoc.rationale` calls params)."""
+        """Elements of the floating-point initializers the file stores: the *stored* count,
+        which includes the zero channels that channel alignment pads in (not parameters)."""
         total = 0
         for tensor in self.model.graph.initializer:
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
@@ -142,11 +162,15 @@ class Block:
         return total
 
     def rationale_params(self) -> int:
-        """The rationale's own parameter count (`legoc.rationale` params.block): unlike
-        `param_count`, it leaves out the zero channels that alignment stores for speed."""
-        params = (self.meta("legoc.rationale") or {}).get("params", {})
+        """The block's params: the rationale's own count (`legoc.rationale` params.block),
+        without alignment zeros; for a composed block, the sum of its parts' params (recorded
+        in `legoc.composition`); for a block without legoc metadata, its stored count."""
+        params = self.meta_dict("legoc.rationale").get("params", {})
         block = params.get("block") if isinstance(params, dict) else None
-        return block if isinstance(block, int) else self.param_count()
+        if isinstance(block, int):
+            return block
+        summed = self.meta_dict("legoc.composition").get("params")
+        return summed if isinstance(summed, int) else self.param_count()
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -201,6 +225,16 @@ class Block:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LegocError(f"{self.label}: onnxruntime failed: {first}") from None
         return dict(zip(self.output_names, values))
+
+
+def malformed_metadata(block: Block, exc: Exception) -> LegocError:
+    """The one-line error for legoc metadata whose JSON parses but does not have the shape
+    legoc writes (a list where a mapping belongs, a string where a count belongs)."""
+    detail = f"{type(exc).__name__}: {exc}".strip()
+    return LegocError(
+        f"block {block.label}: its legoc.* metadata is malformed ({detail}); re-export the block "
+        "or remove the malformed keys"
+    )
 
 
 def make_session(

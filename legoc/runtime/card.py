@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from legoc.errors import LegocError
-from legoc.runtime.block import Block
-from legoc.runtime.files import atomic_file, sha256_file
+from legoc.runtime.block import Block, malformed_metadata
+from legoc.runtime.files import atomic_file, check_output_file, sha256_file
 
 FORMATS = ("md", "html")
 
@@ -32,12 +32,18 @@ def write_card(block_path: str | Path, out: str | Path | None = None, fmt: str =
     if fmt not in FORMATS:
         raise LegocError(f"--format {fmt!r}: use one of {list(FORMATS)}")
     block_path = Path(block_path)
+    out = Path(out) if out is not None else block_path.with_suffix(f".{fmt}")
+    check_output_file(out, {"the block": block_path})
     block = Block.load(block_path)
     block.check_loads()
-    out = Path(out) if out is not None else block_path.with_suffix(f".{fmt}")
-    units = units_per_layer(block)
+    try:
+        units = units_per_layer(block)
+        sections = card_sections(block, block_path)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise malformed_metadata(block, exc) from None
     image = out.with_name(f"{out.stem}.units.png") if units else None
-    sections = card_sections(block, block_path)
+    if image is not None:
+        check_output_file(image, {"the block": block_path})
     title = f"Building block: {block.task or block_path.stem}"
     if fmt == "md":
         text = _markdown(title, sections, image, units)
@@ -55,7 +61,7 @@ def units_per_layer(block: Block) -> list[tuple[str, int, int]]:
     """(layer, kept, total) from `legoc.rationale`, and from every part of a composed block."""
     rows = []
     for prefix, key in _rationale_keys(block):
-        rationale = block.meta(key) or {}
+        rationale = block.meta_dict(key)
         total = rationale.get("total") or {}
         kept = rationale.get("kept") or {}
         for layer in total:
@@ -74,12 +80,30 @@ def _rationale_keys(block: Block) -> list[tuple[str, str]]:
     return keys
 
 
+def _param_rows(block: Block, params: dict) -> list[tuple[str, str]]:
+    """params (the rationale's own count; a composition's is the sum of its parts') and the
+    stored initializer count, labelled as padded when alignment zeros make it larger."""
+    own, stored = block.rationale_params(), block.param_count()
+    if params.get("source") and params.get("block") is not None:
+        share = params["block"] / params["source"]
+        rows = [("params source → block", f"{params['source']:,} → {own:,} ({share:.1%})")]
+    elif block.meta("legoc.composition") is not None:
+        rows = [("params", f"{own:,} (sum of the parts' params)")]
+    else:
+        rows = [("params", f"{own:,}")]
+    if stored != own:
+        rows.append(("stored", f"{stored:,} initializer elements, padded with alignment zeros"))
+    else:
+        rows.append(("stored", f"{stored:,} initializer elements"))
+    return rows
+
+
 def card_sections(block: Block, path: Path) -> list[Section]:
     meta = block.meta
-    rationale = meta("legoc.rationale") or {}
+    rationale = block.meta_dict("legoc.rationale")
     params = rationale.get("params") or {}
-    search = meta("legoc.search") or {}
-    versions = meta("legoc.versions") or {}
+    search = block.meta_dict("legoc.search")
+    versions = block.meta_dict("legoc.versions")
     size = path.stat().st_size
     provenance = [
         ("task", block.task or "unknown (no legoc metadata)"),
@@ -99,12 +123,7 @@ def card_sections(block: Block, path: Path) -> list[Section]:
         )
     if versions:
         provenance.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
-    sizes = [("file size", f"{size:,} bytes"), ("params (block file)", f"{block.param_count():,}")]
-    if params.get("source") and params.get("block") is not None:
-        share = params["block"] / params["source"]
-        sizes.append(
-            ("params source → block", f"{params['source']:,} → {params['block']:,} ({share:.1%})")
-        )
+    sizes = [("file size", f"{size:,} bytes"), *_param_rows(block, params)]
     layout = block.meta("legoc.layout")
     if isinstance(layout, dict) and layout.get("channels_added"):
         sizes.append(
@@ -124,7 +143,7 @@ def card_sections(block: Block, path: Path) -> list[Section]:
         Section("Interface", ("", "name", "type"), interface),
         Section("Size", None, sizes),
     ]
-    scores = meta("legoc.scores") or {}
+    scores = block.meta_dict("legoc.scores")
     if scores:
         metric = meta("legoc.metric", "metric")
         rows = [

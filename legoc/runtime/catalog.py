@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from legoc.errors import LegocError
-from legoc.runtime.block import Block
+from legoc.runtime.block import Block, malformed_metadata
 from legoc.runtime.files import atomic_file, sha256_file
 
 INDEX = "index.json"
@@ -119,7 +119,11 @@ class Catalog:
                 f"catalogue {self.root}: '{name}' is already an entry; pass --name NEW or --replace"
             )
         relative = f"{BLOCKS}/{name}.onnx"
-        with atomic_file(self.root / relative) as tmp:
+        try:
+            _entry(block, name, relative, "", 0)  # its metadata reads before anything is written
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise malformed_metadata(block, exc) from None
+        with atomic_file(self.root / relative, {"the block": block.path}) as tmp:
             onnx.save(block.model, str(tmp))  # external data embedded
             digest, size = sha256_file(tmp), tmp.stat().st_size
         entries[name] = _entry(block, name, relative, digest, size)
@@ -140,13 +144,12 @@ class Catalog:
         return Block.load(self.root / entry.file)
 
     def search(self, task: str | None = None, source: str | None = None) -> list[Entry]:
-        """Entries whose task (or a part's) matches the glob `task` (case-insensitive) and
-        whose source model (or a part's) starts with the sha256 prefix `source`."""
+        """Entries whose task (or a part's) contains `task` or matches it as a glob (both
+        case-insensitive) and whose source model (or a part's) starts with the sha256 prefix
+        `source`."""
         found = []
         for entry in self.entries().values():
-            if task is not None and not any(
-                fnmatch.fnmatchcase(t.lower(), task.lower()) for t in entry.tasks
-            ):
+            if task is not None and not any(task_matches(t, task) for t in entry.tasks):
                 continue
             if source is not None and not any(s.startswith(source.lower()) for s in entry.sources):
                 continue
@@ -183,8 +186,14 @@ class Catalog:
             )
 
 
+def task_matches(name: str, query: str) -> bool:
+    """`query` is part of the task name, or a glob (`*`, `?`, `[...]`) matching all of it."""
+    name, query = name.lower(), query.lower()
+    return query in name or fnmatch.fnmatchcase(name, query)
+
+
 def _entry(block: Block, name: str, relative: str, digest: str, size: int) -> Entry:
-    rationale = block.meta("legoc.rationale") or {}
+    rationale = block.meta_dict("legoc.rationale")
     params = dict(rationale.get("params") or {})
     params["block"] = block.rationale_params()
     tasks, sources = [], []

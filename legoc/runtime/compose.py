@@ -111,7 +111,8 @@ def compose_files(
 ) -> tuple[Composition, float]:
     """Load, compose (`kind` sequential or parallel), check numerically (on `check_data` or
     seeded random rows), write atomically. Returns the composition and the check's max diff."""
-    check_output_file(Path(output))
+    reads = {f"part {i + 1}": path for i, path in enumerate(paths)}
+    check_output_file(Path(output), {**reads, "--check-data": check_data})
     blocks = [Block.load(path) for path in paths]
     build = {"sequential": compose_sequential, "parallel": compose_parallel}[kind]
     composition = build(blocks, names=names or None, **options)
@@ -258,6 +259,7 @@ def _set_metadata(composition: Composition, links: list[dict[str, str]]) -> None
                 "task": block.task,
                 "inputs": block.input_names,
                 "outputs": block.output_names,
+                "params": block.rationale_params(),
             }
         )
         sources.add(block.metadata.get("legoc.source_sha256"))
@@ -279,6 +281,7 @@ def _set_metadata(composition: Composition, links: list[dict[str, str]]) -> None
                 {
                     "kind": composition.kind,
                     "concat": composition.concat,
+                    "params": sum(part["params"] for part in parts),
                     "parts": parts,
                     "links": joined,
                 },

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,12 @@ import onnx
 import legoc
 from legoc.errors import LegocError
 from legoc.runtime.block import Block, make_session
-from legoc.runtime.files import staging_folder
+from legoc.runtime.files import (
+    check_not_an_input,
+    check_replaceable,
+    move_into,
+    staging_folder,
+)
 from legoc.runtime.mobile import to_ort_format
 from legoc.runtime.quantize import quantize
 from legoc.runtime.scores import Split, load_split, logits_of, metric_value, read_task
@@ -110,10 +114,14 @@ def deploy(
             progress(f"deploy {target}", done, 4)
 
     block_path = Path(block_path)
-    block = Block.load(block_path, threads=threads)
-    splits, metric = _task_splits(block, task) if task is not None else ({}, None)
     out_dir = Path(out_dir)
     stem = block_path.stem
+    reads = {"the block": block_path, "the task spec": task}
+    block = Block.load(block_path, threads=threads)
+    splits, metric = _task_splits(block, task, reads) if task is not None else ({}, None)
+    for name in _deployed_names(target, stem):
+        check_replaceable(out_dir / name)
+        check_not_an_input(out_dir / name, reads)
     notes: list[str] = []
     step(1)
     with staging_folder(out_dir) as stage:
@@ -172,12 +180,24 @@ def deploy(
         )
         (stage / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         for path in [*files, stage / "report.json"]:
-            os.replace(path, out_dir / path.name)
+            move_into(path, out_dir, reads)
     return report
 
 
-def _task_splits(block: Block, task: str | Path) -> tuple[dict[str, Split], str]:
+def _deployed_names(target: str, stem: str) -> list[str]:
+    """The files a deployment puts into its folder (checked before any work)."""
+    names = {
+        "ort": [f"{stem}.onnx"],
+        "ort-int8": [f"{stem}.int8.onnx"],
+        "ort-mobile": [f"{stem}.ort", f"{stem}.required_operators.config"],
+    }
+    return [*names[target], "report.json"]
+
+
+def _task_splits(block: Block, task: str | Path, reads: dict) -> tuple[dict[str, Split], str]:
     data = read_task(task)
+    for name, path in data.splits.items():  # no deployed file may replace the task's data
+        reads["data.search" if name == "search" else f"data.eval.{name}"] = path
     expected = block.metadata.get("legoc.spec_sha256")
     name = block.task
     if expected != data.sha256 and name is not None and name != data.name:

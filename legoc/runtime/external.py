@@ -67,7 +67,11 @@ def check_location(tensor: onnx.TensorProto, folder: Path, path: Path) -> Path:
             f"{where} '{location}', an absolute path; a block may only read data files in "
             "its own folder (re-save it with relative external data locations)"
         )
-    target = (folder / location).resolve()
+    try:
+        target = (folder / location).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL byte
+        why = "a symlink loop" if not isinstance(exc, ValueError) else "not a valid path"
+        raise LegocError(f"{where} {location!r}, which is {why}; re-save the block") from None
     if target != folder and folder not in target.parents:
         raise LegocError(
             f"{where} '{location}', outside the block's folder {folder}; a block may only read "

@@ -23,7 +23,7 @@ def run_file(
         output = Path(output)
         if output.suffix != ".npz":
             raise LegocError(f"-o {output}: outputs are written as .npz; name it OUT.npz")
-        check_output_file(output)
+        check_output_file(output, {"the block": block_path, "the input file": input_path})
     block = Block.load(block_path)
     arrays = read_arrays(input_path, "input")
     outputs = block.run(inputs_for(block.input_names, arrays, "input", str(input_path)), batch_size)

@@ -42,7 +42,12 @@ def read_task(path: str | Path) -> TaskData:
     try:
         raw = yaml.safe_load(raw_bytes.decode("utf-8", errors="replace"))
     except (yaml.YAMLError, RecursionError) as exc:  # deep nesting overflows the composer
-        raise LegocError(f"{path}: not valid YAML ({exc.__class__.__name__}): fix it") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LegocError(
+            f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or type(exc).__name__})"
+            ": fix it"
+        ) from None
     if not isinstance(raw, dict) or raw.get("legoc") != 1:
         raise LegocError(f"{path}: not a legoc task spec (it needs `legoc: 1`, name, data)")
     data = raw.get("data")
@@ -57,9 +62,13 @@ def read_task(path: str | Path) -> TaskData:
     splits = {"search": data["search"], **{str(k): v for k, v in evals.items()}}
     resolved = {}
     for split, rel in splits.items():
-        resolved[split] = (path.parent / rel).resolve()
+        key = "data.search" if split == "search" else f"data.eval.{split}"
+        try:
+            resolved[split] = (path.parent / rel).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL byte
+            why = "is a symlink loop" if not isinstance(exc, ValueError) else "is not a valid path"
+            raise LegocError(f"{path}: {key}: data file {rel!r} {why}") from None
         if not resolved[split].is_file():
-            key = "data.search" if split == "search" else f"data.eval.{split}"
             raise LegocError(f"{path}: {key}: data file {resolved[split]} not found")
     return TaskData(
         name=str(raw.get("name", "")),

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from legoc.passes import FoldAblations
+from tests.helpers import assert_float_close
 from tests.passes.helpers import (
     ATOL,
     CASES,
@@ -63,8 +64,8 @@ def test_mlp_fold_is_the_hand_computed_bias_shift():
         # a removed fc1 unit reaches fc2 as relu(c); fc2 adds W[:, gone] @ relu(c) to its bias
         shift2 = gm.fc2.weight[:, fc1_gone] @ torch.relu(ir.ablation["fc1"][fc1_gone])
         shift3 = gm.head.weight[:, fc2_gone] @ torch.relu(ir.ablation["fc2"][fc2_gone])
-    torch.testing.assert_close(folded.fc2.bias, gm.fc2.bias + shift2, atol=1e-6, rtol=0)
-    torch.testing.assert_close(folded.head.bias, gm.head.bias + shift3, atol=1e-6, rtol=0)
+    assert_float_close(folded.fc2.bias, gm.fc2.bias + shift2)
+    assert_float_close(folded.head.bias, gm.head.bias + shift3)
     assert not folded.fc2.weight[:, fc1_gone].any() and not folded.head.weight[:, fc2_gone].any()
     kept = [i for i in range(8) if i not in fc1_gone]
     torch.testing.assert_close(folded.fc2.weight[:, kept], gm.fc2.weight[:, kept], atol=0, rtol=0)
@@ -87,7 +88,7 @@ def test_zero_padding_makes_the_fold_add_a_non_uniform_constant_map():
     x[:, removed] = ir.ablation["conv1"][removed].reshape(1, -1, 1, 1)
     with torch.no_grad():
         expected = F.conv2d(x, ir.gm.conv2.weight, None, padding=1)
-    torch.testing.assert_close(constant, expected, atol=1e-6, rtol=0)
+    assert_float_close(constant, expected)
     assert (constant[0, :, 0, 0] - constant[0, :, 2, 2]).abs().max() > 1e-3  # border != centre
 
 
@@ -118,7 +119,7 @@ def test_a_reader_without_bias_gets_one_holding_the_folded_constant():
     assert diff <= ATOL
     with torch.no_grad():
         expected = ir.gm.b.weight[:, removed] @ torch.tensor([1.0, 2.0])
-    torch.testing.assert_close(result.ir.gm.b.legoc_bias, expected, atol=1e-6, rtol=0)
+    assert_float_close(result.ir.gm.b.legoc_bias, expected)
 
 
 def test_missing_ablation_values_are_an_error():

@@ -82,4 +82,6 @@ def test_an_aligned_block_states_its_zero_channels_and_keeps_the_rationale_count
     assert block.param_count() == layout["stored_params"]
     text = write_card(shapes_block, tmp_path / "card.md").card.read_text()
     assert f"padded to multiples of 16 with {layout['channels_added']} zero channels" in text
-    assert f"| params (block file) | {block.param_count():,} |" in text
+    padded = "initializer elements, padded with alignment zeros"
+    assert f"| stored | {block.param_count():,} {padded} |" in text
+    assert f"| params source → block | {params['source']:,} → {params['block']:,} " in text

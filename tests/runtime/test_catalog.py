@@ -41,6 +41,14 @@ def test_search_by_task_glob_and_source_prefix(catalog, tiny):
     assert catalog.search(task="tiny-mlp", source="0" * 64) == []
 
 
+def test_search_by_task_matches_substrings_case_insensitively(catalog):
+    assert [e.name for e in catalog.search(task="cnn")] == ["vision"]
+    assert [e.name for e in catalog.search(task="ML")] == ["mlp"]
+    assert [e.name for e in catalog.search(task="tiny")] == ["mlp", "vision"]
+    assert [e.name for e in catalog.search(task="*-c?n")] == ["vision"]  # globs still work
+    assert catalog.search(task="cnn-") == [] and catalog.search(task="tiny-*x") == []
+
+
 def test_composed_blocks_are_found_by_their_parts(catalog, tiny, tmp_path):
     mlp = Block.load(tiny["mlp"]["block"])
     mlp2 = Block.load(tiny["mlp2"]["block"])
