@@ -25,7 +25,7 @@ compose_app = typer.Typer(
 catalog_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="A local folder of blocks: add, list, show, search, verify.",
+    help="A local folder of blocks: add, list, show, search, verify, site.",
 )
 
 
@@ -153,7 +153,7 @@ def compose_parallel_command(
 
 def deploy(
     block: Path = BlockArg,
-    target: str = typer.Option(..., "--target", help="ort | ort-int8 | ort-mobile"),
+    target: str = typer.Option(..., "--target", help="ort | ort-int8 | ort-mobile | web"),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the deployed files."),
     task: Optional[Path] = typer.Option(
         None, "--task", help="The block's task spec: calibration data and scores per split."
@@ -166,10 +166,19 @@ def deploy(
     threads: int = typer.Option(1, min=0, help="onnxruntime intra-op threads (0: its default)."),
     runs: int = typer.Option(30, min=1, help="Timed runs per latency (median)."),
     warmup: int = typer.Option(5, min=0, help="Warm-up runs before timing."),
+    web_format: str = typer.Option(
+        "auto", "--web-format", help="web: the block as ort (ORT format), onnx, or auto (ort)."
+    ),
+    ort_web: Optional[Path] = typer.Option(
+        None,
+        "--ort-web",
+        help="web: take onnxruntime-web from this npm-installed folder instead of legoc's copy.",
+    ),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Quantize or convert a block; report size, latency and scores."""
+    """Quantize or convert a block; report size, latency and scores. --target web writes a
+    folder that runs the block in the browser (onnxruntime-web)."""
     from legoc.runtime import deploy as deploy_block
 
     with reporting(debug), progress_bar() as bar:
@@ -183,9 +192,22 @@ def deploy(
             warmup=warmup,
             runs=runs,
             progress=stage_progress(bar),
+            web_format=web_format,
+            ort_web=ort_web,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), sort_keys=True))
+        return
+    if target == "web":
+        native = ", ".join(f"b={b} {ms:.3f} ms" for b, ms in report.native_latency_ms.items())
+        typer.echo(
+            f"{output}: {', '.join(report.files)} ({report.bytes / 1e6:.1f} MB; block as "
+            f"{report.format}, onnxruntime-web {report.ort_web_version}) | native onnxruntime "
+            f"{native}"
+        )
+        typer.echo(f"open it: python3 -m http.server -d {output} -b 127.0.0.1, then /index.html")
+        for note in report.notes:
+            typer.echo(f"note: {note}")
         return
     how = ""
     if report.quantization:
@@ -321,6 +343,30 @@ def catalog_verify(folder: Path = DirArg, debug: bool = DebugOpt) -> None:
     with reporting(debug):
         entries = Catalog(folder).verify()
     typer.echo(f"{folder}: {len(entries)} entries verified (sha256)")
+
+
+@catalog_app.command("site")
+def catalog_site(
+    folder: Path = DirArg,
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Folder for the site (default: CATALOG/site)."
+    ),
+    threads: int = typer.Option(1, min=0, help="onnxruntime threads for the latency column."),
+    runs: int = typer.Option(20, min=1, help="Timed runs per latency (median)."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Render the catalogue as a static site with a page per block.
+
+    The index filters by task, model and size; each block page is its self-contained card with
+    a panel that runs the block in the browser (onnxruntime-web)."""
+    from legoc.runtime.site import write_site
+
+    with reporting(debug):
+        report = write_site(folder, output, threads=threads, runs=runs)
+    typer.echo(
+        f"wrote {report.out_dir}: {report.entries} block page(s), {report.bytes / 1e6:.1f} MB; "
+        f"open it: python3 -m http.server -d {report.out_dir} -b 127.0.0.1, then /index.html"
+    )
 
 
 # ----------------------------------------------------------------------------- card

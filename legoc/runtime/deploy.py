@@ -28,7 +28,7 @@ from legoc.runtime.timing import BATCHES, RUNS, WARMUP, batch_of, latency_ms
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("ort", "ort-int8", "ort-mobile")
+TARGETS = ("ort", "ort-int8", "ort-mobile", "web")
 QUANT_MODES = ("auto", "static", "dynamic")
 
 
@@ -89,16 +89,25 @@ def deploy(
     warmup: int = WARMUP,
     runs: int = RUNS,
     progress: Callable[[str, int, int], None] | None = None,
+    web_format: str = "auto",
+    ort_web: str | Path | None = None,
 ) -> DeployReport:
     """Write the deployed block and report.json into `out_dir`; files move in only at the end.
 
-    Without `task` there is no calibration data (int8 is dynamic) and no scores."""
+    Without `task` there is no calibration data (int8 is dynamic) and no scores. The web
+    target returns a `legoc.runtime.web.WebReport` (its latency is the browser's to measure)."""
     if target not in TARGETS:
         raise LegocError(f"--target {target!r}: use one of {list(TARGETS)}")
     if quant not in QUANT_MODES:
         raise LegocError(f"--quant {quant!r}: use one of {list(QUANT_MODES)}")
     if quant != "auto" and target != "ort-int8":
         raise LegocError(f"--quant {quant} applies to --target ort-int8 only")
+    if target == "web":
+        from legoc.runtime.web import deploy_web
+
+        return deploy_web(  # type: ignore[return-value]
+            block_path, out_dir, task, web_format, ort_web, threads, warmup, runs
+        )
 
     def step(done: int) -> None:
         if progress is not None:

@@ -1,4 +1,4 @@
-"""Status lines off a terminal (legoc.cli_common.StatusLines): one line when a phase ends, at
+"""Status lines off a terminal (legoc.cli.common.StatusLines): one line when a phase ends, at
 most one every STATUS_INTERVAL seconds while it runs, each end printed once."""
 
 from __future__ import annotations

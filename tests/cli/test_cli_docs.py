@@ -240,6 +240,7 @@ def readme_synopsis() -> dict[tuple[str, ...], set[str]]:
     found: dict[tuple[str, ...], set[str]] = {}
     current = None
     for block in re.findall(r"```\n(.*?)```", section, re.DOTALL):
+        current = None  # a command's continuation lines end with its code block
         for line in block.splitlines():
             line = line.split("#")[0]
             if line.startswith("legoc "):

@@ -207,7 +207,7 @@ def test_deploy_json_and_bad_target(tiny, tmp_path):
     assert body["target"] == "ort" and body["after"]["scores"] == {}
     refused(
         cli("deploy", tiny["mlp"]["block"], "--target", "coreml", "-o", tmp_path / "e"),
-        "--target 'coreml': use one of ['ort', 'ort-int8', 'ort-mobile']",
+        "--target 'coreml': use one of ['ort', 'ort-int8', 'ort-mobile', 'web']",
     )
     assert not (tmp_path / "e").exists()
 

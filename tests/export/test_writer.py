@@ -61,7 +61,7 @@ def dims(value_info) -> list:
 
 def masked_reference(block) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The oracle: the task's IR with the metadata's kept units and the search split's mean
-    ablation applied by legoc.scoring.instrument; and the same graph with every unit kept."""
+    ablation applied by legoc.scoring.scorer.instrument; and the same graph with every unit kept."""
     task = block["task"]
     prep = api.prepare(task["model"], task["spec"], arch=task["arch"])
     masked, ablates = instrument(prep.ir)

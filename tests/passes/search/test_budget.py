@@ -1,4 +1,4 @@
-"""The search budget counts all the work (legoc.passes.search, legoc.scoring.gradient_cost):
+"""The search budget counts all the work (legoc.passes.search, legoc.scoring.scorer.gradient_cost):
 candidate evaluations plus gradient steps at their cost in forward passes; mask training is
 sized to what is left; a deadline stops a search with what it has."""
 
