@@ -110,7 +110,7 @@ def synthetic_task(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_state(kind: str) -> dict[str, torch.Tensor]:
     """Weights of a tiny model trained for a few hundred steps on its synthetic task."""
     torch.manual_seed(0)

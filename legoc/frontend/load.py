@@ -124,7 +124,9 @@ def _build_from_state_dict(state: dict, arch: str | None, path: Path) -> nn.Modu
     except LegocError:
         raise
     except Exception as exc:
-        raise LegocError(f"--arch {arch!r}: the factory raised {exc.__class__.__name__}: {exc}")
+        raise LegocError(
+            f"--arch {arch!r}: the factory raised {exc.__class__.__name__}: {exc}"
+        ) from exc
     if not isinstance(module, nn.Module):
         raise LegocError(
             f"--arch {arch!r}: the factory returned {type(module).__name__}, not an nn.Module"
