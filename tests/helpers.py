@@ -49,13 +49,13 @@ def float_steps(*compared, steps: int = 16, dtype: torch.dtype = torch.float32) 
     Two float32 computations of one quantity that sum in another order (batch sizes, fused
     kernels, AVX-512 vs AVX2 vs scalar dispatch) differ by a few steps *at the values' scale*:
     a fixed atol such as 1e-6 is half a step at 35 and passes on one CPU only."""
-    scale = max(float(torch.as_tensor(v, dtype=torch.float64).abs().max()) for v in compared)
+    scale = max(float(torch.as_tensor(v).detach().double().abs().max()) for v in compared)
     return steps * torch.finfo(dtype).eps * max(scale, 1.0)
 
 
 def assert_float_close(actual, expected, steps: int = 16) -> None:
     """`actual` equals `expected` within `steps` float32 steps at their magnitude (float_steps)."""
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    actual, expected = torch.as_tensor(actual).detach(), torch.as_tensor(expected).detach()
     atol = float_steps(actual, expected, steps=steps)
     torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=0)
 
