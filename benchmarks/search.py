@@ -33,26 +33,24 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))  # tests.helpers (the smoke models) resolve from the checkout
-sys.path.insert(0, str(HERE))  # wide_model
-
-import legoc  # noqa: E402
-from legoc import api  # noqa: E402
-from legoc.frontend.load import trace  # noqa: E402
-from legoc.ir.analysis import get_attr_tensor  # noqa: E402
-from legoc.ir.core import build_ir  # noqa: E402
-from legoc.ir.masking import masked_model  # noqa: E402
-from legoc.passes import (  # noqa: E402
+import legoc
+from legoc import api
+from legoc.frontend.load import trace
+from legoc.ir.analysis import get_attr_tensor
+from legoc.ir.core import build_ir
+from legoc.ir.masking import masked_model
+from legoc.passes import (
     REWRITE_PASSES,
     REWRITE_PIPELINE,
     SEARCH_PASSES,
     Repair,
     run_pipeline,
 )
-from legoc.passes.search.ranking import group_order, prune_prefix  # noqa: E402
-from legoc.scoring.scorer import Scorer  # noqa: E402
+from legoc.passes.search.ranking import group_order, prune_prefix
+from legoc.scoring.scorer import Scorer
+from legoc.testing import train_wide, wide_sample, write_task
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ALL_MODELS = ("shapes", "wide", "cnn", "planted")
 DEFAULT_MODELS = "shapes,wide"
@@ -93,8 +91,6 @@ def case_shapes(work: Path, args) -> Case:
 
 
 def case_wide(work: Path, args) -> Case:
-    import wide_model as wm
-
     folder = work / "wide"
     data = folder / "data"
     model_path = folder / "model.pt"
@@ -103,12 +99,12 @@ def case_wide(work: Path, args) -> Case:
     stamp = folder / f"trained-{steps}.ok"
     if not stamp.exists():
         started = time.perf_counter()
-        model = wm.train(steps=steps)
+        model = train_wide(steps=steps)
         torch.save(model.state_dict(), model_path)
-        torch.save(wm.sample(2000, seed=10), data / "search.pt")
-        torch.save(wm.sample(2000, seed=11), data / "iid.pt")
-        torch.save(wm.sample(2000, seed=12, scale=1.5), data / "scaled.pt")
-        torch.save(wm.sample(2000, seed=13, noise=0.5), data / "noisy.pt")
+        torch.save(wide_sample(2000, seed=10), data / "search.pt")
+        torch.save(wide_sample(2000, seed=11), data / "iid.pt")
+        torch.save(wide_sample(2000, seed=12, scale=1.5), data / "scaled.pt")
+        torch.save(wide_sample(2000, seed=13, noise=0.5), data / "noisy.pt")
         stamp.write_text(f"{time.perf_counter() - started:.1f}\n")
         print(f"[wide] trained {steps} Adam steps in {stamp.read_text().strip()} s", flush=True)
     spec = {
@@ -129,7 +125,7 @@ def case_wide(work: Path, args) -> Case:
         "wide",
         model_path,
         task,
-        str(HERE / "wide_model.py") + ":make_wide",
+        "legoc.testing:make_wide",
         2000,
         0.95,
         f"MLP 32-768-768-10 ({steps} seeded Adam steps), labels from a 32-24-10 teacher; "
@@ -139,8 +135,6 @@ def case_wide(work: Path, args) -> Case:
 
 def case_tiny(kind: str):
     def build(work: Path, args) -> Case:
-        from tests.helpers import write_task
-
         paths = write_task(work / kind, kind=kind, n=256)
         spec = yaml.safe_load(paths["spec"].read_text())
         return Case(
@@ -150,7 +144,7 @@ def case_tiny(kind: str):
             paths["arch"],
             spec["search"]["budget"],
             spec["keep"],
-            f"tests/helpers.py write_task(kind={kind!r}, n=256): smoke model",
+            f"legoc.testing.write_task(kind={kind!r}, n=256): smoke model",
         )
 
     return build

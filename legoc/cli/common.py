@@ -51,7 +51,7 @@ def reporting(debug: bool):
             soft_wrap=True,
         )
         raise typer.Exit(2) from None
-    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line unless --debug
+    except Exception as exc:  # a bug, not bad input: one line unless --debug
         if debug:
             raise
         err.print(

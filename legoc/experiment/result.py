@@ -117,7 +117,7 @@ def score_runs(
         run.params = run.params or block.rationale_params()  # the full run's is preset
         run.macs = macs_per_example(block.model)
         for name, split in data.items():
-            logits = logits_of(lambda feeds: block.run(feeds)["logits"], split)
+            logits = logits_of(lambda feeds, block=block: block.run(feeds)["logits"], split)
             if run.option == "full":
                 reference[name] = logits
             rows = metric_rows(metric, logits, split.y, reference.get(name), split.y_alt)

@@ -56,7 +56,7 @@ def capture(
         # grad mode on: torch's transformer layers skip their fused inference fast path
         with torch.enable_grad(), _without_cache(module):
             program = torch.export.export(module, (), kwargs, dynamic_shapes=dynamic, strict=False)
-    except Exception as exc:  # noqa: BLE001 - report the exporter's reason in one line
+    except Exception as exc:  # report the exporter's reason in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(
             f"neither torch.fx nor torch.export can capture the model: {reason[:300]}"

@@ -99,7 +99,7 @@ def load_factory(arch: str):
             module = importlib.import_module(module_ref)
     except LegocError:
         raise
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything on import
+    except Exception as exc:  # user code may raise anything on import
         hint = ""
         if isinstance(exc, ImportError) and not module_ref.endswith(".py"):
             hint = (
@@ -123,8 +123,10 @@ def _build_from_state_dict(state: dict, arch: str | None, path: Path) -> nn.Modu
         module = load_factory(arch)()
     except LegocError:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise LegocError(f"--arch {arch!r}: the factory raised {exc.__class__.__name__}: {exc}")
+    except Exception as exc:
+        raise LegocError(
+            f"--arch {arch!r}: the factory raised {exc.__class__.__name__}: {exc}"
+        ) from exc
     if not isinstance(module, nn.Module):
         raise LegocError(
             f"--arch {arch!r}: the factory returned {type(module).__name__}, not an nn.Module"
@@ -154,7 +156,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
 
         try:
             state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LegocError(f"{path}: corrupt safetensors file ({exc}); re-save it") from None
         module, kind = _build_from_state_dict(state, arch, path), "safetensors"
     elif kind == "exported-program":
@@ -165,7 +167,7 @@ def load_model(path: str | Path, arch: str | None = None, trust_model: bool = Fa
             )
         try:
             module = lower_aten(torch.export.load(str(path)).module())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LegocError(f"{path}: cannot load the ExportedProgram ({exc})") from None
     elif kind in ("zip-torch", "pickle"):
         module, kind = _load_torch_save(path, arch, trust_model)
@@ -189,7 +191,7 @@ def _refused_global(exc: Exception) -> bool:
 def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[nn.Module, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as safe_exc:  # noqa: BLE001 - weights-only unpickling refused or file broken
+    except Exception as safe_exc:  # weights-only unpickling refused or file broken
         if not _refused_global(safe_exc):
             raise LegocError(
                 f"{path}: corrupt or truncated torch file ({safe_exc.__class__.__name__}); "
@@ -207,7 +209,7 @@ def _load_torch_save(path: Path, arch: str | None, trust_model: bool) -> tuple[n
                 f"{path}: the pickled model's class cannot be imported ({exc}); put the module "
                 f"that defines it on PYTHONPATH, or use the safe form: {SAFE_FORM}"
             ) from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LegocError(f"{path}: cannot unpickle the model ({exc})") from None
     if isinstance(obj, nn.Module):
         return obj, "pickled-module"
@@ -297,7 +299,7 @@ def trace(
         return capture(module, example, input_names, model_output)  # it reads the output tree
     try:
         graph = _Tracer().trace(module, concrete_args=None)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if example is not None:
             return capture(module, example, input_names, model_output)
         where = _describe_trace_failure(exc)

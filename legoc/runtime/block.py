@@ -221,7 +221,7 @@ class Block:
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             values = self.session.run(self.output_names, feeds)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors name the failing node
+        except Exception as exc:  # onnxruntime's errors name the failing node
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LegocError(f"{self.label}: onnxruntime failed: {first}") from None
         return dict(zip(self.output_names, values))
@@ -247,6 +247,6 @@ def make_session(
     options.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - invalid graphs, unsupported ops
+    except Exception as exc:  # invalid graphs, unsupported ops
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(f"{label}: onnxruntime cannot load it: {first}") from None

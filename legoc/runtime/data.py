@@ -27,13 +27,13 @@ def read_arrays(path: str | Path, label: str = "input") -> dict[str, np.ndarray]
     if head == b"\x93NUMPY":
         try:
             return {path.stem: np.load(path, allow_pickle=False)}
-        except Exception as exc:  # noqa: BLE001 - object arrays, corrupt headers
+        except Exception as exc:  # object arrays, corrupt headers
             raise LegocError(f"{label}: {path} is not a readable numeric .npy ({exc})") from None
     if head[:4] == b"PK\x03\x04" and is_npz(path):
         try:
             with np.load(path, allow_pickle=False) as archive:
                 return {key: archive[key] for key in archive.files}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LegocError(
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
                 "numeric arrays with np.savez"
@@ -59,7 +59,7 @@ def _read_torch_file(path: Path, label: str) -> dict[str, np.ndarray]:
     torch = importlib.import_module("torch")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+    except Exception as exc:  # any unreadable file is bad input
         raise LegocError(
             f"{label}: {path} is neither an .npz nor a tensor file legoc can read safely "
             f"({exc.__class__.__name__}); save the arrays with np.savez"

@@ -23,7 +23,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
         raise LegocError(f"block {path}: file not found; pass the .onnx file of a block")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any unparsable file is bad input
+    except Exception as exc:  # any unparsable file is bad input
         raise LegocError(
             f"block {path}: not an ONNX model ({exc.__class__.__name__}); pass a .onnx file "
             "written by legoc extract or legoc compose"
@@ -37,7 +37,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
             check_location(tensor, folder, path)
         try:
             onnx.load_external_data_for_model(model, str(folder))
-        except Exception as exc:  # noqa: BLE001 - truncated side files and the like
+        except Exception as exc:  # truncated side files and the like
             raise LegocError(
                 f"block {path}: its external data cannot be read ({exc}); copy the block "
                 "together with its data files"

@@ -71,7 +71,7 @@ def quantize(
     with _quiet():
         try:
             quant_pre_process(str(source), str(work), skip_symbolic_shape=False)
-        except Exception as exc:  # noqa: BLE001 - pre-processing is advice, not a requirement
+        except Exception as exc:  # pre-processing is advice, not a requirement
             log.debug("quantization pre-processing skipped: %s", exc)
             shutil.copyfile(source, work)
         try:
@@ -108,7 +108,7 @@ def quantize(
                 raise LegocError(f"--quant {mode!r}: use auto, static or dynamic")
         except LegocError:
             raise
-        except Exception as exc:  # noqa: BLE001 - unsupported graphs
+        except Exception as exc:  # unsupported graphs
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LegocError(
                 f"int8 quantization ({mode}) failed: {first}; try --quant dynamic or the ort target"

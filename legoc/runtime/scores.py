@@ -2,7 +2,7 @@
 
 The compiler validates specs fully (legoc.task, which needs torch); here only the keys a
 deployed block needs are read: name, data.search, data.eval, metric. Metrics follow DESIGN §3.2
-(`legoc.metrics`): accuracy, logit_diff (y_alt or the best wrong output), mse, and kl, which
+(`legoc.task.metrics`): accuracy, logit_diff (y_alt or the best wrong output), mse, and kl, which
 needs reference logits (for a deployed block: the fp32 block's).
 """
 

@@ -1,4 +1,9 @@
-"""Task metrics, accumulated over batches, plus a differentiable proxy for attribution."""
+"""Task metrics, accumulated over batches, plus a differentiable proxy for attribution.
+
+A metric lives here (torch) and in `legoc.runtime.scores` (numpy, for deployed blocks); the spec
+accepts the names in `legoc.task.spec.METRICS`. tests/runtime/test_scores.py checks that the
+three agree, name for name and number for number (CONTRIBUTING.md: how to add one).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ class Metric:
     higher_is_better: bool
     needs_labels: bool
     needs_reference: bool  # compares against the full model's outputs
+    training_loss: str  # what options A and C train with: cross_entropy | mse | kl
     item_bounds: tuple[float, float] = (float("-inf"), float("inf"))  # range of one item
 
     def batch_sum(
@@ -94,16 +100,22 @@ METRICS = {
         higher_is_better=True,
         needs_labels=True,
         needs_reference=False,
+        training_loss="cross_entropy",
         item_bounds=(0.0, 1.0),
     ),
     "logit_diff": Metric(
-        "logit_diff", higher_is_better=True, needs_labels=True, needs_reference=False
+        "logit_diff",
+        higher_is_better=True,
+        needs_labels=True,
+        needs_reference=False,
+        training_loss="cross_entropy",
     ),
     "kl": Metric(
         "kl",
         higher_is_better=False,
         needs_labels=False,
         needs_reference=True,
+        training_loss="kl",
         item_bounds=(0.0, float("inf")),
     ),
     "mse": Metric(
@@ -111,6 +123,7 @@ METRICS = {
         higher_is_better=False,
         needs_labels=True,
         needs_reference=False,
+        training_loss="mse",
         item_bounds=(0.0, float("inf")),
     ),
 }

@@ -19,8 +19,6 @@ from legoc.errors import LegocError
 from legoc.task.metrics import Metric
 from legoc.task.spec import Split
 
-LOSSES = {"accuracy": "cross_entropy", "logit_diff": "cross_entropy", "mse": "mse", "kl": "kl"}
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -63,7 +61,7 @@ def task_loss(
 ) -> torch.Tensor:
     """Mean training loss for the task's metric: cross-entropy for accuracy and logit_diff,
     squared error for mse, KL to the full model's outputs for kl."""
-    kind = LOSSES[metric.name]
+    kind = metric.training_loss
     if kind == "cross_entropy":
         flat = logits.reshape(-1, logits.shape[-1])
         return F.cross_entropy(flat, y.reshape(-1))
@@ -186,7 +184,7 @@ def fit(
     module.load_state_dict(best_state)
     optimizer.zero_grad(set_to_none=True)
     return TrainReport(
-        loss=LOSSES[metric.name],
+        loss=metric.training_loss,
         epochs=config.epochs,
         epochs_run=epochs_run,
         best_epoch=best_epoch,

@@ -1,7 +1,9 @@
-"""The torch-free metrics agree with the compiler's (legoc.metrics, in torch) on every metric,
+"""The torch-free metrics agree with the compiler's (legoc.task.metrics, in torch) on every metric,
 and the runtime's spec reader resolves splits like the compiler's."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -9,12 +11,23 @@ import torch
 import yaml
 
 from legoc.errors import LegocError
+from legoc.runtime import scores
 from legoc.runtime.scores import metric_value, read_task
+from legoc.task import spec as task_spec
 from legoc.task.metrics import METRICS
 from legoc.task.spec import load_task
 
 
-@pytest.mark.parametrize("name", ["accuracy", "logit_diff", "mse", "kl"])
+def test_every_metric_is_known_to_the_compiler_the_runtime_and_the_spec():
+    """A metric added in one place only would pass the spec and then fail mid-run."""
+    names = set(METRICS)
+    assert {m.name for m in METRICS.values()} == names
+    assert set(scores.METRICS) == names
+    assert set(task_spec.METRICS) == names
+    assert set(get_args(task_spec.TaskSpec.model_fields["metric"].annotation)) == names
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
 @pytest.mark.parametrize("with_alt", [False, True])
 def test_numpy_metrics_match_the_compilers(name, with_alt):
     rng = np.random.default_rng(0)
@@ -56,7 +69,7 @@ def test_bad_specs_name_the_key(tmp_path, body, needle):
         read_task(spec)
 
 
-@pytest.mark.parametrize("name", ["accuracy", "logit_diff", "mse", "kl"])
+@pytest.mark.parametrize("name", sorted(METRICS))
 @pytest.mark.parametrize("tokens", [False, True])
 def test_per_row_metrics_average_to_the_metric(name, tokens):
     """What compare's paired bootstrap resamples: one value per row whose mean is the metric."""

@@ -1,91 +1,28 @@
-"""The `legoc` command (DESIGN §3.1-3.4): bad input gets one error line and exit 2, an unmet task
-exit 1, never a traceback and never a partial block; good input writes the block and a summary."""
+"""Bad input to `legoc extract` / `legoc inspect` (DESIGN §3.1-3.4): one `error:` line, exit 2
+(exit 1 for an unmet task), never a traceback, never a partial block, an existing block left as
+it was."""
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 import random
-import re
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from typer.testing import CliRunner
 
 from legoc.cli.app import app
-from tests.helpers import (
-    ARCH,
-    assert_float_close,
-    assert_one_error_line,
-    error_lines,
-    make_search_fall_short,
-    trained_model,
-    write_task,
+from tests.cli.helpers import (
+    assert_refused,
+    edit_data,
+    edit_spec,
+    extract,
+    pickled_module,
+    runner,
 )
-
-runner = CliRunner()
-TASK_ARCH = object()  # sentinel: pass the task's own --arch
-
-
-def extract(
-    task: dict,
-    *extra: str,
-    model: Path | None = None,
-    spec: Path | None = None,
-    arch=TASK_ARCH,
-    out: Path | None = None,
-):
-    """Run `legoc extract` on a task folder; the block goes to its own empty folder."""
-    if out is None:
-        out = task["folder"].parent / "out" / "block.onnx"
-        out.parent.mkdir(exist_ok=True)
-    args = [
-        "extract",
-        str(model or task["model"]),
-        "--task",
-        str(spec or task["spec"]),
-        "-o",
-        str(out),
-    ]
-    if arch is TASK_ARCH:
-        arch = task["arch"]
-    if arch is not None:
-        args += ["--arch", arch]
-    return runner.invoke(app, [*args, *extra]), out
-
-
-def assert_refused(result, exit_code: int, needles: tuple[str, ...], out: Path) -> None:
-    """One `error:` line naming the problem, the right exit code, no traceback, nothing written."""
-    assert_one_error_line(result, needles, exit_code)
-    assert not out.exists()
-    if out.parent.is_dir():
-        assert sorted(os.listdir(out.parent)) == [], "a temp file or partial block was left"
-
-
-def edit_spec(task: dict, changes: dict) -> Path:
-    """Rewrite the task's spec with dotted-key changes, e.g. {"search.budget": 0}."""
-    body = yaml.safe_load(task["spec"].read_text())
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = body
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    task["spec"].write_text(yaml.safe_dump(body, sort_keys=False))
-    return task["spec"]
-
-
-def edit_data(task: dict, change, split: str = "search") -> None:
-    path = task["folder"] / "data" / f"{split}.pt"
-    data = torch.load(path, weights_only=True)
-    torch.save(change(data), path)
-
+from tests.helpers import ARCH, assert_one_error_line, make_search_fall_short, trained_model
 
 # -- the bad-input matrix: each case prepares the task folder and returns extract() kwargs ----
 
@@ -122,12 +59,6 @@ def torchscript(task):
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still used
         torch.jit.save(torch.jit.script(trained_model("mlp")), str(path))
     return {"model": path}
-
-
-def pickled_module(task):
-    path = task["folder"] / "whole.pt"
-    torch.save(trained_model("mlp"), path)
-    return {"model": path, "arch": None}
 
 
 def no_arch(task):
@@ -507,71 +438,6 @@ def test_inspect_refuses_the_same_bad_input(mlp_task, case, exit_code, needles):
     assert_refused(result, exit_code, needles, empty / "nothing")
 
 
-@pytest.fixture(scope="module")
-def exported_program(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ep") / "model.pt2"
-    model = trained_model("mlp")
-    torch.export.save(torch.export.export(model, (torch.randn(2, 6),)), str(path))
-    return path
-
-
-def test_exported_program_needs_trust_model(mlp_task, exported_program):
-    result, out = extract(mlp_task, model=exported_program, arch=None)
-    assert_refused(result, 2, ("ExportedProgram", "--trust-model", "state dict"), out)
-
-
-def test_exported_program_with_trust_model_extracts_like_the_state_dict(mlp_task, exported_program):
-    from_state, _ = extract(mlp_task, "--json", out=mlp_task["folder"] / "from_state.onnx")
-    result, out = extract(mlp_task, "--trust-model", "--json", model=exported_program, arch=None)
-    assert result.exit_code == 0, result.output
-    assert result.exception is None
-    assert sorted(os.listdir(out.parent)) == ["block.onnx"]
-    got, expected = json.loads(result.stdout), json.loads(from_state.stdout)
-    for key in ("units_kept", "params", "faithfulness", "evaluations"):
-        assert got[key] == expected[key], key
-
-
-def test_pickled_module_with_trust_model_extracts(mlp_task):
-    kwargs = pickled_module(mlp_task)
-    result, out = extract(mlp_task, "--trust-model", **kwargs)
-    assert result.exit_code == 0, result.output
-    assert result.exception is None
-    assert sorted(os.listdir(out.parent)) == ["block.onnx"]
-    assert out.stat().st_size > 0
-
-
-class _WritesMarker:
-    """Unpickling this object opens (creates) the marker file: code run by loading the model."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
-@pytest.mark.parametrize("container", ["torch-zip", "raw-pickle"])
-def test_code_in_model_file_never_runs_without_trust(mlp_task, container):
-    marker = mlp_task["folder"] / "MARKER"
-    path = mlp_task["folder"] / "trap.pt"
-    state = {"fc1.weight": torch.zeros(8, 6), "trap": _WritesMarker(marker)}
-    if container == "torch-zip":
-        torch.save(state, path)
-    else:
-        path.write_bytes(pickle.dumps(state, protocol=2))
-    result, out = extract(mlp_task, model=path)
-    assert_refused(result, 2, ("--trust-model", "can run code"), out)
-    assert not marker.exists()
-    # the trap is live: a plain unpickling does create the marker
-    loaded = (
-        pickle.loads(path.read_bytes())
-        if container == "raw-pickle"
-        else torch.load(path, weights_only=False)
-    )
-    loaded["trap"].close()
-    assert marker.exists()
-
-
 @pytest.mark.parametrize(
     "spec, exit_code",
     [({"search.budget": 0}, 2), ({}, 1)],
@@ -619,113 +485,3 @@ def test_debug_shows_the_traceback(mlp_task):
     assert "LegocError" in result.stderr
     assert "error: model file" in result.stderr
     assert not out.exists()
-
-
-# -- successful runs -----------------------------------------------------------------------
-
-# trainable parameters (`model.parameters()`); the cnn's 24 BatchNorm statistics are buffers
-SOURCE_PARAMS = {"mlp": 164, "cnn": 1439, "planted": 99}
-SUMMARY = re.compile(
-    r"^(?P<out>\S+): kept (?P<kept>(\S+=\d+/\d+ ?)+) \| params (?P<src>[\d,]+) -> "
-    r"(?P<blk>[\d,]+) \(\d+\.\d%(; stored [\d,]+ with alignment zeros)?\) \| "
-    r"faithfulness search=(?P<search>\d\.\d{3}) iid=\d\.\d{3} \| "
-    r"\d+ evaluations, budget \d+/\d+( \(stopped by [^)]*\))? \| "
-    r"(?P<minimal>(not )?proven 1-minimal) \| \d+\.\ds$"
-)
-
-
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "planted"])
-def test_extract_writes_block_and_one_line_summary(tmp_path, kind):
-    task = write_task(tmp_path / "task", kind)
-    result, out = extract(task)
-    assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(out.parent)) == ["block.onnx"]
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1, result.stdout
-    match = SUMMARY.match(lines[0])
-    assert match, lines[0]
-    assert match["out"] == str(out)
-    assert int(match["src"].replace(",", "")) == SOURCE_PARAMS[kind]
-    assert 0 < int(match["blk"].replace(",", "")) < SOURCE_PARAMS[kind]
-    assert float(match["search"]) >= 0.9  # the spec's keep (printed rounded to 3 places)
-
-
-def test_extract_json_summary(mlp_task):
-    result, out = extract(mlp_task, "--json")
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert {"units_kept", "params", "faithfulness", "scores", "evaluations", "seconds"} <= set(
-        summary
-    )
-    assert set(summary["units_kept"]) == {"fc1", "fc2", "head"}
-    assert re.fullmatch(r"\d+/8", summary["units_kept"]["fc1"])
-    assert summary["params"]["source"] == SOURCE_PARAMS["mlp"]
-    assert 0 < summary["params"]["block"] < summary["params"]["source"]
-    assert summary["faithfulness"] >= 0.9
-    assert set(summary["scores"]) == {"search", "iid"}
-    for split in summary["scores"].values():
-        assert set(split) == {"metric_full", "metric_block", "faithfulness"}
-    assert_float_close(summary["scores"]["search"]["faithfulness"], summary["faithfulness"])
-    assert 0 < summary["evaluations"] <= 200  # the spec's budget
-    assert summary["seconds"] >= 0
-    assert summary["output"] == str(out) and out.is_file()
-
-
-def test_inspect_prints_ir_text(mlp_task):
-    result = runner.invoke(
-        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x=6"]
-    )
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("graph(%x: f32[N,6]):")
-    assert "units:\n  fc1: linear, 8/8 units kept" in result.stdout
-    assert "params: 164\n" in result.stdout
-    assert "scores" not in result.stdout
-
-
-def test_inspect_without_shapes_or_task_is_usage_error(mlp_task):
-    result = runner.invoke(app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"]])
-    assert result.exit_code == 2
-    assert isinstance(result.exception, SystemExit)
-    lines = error_lines(result)
-    assert len(lines) == 1 and "--input-shape x=" in lines[0], result.stderr
-    assert "Traceback" not in result.output
-
-
-def test_inspect_malformed_shape_is_usage_error(mlp_task):
-    result = runner.invoke(
-        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x6"]
-    )
-    assert result.exit_code == 2
-    assert (
-        result.stderr.strip() == "error: --input-shape 'x6': expected NAME=D1,D2,... "
-        "(without batch)"
-    )
-
-
-def test_inspect_shape_that_does_not_fit_is_one_line(mlp_task):
-    result = runner.invoke(
-        app, ["inspect", str(mlp_task["model"]), "--arch", mlp_task["arch"], "--input-shape", "x=7"]
-    )
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    lines = error_lines(result)
-    assert len(lines) == 1 and "does not run on {'x': (7,)}" in lines[0], result.stderr
-
-
-def test_inspect_with_task_scores_the_full_model(mlp_task):
-    result = runner.invoke(
-        app,
-        [
-            "inspect",
-            str(mlp_task["model"]),
-            "--arch",
-            mlp_task["arch"],
-            "--task",
-            str(mlp_task["spec"]),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "graph(%x: f32[N,6]):" in result.stdout
-    tail = result.stdout.split("scores (full model):\n", 1)[1]
-    # labels are the trained model's own predictions, so the full model scores exactly 1
-    assert tail == "  search: 1\n  iid: 1\n"
