@@ -240,7 +240,7 @@ def finish_mask(prep: api.Prepared, kept: dict, row: Row) -> None:
     scorer = prep.scorer
     masked = prep.ir.with_kept(kept)
     masked.ablation = dict(scorer.values)
-    block, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
     row.params = block.param_count()
     scores = api.score_splits(prep, kept)
     row.faith = {name: s.faithfulness for name, s in scores.items()}
@@ -566,7 +566,7 @@ def legoc_convention_params(prep: api.Prepared, module) -> tuple[int, float]:
     ir = build_ir(gm, prep.input_names, example, prep.task.spec.outputs, None)
     ir = ir.with_kept(ir.mask_for(dead_groups(ir)))
     ir.ablation = {name: torch.zeros(space.size) for name, space in ir.spaces.items()}
-    block, _ = run_pipeline(ir, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(ir).ir
     diff = 0.0
     with torch.no_grad():
         for inputs, _, _ in prep.splits["search"].batches(prep.scorer.batch_size):

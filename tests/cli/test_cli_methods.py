@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from legoc.cli.app import app
-from legoc.passes import SEARCH_PASSES
+from legoc.passes import METHODS
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("method", sorted(SEARCH_PASSES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_extract_with_every_method(mlp_task, method):
     out = mlp_task["folder"].parent / "out" / "block.onnx"
     out.parent.mkdir()
