@@ -16,6 +16,10 @@ from legoc.passes.base import (
     PreconditionFailed,
 )
 from legoc.passes.registry import (  # the pass classes too, for `from legoc.passes import X`
+    BLOCK_PIPELINE,
+    METHODS,
+    PASSES,
+    SCORING_PIPELINE,
     AlignChannels,
     AttributionSearch,
     AutoSearch,
@@ -31,10 +35,6 @@ from legoc.passes.registry import (  # the pass classes too, for `from legoc.pas
     Repair,
     RoundWidths,
     SliceUnits,
-    BLOCK_PIPELINE,
-    METHODS,
-    PASSES,
-    SCORING_PIPELINE,
     extract_pipeline,
     layout_pipeline,
 )

@@ -105,7 +105,9 @@ class Budget:
         """A budget for a helper: at most `limit` work and `evaluations` candidate evaluations
         from now on, and never more than this budget has left."""
         return Budget(
-            math.inf if limit is None else limit, self.counter, parent=self,
+            math.inf if limit is None else limit,
+            self.counter,
+            parent=self,
             evaluation_cap=evaluations,
         )
 

@@ -28,8 +28,8 @@ from legoc.errors import Interrupted, LegocError, Terminated
 from legoc.runtime.files import atomic_file
 
 if TYPE_CHECKING:
-    from legoc.scoring.scorer import Scorer
     from legoc.scoring.budget import Budget
+    from legoc.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
 

@@ -164,4 +164,3 @@ class _Tree:
         for node in path:
             node.visits += 1
             node.best = max(node.best, reward)
-

@@ -76,7 +76,9 @@ def test_pads_to_the_multiple_and_folds_the_border_maps_exactly():
     removed = residual_groups(SOURCE - 7)  # 7 channels kept: padded to 16
     block = sliced_block(removed, cnn_ablation(wide_cnn_ir()))
     assert border_terms(block) == 1  # removed conv1 channels reach the zero-padded conv2
-    result = AlignChannels(16).run(block, PassContext(source_sizes={"conv1": SOURCE, "conv2": SOURCE}))
+    result = AlignChannels(16).run(
+        block, PassContext(source_sizes={"conv1": SOURCE, "conv2": SOURCE})
+    )
     aligned = result.ir
     assert set(conv_widths(block).values()) == {7}
     assert set(conv_widths(aligned).values()) == {16}

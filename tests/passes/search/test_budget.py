@@ -26,7 +26,6 @@ def run(name: str, budget: int, scorer=None, ir=None, progress=None, deadline=No
     return result, scorer, ir
 
 
-
 def test_a_gradient_step_costs_three_forwards_of_its_rows():
     _, scorer = setup("mlp")
     assert gradient_cost(32, ROWS) == pytest.approx(GRADIENT_STEP_COST * 32 / ROWS)

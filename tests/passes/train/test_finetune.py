@@ -12,7 +12,7 @@ from legoc.passes import BLOCK_PIPELINE, Finetune, PassContext, Pipeline
 from legoc.runtime.block import Block
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
-from legoc.task.training import TrainConfig, evaluate
+from legoc.task.training import evaluate
 from tests.helpers import labelled_data
 from tests.passes.helpers import case
 
