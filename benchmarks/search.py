@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import os
 import platform
@@ -36,21 +35,24 @@ import yaml
 import legoc
 from legoc import api
 from legoc.frontend.load import trace
-from legoc.ir.analysis import get_attr_tensor
 from legoc.ir.core import build_ir
 from legoc.ir.masking import masked_model
 from legoc.passes import (
-    REWRITE_PASSES,
-    REWRITE_PIPELINE,
-    SEARCH_PASSES,
-    Repair,
-    run_pipeline,
+    BLOCK_PIPELINE,
+    METHODS,
+    MagnitudeSearch,
+    PassContext,
+    Pipeline,
 )
+from legoc.passes.search.base import SearchContext
 from legoc.passes.search.ranking import group_order, prune_prefix
+from legoc.scoring.budget import Budget
 from legoc.scoring.scorer import Scorer
 from legoc.testing import train_wide, wide_sample, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
+
+SEARCH_PASSES = METHODS  # the search methods legoc's rows run (legoc.passes.registry)
 
 ALL_MODELS = ("shapes", "wide", "cnn", "planted")
 DEFAULT_MODELS = "shapes,wide"
@@ -234,7 +236,7 @@ def finish_mask(prep: api.Prepared, kept: dict, row: Row) -> None:
     scorer = prep.scorer
     masked = prep.ir.with_kept(kept)
     masked.ablation = dict(scorer.values)
-    block, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
     row.params = block.param_count()
     scores = api.score_splits(prep, kept)
     row.faith = {name: s.faithfulness for name, s in scores.items()}
@@ -284,49 +286,29 @@ def progress_printer(label: str):
 
 
 def run_legoc(case: Case, name: str, budget: int, seed: int) -> Row:
-    """The method as `legoc extract` runs it: `api.search_rationale` (search, repair, then
-    1-minimal with the budget left) when the API has it and maps `name` to this pass; else the
-    search pass followed by `Repair`, as older `api.extract` did."""
+    """The method as `legoc extract` runs it: `api.search_rationale` (the method, repair, then
+    1-minimal with the budget left)."""
     row = Row(f"legoc:{name}", "legoc")
     prep = fresh(case)
-    scorer, keep = prep.scorer, prep.task.spec.keep
+    scorer = prep.scorer
     start_evals = scorer.evaluations
     started = time.perf_counter()
-    available = getattr(api, "AVAILABLE_METHODS", None)  # older API: method -> pass name
-    if hasattr(api, "search_rationale") and (available is None or available.get(name) == name):
-        found = api.search_rationale(prep, name, budget, seed, progress=progress_printer(name))
-        row.seconds = time.perf_counter() - started
-        kept = found.ir.kept
-        reports = dict(found.reports)
-        stats = reports.get(name, {})
-        row.extra.update(
-            path="api.search_rationale",
-            reports=reports,
-            one_minimal=found.one_minimal,
-            reported_evaluations=found.evaluations,
-        )
-        row.notes.append("1-minimal" if found.one_minimal else "not proven 1-minimal")
-        if reports.get("repair", {}).get("groups_restored"):
-            row.notes.append(f"repair restored {reports['repair']['groups_restored']} groups")
-        if "minimize" in reports:
-            row.notes.append(f"+minimize ({reports['minimize'].get('evaluations')} evals)")
-    else:
-        searched = SEARCH_PASSES[name](keep=keep, budget=budget, seed=seed, scorer=scorer).run(
-            prep.ir
-        )
-        repaired = Repair(keep=keep, scorer=scorer).run(searched.ir)
-        row.seconds = time.perf_counter() - started
-        kept = repaired.ir.kept
-        stats = searched.stats
-        row.extra.update(
-            path="SEARCH_PASSES + Repair",
-            search_stats=dict(stats),
-            repair_stats=dict(repaired.stats),
-        )
-        if "one_minimal" in stats:
-            row.notes.append("1-minimal" if stats["one_minimal"] else "not proven 1-minimal")
-        if repaired.stats.get("groups_restored"):
-            row.notes.append(f"repair restored {repaired.stats['groups_restored']} groups")
+    found = api.search_rationale(prep, name, budget, seed, progress=progress_printer(name))
+    row.seconds = time.perf_counter() - started
+    kept = found.ir.kept
+    reports = dict(found.reports)
+    stats = reports.get(name, {})
+    row.extra.update(
+        path="api.search_rationale",
+        reports=reports,
+        one_minimal=found.one_minimal,
+        reported_evaluations=found.evaluations,
+    )
+    row.notes.append("1-minimal" if found.one_minimal else "not proven 1-minimal")
+    if reports.get("repair", {}).get("groups_restored"):
+        row.notes.append(f"repair restored {reports['repair']['groups_restored']} groups")
+    if "minimize" in reports:
+        row.notes.append(f"+minimize ({reports['minimize'].get('evaluations')} evals)")
     row.evaluations = scorer.evaluations - start_evals
     row.gradient_passes = stats.get("gradient_passes")
     if stats.get("evaluations") is not None and stats["evaluations"] > budget:
@@ -340,15 +322,6 @@ def run_legoc(case: Case, name: str, budget: int, seed: int) -> Row:
 # ---------------------------------------------------------------------------------------------
 # Ranking baselines inside legoc: rank once, largest faithful prefix by bisection (prune_prefix)
 # ---------------------------------------------------------------------------------------------
-def magnitude_scores(prep: api.Prepared) -> dict[str, np.ndarray]:
-    """L1 norm of each unit's weight row in its producer (Li et al. 2017: no normalisation)."""
-    scores = {}
-    for name, space in prep.ir.spaces.items():
-        weight = get_attr_tensor(prep.ir.gm, space.weight).detach()
-        scores[name] = weight.reshape(weight.shape[0], -1).abs().sum(1).double().numpy()
-    return scores
-
-
 def taylor_scores(prep: api.Prepared) -> dict[str, np.ndarray]:
     """First-order Taylor importance with zero ablation (Molchanov et al. 2017): per unit,
     |sum over positions of activation * d(loss)/d(activation)|, averaged over the search rows.
@@ -399,15 +372,9 @@ def taylor_scores(prep: api.Prepared) -> dict[str, np.ndarray]:
 
 
 def ranked_prefix(ir, scorer, order, keep, budget, removed):
-    """legoc's `prune_prefix` (one-shot: largest faithful prefix of `order`, by bisection),
-    whichever of its two signatures this checkout has."""
-    params = list(inspect.signature(prune_prefix).parameters)
-    if params[0] == "ctx":
-        from legoc.passes.search.base import SearchContext, SearchOptions
-
-        ctx = SearchContext(SearchOptions(keep=keep, budget=budget, scorer=scorer), ir)
-        return prune_prefix(ctx, order, removed=removed)
-    return prune_prefix(ir, scorer, order, keep, budget, removed=removed)
+    """legoc's `prune_prefix` (one-shot: largest faithful prefix of `order`, by bisection)."""
+    ctx = PassContext(scorer, Budget(budget, scorer), keep)
+    return prune_prefix(SearchContext(MagnitudeSearch(), ir, ctx), order, removed=removed)
 
 
 def run_ranking(case: Case, method: str, budget: int, seed: int = 0) -> Row:
@@ -422,9 +389,19 @@ def run_ranking(case: Case, method: str, budget: int, seed: int = 0) -> Row:
         rng = np.random.default_rng(seed)
         order = [candidates[i] for i in rng.permutation(len(candidates))]
         row.gradient_passes = 0
-    elif method == "magnitude":
-        order = group_order(ir, magnitude_scores(prep), per_param=False, candidates=candidates)
+    elif method == "magnitude":  # legoc's own `magnitude` search pass, as --passes runs it
+        result = MagnitudeSearch().run(ir, PassContext(scorer, Budget(budget, scorer), keep))
+        row.seconds = time.perf_counter() - started
+        row.evaluations = scorer.evaluations - start_evals
         row.gradient_passes = 0
+        row.extra.update(
+            groups_removed=len(result.ir.removed_groups()),
+            prefix_faithfulness=result.stats["faithfulness"],
+            dead_groups_removed_first=len(dead),
+            path="legoc.passes.MagnitudeSearch",
+        )
+        finish_mask(prep, result.ir.kept, row)
+        return row
     elif method == "taylor":
         order = group_order(ir, taylor_scores(prep), per_param=False, candidates=candidates)
         row.gradient_passes = 1
@@ -560,7 +537,7 @@ def legoc_convention_params(prep: api.Prepared, module) -> tuple[int, float]:
     ir = build_ir(gm, prep.input_names, example, prep.task.spec.outputs, None)
     ir = ir.with_kept(ir.mask_for(dead_groups(ir)))
     ir.ablation = {name: torch.zeros(space.size) for name, space in ir.spaces.items()}
-    block, _ = run_pipeline(ir, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(ir).ir
     diff = 0.0
     with torch.no_grad():
         for inputs, _, _ in prep.splits["search"].batches(prep.scorer.batch_size):

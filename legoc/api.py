@@ -1,290 +1,61 @@
-"""The Python API behind the CLI: `extract` a block, `inspect` a model."""
+"""The Python API behind the CLI: `extract` a block, `inspect` a model.
+
+A thin facade: loading and checking live in `legoc.scoring.prepare`, the passes and the named
+pipelines in `legoc.passes`, the block's rewrite, metadata and writing in `legoc.export`.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
-import platform
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import onnx
-import onnxruntime
 import torch
 
-import legoc
 from legoc.errors import LegocError, TaskNotMet
-from legoc.export.writer import export_block
-from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
-from legoc.ir.core import IR, build_ir, run_quietly
-from legoc.ir.masking import masked_model
-from legoc.passes import (
-    REWRITE_PASSES,
-    REWRITE_PIPELINE,
-    SEARCH_PASSES,
-    AlignChannels,
-    DeadCodeElimination,
-    Finetune,
-    Minimize,
-    Repair,
-    RoundWidths,
-    run_pipeline,
-)
+from legoc.export.block import After, Built, build_block, finetune_block, write_block
+from legoc.export.metadata import block_metadata, versions
+from legoc.export.result import ExtractResult, Found
+from legoc.frontend.load import forward_arg_names, load_model, trace
+from legoc.ir.core import IR, build_ir
+from legoc.passes import METHODS, PASSES, PassContext, PassOptionError, Pipeline, extract_pipeline
 from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.search.base import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
+from legoc.scoring.budget import Budget
 from legoc.scoring.journal import checkpointed, run_header
-from legoc.scoring.scorer import Scorer
-from legoc.task.metrics import METRICS, Metric
-from legoc.task.spec import FinetuneSpec, Split, Task, check_seed, load_split, load_task
-from legoc.task.training import TrainConfig, evaluate
+from legoc.scoring.prepare import Prepared, Progress, SplitScore, prepare, score_splits
+from legoc.task.spec import FinetuneSpec, check_seed
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "OBJECTIVES",
+    "Built",
+    "ExtractResult",
+    "Found",
+    "Prepared",
+    "Progress",
+    "SplitScore",
+    "arch_inputs",
+    "block_metadata",
+    "build_block",
+    "extract",
+    "finetune_block",
+    "inspect_model",
+    "ir_printer",
+    "parse_input_shapes",
+    "prepare",
+    "score_splits",
+    "search_pipeline",
+    "search_rationale",
+    "versions",
+    "write_block",
+]
 
-# (phase, done, total). Phases, in order: capture, analysis, mask training (gradient steps),
-# search, minimize, round-widths (budget used, in evaluations, of the budget), finetune, export
-# (0/1, then 1/1). Every phase ends with done == total: one that ends early (a search within
-# its budget) reports its total lowered to what it used.
-Progress = Callable[[str, int, int], None]
 OBJECTIVES = ("params", "macs")  # what the search minimises (MACs: per input row)
-
-
-@dataclass
-class SplitScore:
-    metric_full: float
-    metric_block: float
-    faithfulness: float
-
-
-@dataclass
-class ExtractResult:
-    task: str
-    output: str | None
-    kept: dict[str, list[int]]
-    total: dict[str, int]
-    params_source: int
-    params_block: int
-    faithfulness: float
-    scores: dict[str, SplitScore]
-    evaluations: int
-    method: str
-    seconds: float
-    parity_max_abs_diff: float | None
-    one_minimal: bool
-    keep: float = 0.0
-    seed: int = 0
-    passes: list[tuple[str, dict]] = field(default_factory=list)
-    training: dict | None = None
-    layout: dict | None = None  # what align-channels padded (legoc.layout)
-    trace: list[dict] = field(default_factory=list, repr=False)
-    replayed: int = 0  # evaluations answered from a checkpoint (--resume)
-    paid: int = 0  # evaluations that ran the model
-    budget: dict = field(default_factory=dict)  # Found.budget: the work charged and its limits
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def params_stored(self) -> int:
-        """Float elements the block file stores: params.block plus any zero channels that
-        channel alignment pads in for speed (those are not parameters)."""
-        return (self.layout or {}).get("stored_params", self.params_block)
-
-    def summary(self) -> dict:
-        return {
-            "task": self.task,
-            "output": self.output,
-            "units_kept": {name: f"{len(k)}/{self.total[name]}" for name, k in self.kept.items()},
-            "params": {
-                "source": self.params_source,
-                "block": self.params_block,
-                "stored": self.params_stored,
-            },
-            "faithfulness": round(self.faithfulness, 6),
-            "scores": {
-                name: {k: round(v, 6) for k, v in vars(s).items()}
-                for name, s in self.scores.items()
-            },
-            "evaluations": self.evaluations,
-            "budget": self.budget,
-            "warnings": self.warnings,
-            "method": self.method,
-            "one_minimal": self.one_minimal,
-            "seconds": round(self.seconds, 2),
-            "parity_max_abs_diff": self.parity_max_abs_diff,
-            "passes": {name: stats for name, stats in self.passes},
-            "training": self.training,
-            "layout": self.layout,
-        }
-
-
-@dataclass
-class Prepared:
-    """Everything loaded and checked before a search: model, task, data, IR, scorer."""
-
-    loaded: LoadedModel
-    task: Task
-    metric: Metric
-    input_names: list[str]
-    splits: dict[str, Split]
-    ir: IR
-    scorer: Scorer
-    eval_scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
-
-    def scorer_for(self, split: str) -> Scorer:
-        """The scorer of a split; eval splits reuse the search split's ablation values."""
-        if split == "search":
-            return self.scorer
-        if split not in self.eval_scorers:
-            self.eval_scorers[split] = Scorer(
-                self.ir,
-                self.splits[split],
-                self.metric,
-                values=self.scorer.values,
-                label=f"data.eval.{split}",
-                cache_bytes=0,  # a split scored once or twice: no prefix cache to pay for
-            )
-        return self.eval_scorers[split]
-
-    def inputs(self) -> dict[str, Path]:
-        """Every file the run reads, by label (an output must be none of them)."""
-        files = {"the model": self.loaded.path, "the task spec": self.task.path}
-        for name, path in self.task.split_paths().items():
-            files["data.search" if name == "search" else f"data.eval.{name}"] = path
-        return files
-
-
-def _example_rows(split: Split) -> dict[str, torch.Tensor]:
-    return {name: tensor[:2].clone() for name, tensor in split.inputs.items()}
-
-
-def _check_outputs(
-    gm: torch.fx.GraphModule, example: dict, input_names: list[str], outputs: list[int] | None
-) -> None:
-    if outputs is None:
-        return
-    try:
-        out = run_quietly(gm, [example[n] for n in input_names])
-    except Exception:  # noqa: BLE001 - shape problems are reported with context by build_ir
-        return
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    elif isinstance(out, dict):
-        out = out.get("logits", next(iter(out.values())))
-    width = out.shape[-1]
-    bad = [i for i in outputs if i >= width]
-    if bad:
-        raise LegocError(
-            f"outputs: indices {bad} are out of range for a model with {width} outputs"
-        )
-
-
-def _check_input_dtypes(module: torch.nn.Module, split: Split, name: str) -> None:
-    """Floating inputs must have the weights' dtype: torch would only say 'mat1 and mat2 must
-    have the same dtype' from deep inside the model."""
-    weights = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
-    label = "data.search" if name == "search" else f"data.eval.{name}"
-    for arg, tensor in split.inputs.items():
-        if weights is not None and tensor.is_floating_point() and tensor.dtype != weights:
-            wanted = str(weights).replace("torch.", "")
-            raise LegocError(
-                f"{label}: input '{arg}' is {str(tensor.dtype).replace('torch.', '')} but the "
-                f"model's weights are {wanted}; save the inputs as {wanted}"
-            )
-
-
-def prepare(
-    model: str | Path,
-    task_path: str | Path,
-    arch: str | None = None,
-    trust_model: bool = False,
-    model_output: str | None = None,
-    progress: Progress | None = None,
-) -> Prepared:
-    """Load and check everything a search needs; reports the `capture` (model, data, trace)
-    and `analysis` (IR, reference scores) phases."""
-    progress = progress or _silent
-    task = load_task(task_path)
-    progress("capture", 0, 1)
-    loaded = load_model(model, arch=arch, trust_model=trust_model)
-    metric = METRICS[task.spec.metric]
-    input_names = forward_arg_names(loaded.module)
-    splits = {}
-    for name, path in task.split_paths().items():
-        label = "data.search" if name == "search" else f"data.eval.{name}"
-        splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
-    for split_name, split in splits.items():
-        _check_input_dtypes(loaded.module, split, split_name)
-    example = _example_rows(splits["search"])
-    gm = trace(loaded.module, input_names, example, model_output)
-    progress("capture", 1, 1)
-    progress("analysis", 0, 1)
-    _check_outputs(gm, example, input_names, task.spec.outputs)
-    try:
-        ir = build_ir(gm, input_names, example, task.spec.outputs, task.spec.scope)
-    except LegocError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
-        shapes = {k: f"{tuple(v.shape[1:])} {str(v.dtype)[6:]}" for k, v in example.items()}
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LegocError(
-            f"data.search: inputs (per row) {shapes} do not fit the model: {msg}"
-        ) from None
-    if task.spec.scope is not None and not ir.removable_groups():
-        raise LegocError(
-            f"scope: {task.spec.scope} matches no prunable module; "
-            f"prunable modules are {sorted(ir.spaces)}"
-        )
-    scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
-    prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
-    for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
-        prep.scorer_for(name)
-    progress("analysis", 1, 1)
-    return prep
-
-
-def _silent(phase: str, done: int, total: int) -> None:
-    pass
-
-
-def score_splits(
-    prep: Prepared, kept: dict, module: torch.nn.Module | None = None
-) -> dict[str, SplitScore]:
-    """Metric of the full model and of the rationale on every split (search values for
-    ablation); with `module`, of that module instead of the masked rationale (a retrained
-    block), its faithfulness still measured against the full and the emptied model."""
-    scores = {}
-    for name, split in prep.splits.items():
-        scorer = prep.scorer_for(name)
-        if module is None:
-            value = scorer.score(kept, count=False)
-        else:
-            value = evaluate(module, prep.input_names, split, prep.metric, scorer.reference.outputs)
-        scores[name] = SplitScore(scorer.reference.full, value, scorer.faithfulness_of(value))
-    return scores
-
-
-@dataclass
-class Found:
-    """A searched rationale: the IR with its mask, and how the search got there."""
-
-    ir: IR
-    faithfulness: float
-    evaluations: int
-    one_minimal: bool
-    reports: list[tuple[str, dict]]
-    trace: list[dict]
-    # the work charged: {"limit", "used", "evaluations", "gradient", "mask_steps",
-    # "time_limit", "stopped_by"}; stopped_by is "budget" or "time-limit" when that ended the
-    # search before it converged (then the result is the best faithful one found)
-    budget: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def stopped_by(self) -> str | None:
-        return self.budget.get("stopped_by")
 
 
 class _SearchPhases:
@@ -292,13 +63,12 @@ class _SearchPhases:
     `search` (the method), `minimize` and `round-widths` in budget used, of the run's budget.
     A phase ends at what it used: its total is lowered to it."""
 
-    def __init__(self, progress: Progress | None, scorer: Scorer, budget: int):
-        self.progress, self.scorer, self.budget = progress, scorer, budget
-        self.first = scorer.work
+    def __init__(self, progress: Progress | None, budget: Budget):
+        self.progress, self.budget = progress, budget
         self.phase: str | None = None
 
     def used(self) -> int:
-        return int(self.scorer.work - self.first + 1e-9)
+        return int(self.budget.used + 1e-9)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.progress is None:
@@ -310,7 +80,7 @@ class _SearchPhases:
         if phase != self.phase:
             self.end()
             self.phase = phase
-        self.progress(phase, self.used(), self.budget)
+        self.progress(phase, self.used(), int(self.budget.limit))
 
     def end(self) -> None:
         if self.phase is not None and self.progress is not None:
@@ -319,85 +89,79 @@ class _SearchPhases:
         self.phase = None
 
 
+def search_pipeline(method: str, align: int = 1, passes: str | None = None) -> Pipeline:
+    """The search part of `extract`: the named extract pipeline for `method`, or `passes`
+    (search passes only: the block and layout pipelines follow it)."""
+    if passes is None:
+        return Pipeline.parse(extract_pipeline(method, align))
+    try:
+        pipeline = Pipeline.parse(passes)
+    except PassOptionError as exc:
+        raise PassOptionError(f"--passes: {exc}") from None
+    for p in pipeline.passes:
+        if p.kind != "search":
+            raise PassOptionError(
+                f"--passes: {p.name} is a {p.kind} pass; --passes takes search passes (the "
+                "block and layout pipelines run after them)"
+            )
+    return pipeline
+
+
+def ir_printer(pass_name: str, write: Callable[[str], None]) -> Callable[[str, IR], None]:
+    """An `after` callback writing the IR text after each run of the pass `pass_name`."""
+    if pass_name not in PASSES:
+        raise PassOptionError(
+            f"--print-ir-after: unknown pass {pass_name!r}; passes are: {', '.join(sorted(PASSES))}"
+        )
+
+    def after(name: str, ir: IR) -> None:
+        if name == pass_name:
+            write(f"# IR after {name}\n{ir.text()}")
+
+    return after
+
+
 def search_rationale(
     prep: Prepared,
     method: str,
-    budget: int,
+    budget: int | Budget,
     seed: int,
     progress: Progress | None = None,
     align: int = 1,
     deadline: float | None = None,
+    passes: str | None = None,
+    after: After | None = None,
 ) -> Found:
-    """Search, then repair (if the exact masked model misses keep), then make it 1-minimal
-    with what is left of the budget. Under the `macs` objective with `align` > 1 (the export's
-    channel multiple), `round-widths` then trades padding for whole channel blocks and a last
-    minimize trims what that filled in.
+    """Run the search pipeline (`search_pipeline`): by default the method, then repair (if
+    the exact masked model misses keep), then 1-minimal with what is left of the budget; under
+    the `macs` objective with `align` > 1 (the export's channel multiple), `round-widths`
+    trades padding for whole channel blocks and a last minimize trims what that filled in.
 
-    The budget bounds all the work (evaluations and gradient steps, `legoc.scoring.
-    gradient_cost`) except repair's, which runs only when the exact masked model misses keep.
-    `deadline` (time.monotonic()) stops the passes where they are, with the best faithful
-    result found so far."""
-    spec = prep.task.spec
-    scorer = prep.scorer
-    first, first_work, first_gradient = scorer.evaluations, scorer.work, scorer.gradient_work
-    scorer.deadline, scorer.timed_out = deadline, False
-    phases = _SearchPhases(progress, scorer, budget)
-
-    def left() -> int:
-        if scorer.time_up():
-            return 0
-        return max(0, math.floor(budget - (scorer.work - first_work) + 1e-9))
-
-    options = dict(keep=spec.keep, seed=seed, scorer=scorer, progress=phases)
-    try:
-        searched = SEARCH_PASSES[method](budget=budget, **options).run(prep.ir)
-        repaired = Repair(keep=spec.keep, scorer=scorer).run(searched.ir)
-        reports = [(method, searched.stats), ("repair", repaired.stats)]
-        trace = list(searched.trace)
-        rationale, faith = repaired.ir, repaired.stats["faithfulness"]
-        one_minimal = (
-            bool(searched.stats.get("one_minimal")) and not repaired.stats["groups_restored"]
-        )
-        if faith >= spec.keep and not one_minimal and left() > 0:
-            minimized = Minimize(budget=left(), **options).run(rationale)
-            reports.append(("minimize", minimized.stats))
-            trace += minimized.trace
-            rationale, one_minimal = minimized.ir, bool(minimized.stats["one_minimal"])
-            faith = minimized.stats["faithfulness"]
-        if prep.ir.objective == "macs" and align > 1 and faith >= spec.keep and left() > 0:
-            rounded = RoundWidths(budget=left(), multiple=align, **options).run(rationale)
-            reports.append(("round-widths", rounded.stats))
-            trace += rounded.trace
-            if rounded.stats["widths_dropped"]:
-                rationale, faith = rounded.ir, rounded.stats["faithfulness"]
-                trimmed = Minimize(budget=left(), **options).run(rationale)
-                reports.append(("minimize", trimmed.stats))
-                trace += trimmed.trace
-                rationale, one_minimal = trimmed.ir, bool(trimmed.stats["one_minimal"])
-                faith = trimmed.stats["faithfulness"]
-        faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
-        if faith < spec.keep <= repaired.stats["faithfulness"]:  # a float flip on a sliced base
-            rationale = Repair(keep=spec.keep, scorer=scorer).run(rationale).ir
-            faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
-    finally:
-        timed_out, scorer.deadline = scorer.timed_out, None
+    One `Budget` bounds all the work of the pipeline (evaluations and gradient steps) except
+    repair's, which runs only when the exact masked model misses keep. `deadline`
+    (time.monotonic()) stops the passes where they are, with the best faithful result so far.
+    """
+    spec, scorer = prep.task.spec, prep.scorer
+    if not isinstance(budget, Budget):
+        budget = Budget(budget, scorer, deadline)
+    pipeline = search_pipeline(method, align, passes)
+    phases = _SearchPhases(progress, budget)
+    ctx = PassContext(scorer, budget, spec.keep, seed, phases, after=after)
+    ran = pipeline.run(prep.ir, ctx)
     phases.end()
+    rationale = ran.ir
     rationale.ablation = dict(scorer.values)
-    stopped_by = "time-limit" if timed_out else None if one_minimal else "budget"
-    work = {
-        "limit": budget,
-        "used": round(scorer.work - first_work, 3),
-        "evaluations": scorer.evaluations - first,
-        "gradient": round(scorer.gradient_work - first_gradient, 3),
-        "mask_steps": searched.stats.get("mask_steps", 0),
-        "stopped_by": stopped_by,
-    }
-    found = Found(rationale, faith, scorer.evaluations - first, one_minimal, reports, trace, work)
+    faith = scorer.faithfulness(rationale.kept, count=False, exact=True)
+    one_minimal = ctx.verdict(rationale.kept).one_minimal
+    stopped_by = "time-limit" if budget.timed_out else None if one_minimal else "budget"
+    mask_steps = sum(stats.get("mask_steps", 0) for _, stats in ran.reports)
+    work = {**budget.report(), "mask_steps": mask_steps, "stopped_by": stopped_by}
+    found = Found(rationale, faith, budget.evaluations, one_minimal, ran.reports, ran.trace, work)
     if stopped_by == "budget" and not _removes_anything(prep.ir, rationale):
         found.warnings.append(
-            f"the budget of {budget} evaluations was too small for the search to remove anything "
-            f"(it used {work['evaluations']} evaluations and {work['gradient']:.1f} evaluations' "
-            "worth of gradient steps): the block is the whole model; raise --budget"
+            f"the budget of {budget.limit} evaluations was too small for the search to remove "
+            f"anything (it used {work['evaluations']} evaluations and {work['gradient']:.1f} "
+            "evaluations' worth of gradient steps): the block is the whole model; raise --budget"
         )
     return found
 
@@ -423,6 +187,8 @@ def extract(
     resume: bool = False,
     align_channels: int = DEFAULT_MULTIPLE,
     time_limit: float | None = None,
+    passes: str | None = None,
+    after: After | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -435,7 +201,9 @@ def extract(
     to this multiple at export (onnxruntime's fast conv kernels); 0 or 1 writes them as sliced.
     `time_limit`: seconds from the start after which the search stops with the best faithful
     rationale found so far (the block is then built and written); TaskNotMet if by then it has
-    removed nothing. Without it, the same seed gives the same block.
+    removed nothing. Without it, the same seed gives the same block. `passes`: a pipeline of
+    search passes run instead of the method's (`legoc.passes.registry`); `after`: called with
+    each pass's name and IR (`ir_printer`).
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -443,8 +211,10 @@ def extract(
         check_output_file(Path(output), {"the model": model, "the task spec": task})
     elif resume:
         raise LegocError("--resume: the checkpoint lives beside the output; pass -o BLOCK")
-    if method is not None and method not in SEARCH_PASSES:
-        raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
+    if method is not None and method not in METHODS:
+        raise LegocError(f"--method {method!r}: use one of {sorted(METHODS)}")
+    if method is not None and passes is not None:
+        raise LegocError("--method and --passes: give one (--passes replaces the method's search)")
     if objective not in OBJECTIVES:
         raise LegocError(f"--objective {objective!r}: use one of {list(OBJECTIVES)}")
     if align_channels < 0:
@@ -452,28 +222,33 @@ def extract(
     if time_limit is not None and not time_limit > 0:
         raise LegocError(f"--time-limit {time_limit}: must be > 0 seconds")
     check_seed(seed)
+    if passes is not None:
+        passes = str(search_pipeline("auto", passes=passes))  # checked before any loading
     prep = prepare(model, task, arch, trust_model, model_output, progress)
     prep.ir.objective = objective
     spec = prep.task.spec
-    method = method or spec.search.method
-    budget = budget if budget is not None else spec.search.budget
+    method = passes or method or spec.search.method
+    limit = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
     header = None
     if output is not None:
         check_not_an_input(output, {**prep.inputs(), **arch_inputs(arch)})
         header = run_header(
-            prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, budget, seed
+            prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, limit, seed
         )
+    work = Budget(limit, prep.scorer, deadline)
     with (
         output_lock(output) if output is not None else nullcontext(),
-        checkpointed(prep.scorer, output, header, resume, budget) as run,
+        checkpointed(prep.scorer, output, header, resume, work) as run,
     ):
         found = search_rationale(
-            prep, method, budget, seed, progress, align=align_channels, deadline=deadline
+            prep, method, work, seed, progress, align_channels, passes=passes, after=after
         )
         found.budget["time_limit"] = time_limit
         run.stage = "export"
-        result = _finish(prep, found, method, seed, finetune, output, progress, align_channels)
+        result = _finish(
+            prep, found, method, seed, finetune, output, progress, align_channels, after
+        )
     result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
@@ -494,10 +269,11 @@ def _finish(
     output: str | Path | None,
     progress: Progress | None,
     align_channels: int = DEFAULT_MULTIPLE,
+    after: After | None = None,
 ) -> ExtractResult:
     """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
     spec = prep.task.spec
-    progress = progress or _silent
+    progress = progress or (lambda phase, done, total: None)
     timed_out = found.stopped_by == "time-limit"
     if found.faithfulness < spec.keep:
         raise TaskNotMet(
@@ -516,149 +292,16 @@ def _finish(
             f"{found.evaluations} evaluations, before it removed anything; nothing was written; "
             "raise --time-limit"
         )
-    built = build_block(prep, found, method, seed)
+    built = build_block(prep, found, method, seed, after)
     if finetune if finetune is not None else spec.finetune is not None:
         progress("finetune", 0, 1)
         built = finetune_block(prep, built, spec.finetune or FinetuneSpec(), seed)
         progress("finetune", 1, 1)
     if output is not None:
         progress("export", 0, 1)
-        write_block(prep, built, Path(output), align=align_channels)
+        write_block(prep, built, Path(output), align=align_channels, after=after)
         progress("export", 1, 1)
     return built.result
-
-
-@dataclass
-class Built:
-    """A block ready to export: its IR, the torch module the export must agree with, and its
-    description."""
-
-    block: IR
-    reference: torch.nn.Module
-    result: ExtractResult
-
-
-def build_block(prep: Prepared, found: Found, method: str, seed: int) -> Built:
-    """Rewrite a searched rationale into the sliced block and score it on every split."""
-    rationale = found.ir
-    scores = score_splits(prep, rationale.kept)
-    block, reports = run_pipeline(rationale, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
-    result = ExtractResult(
-        task=prep.task.spec.name,
-        output=None,
-        kept=rationale.kept_units(),
-        total=rationale.total_units(),
-        params_source=prep.loaded.param_count(),
-        params_block=block.param_count(),
-        faithfulness=found.faithfulness,
-        scores=scores,
-        evaluations=found.evaluations,
-        method=method,
-        seconds=0.0,
-        parity_max_abs_diff=None,
-        one_minimal=found.one_minimal,
-        keep=prep.task.spec.keep,
-        passes=[*found.reports, *reports],
-        trace=found.trace,
-        seed=seed,
-        budget=found.budget,
-        warnings=list(found.warnings),
-    )
-    return Built(block, masked_model(rationale), result)
-
-
-def finetune_block(prep: Prepared, built: Built, settings: FinetuneSpec, seed: int) -> Built:
-    """Option C: retrain the block's weights on `search` (a seeded validation part held out
-    for early stopping); the retrained block is its own export reference."""
-    config = TrainConfig(epochs=settings.epochs, lr=settings.lr, seed=seed)
-    search = prep.splits["search"]
-    tuned = Finetune(search, prep.metric, config, prep.scorer.reference.outputs).run(built.block)
-    scores = score_splits(prep, built.block.kept, module=tuned.ir.gm)
-    result = replace(
-        built.result,
-        scores=scores,
-        faithfulness=scores["search"].faithfulness,
-        passes=[*built.result.passes, ("finetune", tuned.stats)],
-        training={**tuned.report.metadata(), "faithfulness_before": built.result.faithfulness},
-    )
-    return Built(tuned.ir, tuned.ir.gm, result)
-
-
-def write_block(
-    prep: Prepared,
-    built: Built,
-    output: Path,
-    extra: dict | None = None,
-    align: int = DEFAULT_MULTIPLE,
-) -> None:
-    """Export the block with its metadata (plus `extra` keys) and record the parity.
-
-    `align` > 1 pads conv channels to that multiple first (exact; `align-channels`): a layout
-    choice for the runtime, so `params.block` stays the rationale's own count and the stored
-    count goes to `legoc.layout`."""
-    block = _aligned(built, align) if align > 1 else built.block
-    metadata = {**block_metadata(prep, built.result), **(extra or {})}
-    split = prep.splits["search"]
-    built.result.parity_max_abs_diff = export_block(block, built.reference, split, output, metadata)
-    built.result.output = str(output)
-
-
-def _aligned(built: Built, align: int) -> IR:
-    """The block with its conv channels padded (records what changed in the result)."""
-    block, reports = run_pipeline(
-        built.block, [AlignChannels(align, built.result.total), DeadCodeElimination()]
-    )
-    built.result.passes = [*built.result.passes, *reports]
-    stats = reports[0][1]
-    if not stats["channels_added"]:
-        return built.block
-    built.result.layout = {
-        "align_channels": align,
-        "channels_added": stats["channels_added"],
-        "border_maps_folded": stats["border_maps_folded"],
-        "stored_params": block.param_count(),
-    }
-    return block
-
-
-def block_metadata(prep: Prepared, result: ExtractResult) -> dict:
-    metadata = {
-        "legoc.version": legoc.__version__,
-        "legoc.task": prep.task.name,
-        "legoc.source_sha256": prep.loaded.sha256,
-        "legoc.spec_sha256": prep.task.sha256,
-        "legoc.metric": prep.metric.name,
-        "legoc.objective": prep.ir.objective,
-        "legoc.inputs": prep.input_names,
-        "legoc.rationale": {
-            "kept": result.kept,
-            "total": result.total,
-            "faithfulness": result.faithfulness,
-            "params": {"source": result.params_source, "block": result.params_block},
-        },
-        "legoc.scores": {name: vars(s) for name, s in result.scores.items()},
-        "legoc.search": {
-            "method": result.method,
-            "evaluations": result.evaluations,
-            "keep": prep.task.spec.keep,
-            "seed": result.seed,
-        },
-        "legoc.versions": versions(),
-    }
-    if result.training is not None:
-        metadata["legoc.training"] = result.training
-    if result.layout is not None:
-        metadata["legoc.layout"] = result.layout
-    return metadata
-
-
-def versions() -> dict[str, str]:
-    return {
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:

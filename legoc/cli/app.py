@@ -95,6 +95,20 @@ def extract(
         "data), gradient steps included at their cost in passes.",
     ),
     seed: Optional[int] = typer.Option(None, help="Override search.seed."),
+    passes: Optional[str] = typer.Option(
+        None,
+        "--passes",
+        help="Search passes to run instead of the method's pipeline (auto,repair,minimize,"
+        "round-widths,minimize,repair), e.g. 'magnitude,repair,minimize' or "
+        "'greedy,round-widths{multiple=8}'; the block and layout pipelines follow them.",
+    ),
+    print_ir_after: Optional[str] = typer.Option(
+        None,
+        "--print-ir-after",
+        metavar="PASS",
+        help="Print the IR text (on stderr) after every run of this pass, e.g. minimize, "
+        "slice-units, align-channels.",
+    ),
     time_limit: Optional[float] = typer.Option(
         None,
         "--time-limit",
@@ -147,6 +161,7 @@ def extract(
         with reporting(debug):
             prepare_report_dir(report)
     with reporting(debug), progress_reporter(quiet) as progress:
+        after = None if print_ir_after is None else api.ir_printer(print_ir_after, _print_ir)
         result = api.extract(
             model,
             task,
@@ -163,6 +178,8 @@ def extract(
             resume=resume,
             align_channels=align_channels,
             time_limit=time_limit,
+            passes=passes,
+            after=after,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -183,6 +200,10 @@ def extract(
             f"val {t['val_metric_before']:.3f} -> {t['val_metric_best']:.3f}"
         )
     typer.echo(summary_line(result, kept, evals, retrained))
+
+
+def _print_ir(text: str) -> None:
+    err.print(text, markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:

@@ -33,7 +33,7 @@ from legoc.experiment.report import REPORT_FORMAT, REPORT_MARKER
 from legoc.experiment.result import CompareResult, Run, score_runs, verdicts
 from legoc.export.writer import export_block
 from legoc.ir.masking import masked_model
-from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, SEARCH_PASSES, run_pipeline
+from legoc.passes import BLOCK_PIPELINE, METHODS, Pipeline
 from legoc.runtime.block import Block
 from legoc.runtime.files import check_inputs_outside, current_umask
 from legoc.task.spec import FinetuneSpec, check_seed
@@ -76,8 +76,8 @@ def compare(
     check_family(family)
     if margin < 0:
         raise LegocError(f"--margin {margin}: must be >= 0")
-    if method is not None and method not in SEARCH_PASSES:
-        raise LegocError(f"--method {method!r}: use one of {sorted(SEARCH_PASSES)}")
+    if method is not None and method not in METHODS:
+        raise LegocError(f"--method {method!r}: use one of {sorted(METHODS)}")
     prep = api.prepare(model, task, arch, trust_model, progress=progress)
     if output.is_dir():  # --force replaces it: it must not hold what this run reads
         check_inputs_outside(output, {**prep.inputs(), **api.arch_inputs(arch)})
@@ -211,8 +211,6 @@ def _seed_runs(
         if step.progress is not None:
             step.progress(f"B seed {seed}: {stage}", done, total)
 
-    prep.scorer.rebase(prep.ir.mask_for([]))  # no sliced base left from the last seed's search:
-    # every seed's search starts where `legoc extract --seed S` would
     found = api.search_rationale(prep, method, budget, seed, search_progress)
     if found.faithfulness < prep.task.spec.keep:
         note = f"keep not met (faithfulness {found.faithfulness:.4f})"
@@ -278,7 +276,7 @@ def _full_run(prep: api.Prepared, staging: Path) -> Run:
     started = time.perf_counter()
     full = prep.ir.with_kept(prep.ir.mask_for([]))
     full.ablation = dict(prep.scorer.values)
-    block, _ = run_pipeline(full, [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(full).ir
     path = "runs/full.onnx"
     metadata = {**_common_metadata(prep), "legoc.compare": {"option": "full"}}
     export_block(block, masked_model(full), prep.splits["search"], staging / path, metadata)

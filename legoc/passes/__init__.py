@@ -1,39 +1,43 @@
-"""Passes over the IR: search passes decide the kept units, rewrite passes restructure the graph.
+"""Passes over the IR: search passes decide the kept units, rewrite passes restructure the
+graph, train passes change weights (option C, opt-in).
 
-Each pass is a frozen dataclass with a kebab-case `name`, whose `run` returns a `PassResult`
-(the new IR and counts of what changed). `SEARCH_PASSES` names the search methods;
-`REWRITE_PIPELINE` lists the rewrite passes in order. `Finetune` (option C) trains weights and
-runs only when asked for, after the rewrite pipeline; `AlignChannels` pads the final block's
-conv channels for onnxruntime at export (a layout choice, kept out of searches and training);
-`RoundWidths` is the search-side counterpart under the MACs objective (fewer padded channels).
+Each pass is a frozen dataclass of its options with a kebab-case `name` and a `kind`; its
+`run(ir, ctx)` returns a `PassResult`. `legoc.passes.registry` maps names to passes and holds
+the named pipelines (plain strings, parsed by `Pipeline.parse`).
 """
 
-from legoc.passes.base import PassResult, run_pipeline
-from legoc.passes.rewrite.align_channels import AlignChannels
-from legoc.passes.rewrite.dce import DeadCodeElimination
-from legoc.passes.rewrite.fold_ablations import FoldAblations
-from legoc.passes.rewrite.fold_batch_norm import FoldBatchNorm
-from legoc.passes.rewrite.slice_units import SliceUnits
-from legoc.passes.search.attribution import AttributionSearch
-from legoc.passes.search.auto import AutoSearch
-from legoc.passes.search.greedy import GreedySearch
-from legoc.passes.search.masks import MaskSearch
-from legoc.passes.search.mcts import MctsSearch
-from legoc.passes.search.minimize import Minimize
-from legoc.passes.search.repair import Repair
-from legoc.passes.search.round_widths import RoundWidths
-from legoc.passes.train.finetune import Finetune
-
-SEARCH_PASSES = {
-    p.name: p for p in (AutoSearch, MctsSearch, MaskSearch, AttributionSearch, GreedySearch)
-}
-REWRITE_PASSES = {
-    p.name: p for p in (FoldAblations, SliceUnits, FoldBatchNorm, DeadCodeElimination)
-}
-REWRITE_PIPELINE = ("fold-ablations", "slice-units", "fold-batch-norm", "dce")
-# What scoring may slice away without changing what a unit's output is (folding a BatchNorm
-# into its producer would move the unit's output past the norm, away from its ablation value).
-SCORING_PIPELINE = ("fold-ablations", "slice-units", "dce")
+from legoc.passes.base import (
+    Pass,
+    PassContext,
+    PassFailed,
+    PassOptionError,
+    PassResult,
+    Pipeline,
+    PreconditionFailed,
+)
+from legoc.passes.registry import (  # the pass classes too, for `from legoc.passes import X`
+    BLOCK_PIPELINE,
+    METHODS,
+    PASSES,
+    SCORING_PIPELINE,
+    AlignChannels,
+    AttributionSearch,
+    AutoSearch,
+    DeadCodeElimination,
+    Finetune,
+    FoldAblations,
+    FoldBatchNorm,
+    GreedySearch,
+    MagnitudeSearch,
+    MaskSearch,
+    MctsSearch,
+    Minimize,
+    Repair,
+    RoundWidths,
+    SliceUnits,
+    extract_pipeline,
+    layout_pipeline,
+)
 
 __all__ = [
     "AlignChannels",
@@ -44,16 +48,24 @@ __all__ = [
     "FoldAblations",
     "FoldBatchNorm",
     "GreedySearch",
+    "MagnitudeSearch",
     "MaskSearch",
     "MctsSearch",
     "Minimize",
-    "PassResult",
-    "REWRITE_PASSES",
-    "REWRITE_PIPELINE",
     "Repair",
     "RoundWidths",
-    "SCORING_PIPELINE",
-    "SEARCH_PASSES",
     "SliceUnits",
-    "run_pipeline",
+    "BLOCK_PIPELINE",
+    "METHODS",
+    "PASSES",
+    "Pass",
+    "PassContext",
+    "PassFailed",
+    "PassOptionError",
+    "PassResult",
+    "Pipeline",
+    "PreconditionFailed",
+    "SCORING_PIPELINE",
+    "extract_pipeline",
+    "layout_pipeline",
 ]

@@ -28,6 +28,7 @@ from legoc.errors import Interrupted, LegocError, Terminated
 from legoc.runtime.files import atomic_file
 
 if TYPE_CHECKING:
+    from legoc.scoring.budget import Budget
     from legoc.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,7 @@ class Run:
     """Where a checkpointed run is (`stage`: search, then export) and what it paid for."""
 
     journal: Journal | None
-    first: int  # the scorer's evaluation count when the run began
-    first_work: float = 0.0  # and its work (evaluations + gradient steps charged)
+    budget: "Budget"  # the run's work (its evaluations are what the journal replays)
     stage: str = "search"
 
     @property
@@ -213,7 +213,11 @@ class Run:
 
 @contextmanager
 def checkpointed(
-    scorer: "Scorer", output: str | Path | None, header: dict | None, resume: bool, budget: int
+    scorer: "Scorer",
+    output: str | Path | None,
+    header: dict | None,
+    resume: bool,
+    budget: "Budget",
 ) -> Iterator[Run]:
     """Journal the scorer's counted evaluations beside `output` for the run inside the block.
 
@@ -225,14 +229,13 @@ def checkpointed(
     journal = None
     if output is not None:
         journal = (Journal.resume if resume else Journal.start)(Path(output), header)
-    run = Run(journal, scorer.evaluations, scorer.work)
+    run = Run(journal, budget)
     scorer.journal = journal
     try:
         yield run
     except KeyboardInterrupt as exc:
-        done = scorer.evaluations - run.first
-        used = int(scorer.work - run.first_work + 1e-9)
-        spent = f"after {done} evaluations ({used} of the budget of {budget} used)"
+        done, used = budget.evaluations, int(budget.used + 1e-9)
+        spent = f"after {done} evaluations ({used} of the budget of {budget.limit} used)"
         code = getattr(exc, "exit_code", Interrupted.exit_code)  # 143 when SIGTERM stopped it
         word = "stopped by SIGTERM" if code == Terminated.exit_code else "interrupted"
         if journal is None:

@@ -8,7 +8,6 @@ by the batch size, not the data size.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,8 @@ from legoc.errors import LegocError
 from legoc.ir.core import IR, run_quietly
 from legoc.ir.masking import instrument, set_masks
 from legoc.ir.ops import Ablate
+from legoc.passes.base import mask_key
+from legoc.scoring.budget import gradient_cost
 from legoc.scoring.journal import Journal, evaluation_key
 from legoc.scoring.prefix import PrefixCache
 from legoc.task.metrics import Metric, faithfulness
@@ -37,20 +38,6 @@ ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest row
 # instead of 128, so a failing candidate is found out after a fifteenth of the split)
 FIRST_BATCH_MACS = 2 << 30
 MIN_FIRST_ROWS = 16
-
-# The budget's unit is one candidate evaluation: a forward pass over the whole search split.
-# Gradient work is charged in the same unit, so `search.budget` bounds all of a search's work:
-# a forward + backward step over b of the split's N rows costs about three forwards of those
-# rows (the backward pass is about twice the forward), i.e. GRADIENT_STEP_COST * b / N
-# evaluations. An attribution pass (every row once) is charged GRADIENT_STEP_COST evaluations;
-# a mask-training step over 64 of shapes' 600 rows, 0.32.
-GRADIENT_STEP_COST = 3.0
-
-
-def gradient_cost(rows: int, split_rows: int) -> float:
-    """Evaluations-worth of one forward + backward step over `rows` of `split_rows` rows."""
-    return GRADIENT_STEP_COST * rows / max(split_rows, 1)
-
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
 
@@ -78,8 +65,10 @@ def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
 
 
 @dataclass
-class _Base:
-    """A sliced model standing for every mask that removes at least what `kept` removes."""
+class StandIn:
+    """A sliced model standing for every mask that removes at least what `kept` removes: same
+    function (the rewrite is exact), fewer FLOPs. A search passes it to the scorer with the
+    masks it scores; the scorer only caches it, by mask, and routes nothing by it otherwise."""
 
     kept: dict[str, np.ndarray]
     gm: torch.fx.GraphModule
@@ -126,15 +115,13 @@ class Scorer:
         )
         self.label = label
         self.gm, self.ablates = _scoring_graph(ir)
-        self._base: _Base | None = None
-        self._active = self.gm
+        self._stand_ins: dict[bytes, StandIn] = {}  # by mask: the last one built
+        self._active = self.gm  # the graph of the scoring call under way
         self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
         self._prefix_done = {"hits": 0, "misses": 0}  # counts of caches already dropped
         self.row_order: torch.Tensor | None = None  # scoring order of the rows (_order_rows)
         self.evaluations = 0  # candidate evaluations counted (the journal replays these)
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
-        self.deadline: float | None = None  # time.monotonic() at which searches must stop
-        self.timed_out = False  # a search stopped because the deadline passed
         self.last_stopped_early = False
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         self._check_labels_and_shapes()
@@ -154,21 +141,10 @@ class Scorer:
                 "faithfulness (a ratio to it) is undefined; check the labels and `outputs`"
             )
 
-    # -- work and time --------------------------------------------------------------
-    @property
-    def work(self) -> float:
-        """Everything counted against the budget: evaluations plus gradient steps charged."""
-        return self.evaluations + self.gradient_work
-
+    # -- work -----------------------------------------------------------------------
     def charge_gradient(self, rows: int) -> None:
-        """Count a forward + backward step over `rows` rows against the budget."""
+        """Count a forward + backward step over `rows` rows (a `Budget` reads the count)."""
         self.gradient_work += gradient_cost(rows, len(self.split))
-
-    def time_up(self) -> bool:
-        """Whether the deadline has passed (searches then stop with what they have)."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.timed_out = True
-        return self.timed_out
 
     # -- set-up ---------------------------------------------------------------------
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -245,10 +221,11 @@ class Scorer:
             )
 
     # -- scoring --------------------------------------------------------------------
-    def set_mask(self, kept: dict[str, np.ndarray], exact: bool = False) -> None:
-        """Route the next forward passes to the cheapest model that computes this mask;
-        `exact` insists on the masked source model itself (the oracle)."""
-        base = self._base
+    def _route(
+        self, kept: dict[str, np.ndarray], exact: bool = False, base: StandIn | None = None
+    ) -> None:
+        """Point this call's forward passes at the model that computes this mask: `base`
+        when given and it covers the mask (and not `exact`), else the masked source model."""
         if not exact and base is not None and base.covers(kept):
             for name, module in base.ablates.items():
                 module.set(torch.from_numpy(np.ascontiguousarray(kept[name][base.index[name]])))
@@ -258,30 +235,30 @@ class Scorer:
         self._active = self.gm
 
     def predict(
-        self, kept: dict[str, np.ndarray], inputs: dict[str, torch.Tensor], exact: bool = False
+        self,
+        kept: dict[str, np.ndarray],
+        inputs: dict[str, torch.Tensor],
+        exact: bool = False,
+        base: StandIn | None = None,
     ) -> torch.Tensor:
         """Outputs of the model with `kept` units on `inputs` (by the route `score` takes)."""
-        self.set_mask(kept, exact=exact)
+        self._route(kept, exact=exact, base=base)
         with torch.no_grad():
             return self._forward(inputs)
 
-    @property
-    def rebased(self) -> bool:
-        """Whether the last mask was scored on a sliced base rather than the source model."""
-        return self._active is not self.gm
-
-    def rebase(self, kept: dict[str, np.ndarray]) -> None:
-        """Score later masks that remove at least what `kept` removes on the physically sliced
-        model of `kept`: same function (the rewrite is exact), fewer FLOPs."""
-        from legoc.passes import REWRITE_PASSES, SCORING_PIPELINE, run_pipeline
+    def stand_in(self, kept: dict[str, np.ndarray]) -> StandIn | None:
+        """The physically sliced model of `kept` (None when it removes nothing), to score masks
+        that remove at least what `kept` removes. Cached by mask: the last one is kept."""
+        from legoc.passes import SCORING_PIPELINE, Pipeline
 
         if all(mask.all() for mask in kept.values()):
-            self._drop_prefix_cache()
-            self._base = None
-            return
+            return None
+        key = mask_key(kept)
+        if key in self._stand_ins:
+            return self._stand_ins[key]
         masked = self.ir.with_kept(kept)
         masked.ablation = dict(self.values)
-        sliced, _ = run_pipeline(masked, [REWRITE_PASSES[n]() for n in SCORING_PIPELINE])
+        sliced = Pipeline.parse(SCORING_PIPELINE).run(masked).ir
         gm, ablates = _scoring_graph(sliced)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():
@@ -289,8 +266,11 @@ class Scorer:
                 torch.ones(len(index[name]), dtype=torch.bool),
                 self.values[name][torch.from_numpy(index[name])],
             )
-        self._drop_prefix_cache()
-        self._base = _Base({k: v.copy() for k, v in kept.items()}, gm, ablates, index)
+        for old in self._stand_ins.values():
+            self._drop_prefix_cache(old)
+        stand_in = StandIn({k: v.copy() for k, v in kept.items()}, gm, ablates, index)
+        self._stand_ins = {key: stand_in}
+        return stand_in
 
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
@@ -368,8 +348,10 @@ class Scorer:
         count: bool = True,
         keep: float | None = None,
         exact: bool = False,
+        base: StandIn | None = None,
     ) -> float:
-        """The metric of the model with `kept` units (others ablated) on the whole split.
+        """The metric of the model with `kept` units (others ablated) on the whole split;
+        on `base`, a sliced stand-in, when it covers the mask and `exact` is not set.
 
         With `keep`, scoring stops as soon as the remaining rows cannot lift faithfulness to
         `keep` (same verdict, less work); the value returned is then that bound, which is
@@ -380,11 +362,10 @@ class Scorer:
         key = evaluation_key(kept, keep, exact) if journal is not None else ""
         entry = journal.answer(key) if journal is not None else None
         if entry is not None:
-            self.set_mask(kept, exact=exact)  # leave the route as the live evaluation would
             self.last_stopped_early = entry.stopped_early
             self.evaluations += 1
             return entry.value
-        value = self._score(kept, keep, exact)
+        value = self._score(kept, keep, exact, base=base)
         if count:
             self.evaluations += 1
         if journal is not None:
@@ -397,10 +378,11 @@ class Scorer:
         keep: float | None,
         exact: bool,
         hardness: torch.Tensor | None = None,
+        base: StandIn | None = None,
     ) -> float:
         """The metric on the split (see `score`); `hardness`, if given, receives each row's
         `Metric.row_hardness`."""
-        self.set_mask(kept, exact=exact)
+        self._route(kept, exact=exact, base=base)
         lo, hi = self.metric.item_bounds
         target = self.threshold(keep) if keep is not None else None
         total, n = 0.0, 0
@@ -444,10 +426,10 @@ class Scorer:
             self._prefix[key] = PrefixCache(self._active, self.cache_bytes)
         return self._prefix[key]
 
-    def _drop_prefix_cache(self) -> None:
-        """The sliced base is replaced: its suffixes and cut values go with it."""
-        if self._base is not None and id(self._base.gm) in self._prefix:
-            old = self._prefix.pop(id(self._base.gm))
+    def _drop_prefix_cache(self, stand_in: StandIn) -> None:
+        """A stand-in leaves the cache: its suffixes and cut values go with it."""
+        if id(stand_in.gm) in self._prefix:
+            old = self._prefix.pop(id(stand_in.gm))
             self._prefix_done["hits"] += old.hits
             self._prefix_done["misses"] += old.misses
 
@@ -469,14 +451,19 @@ class Scorer:
         count: bool = True,
         keep: float | None = None,
         exact: bool = False,
+        base: StandIn | None = None,
     ) -> float:
-        return self.faithfulness_of(self.score(kept, count=count, keep=keep, exact=exact))
+        value = self.score(kept, count=count, keep=keep, exact=exact, base=base)
+        return self.faithfulness_of(value)
 
-    def attribution(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def attribution(
+        self, kept: dict[str, np.ndarray], base: StandIn | None = None
+    ) -> dict[str, np.ndarray]:
         """First-order estimate, per unit, of how much ablating it changes the task loss:
-        mean over rows of |sum over positions of (ablation value - activation) * gradient|."""
-        self.set_mask(kept)
-        base = self._base if self._active is not self.gm else None
+        mean over rows of |sum over positions of (ablation value - activation) * gradient|
+        (on `base` when it covers the mask)."""
+        self._route(kept, base=base)
+        base = base if self._active is not self.gm else None
         ablates = base.ablates if base else self.ablates
         index = base.index if base else None
         for module in ablates.values():

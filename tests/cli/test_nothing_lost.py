@@ -28,6 +28,7 @@ from legoc import api
 from legoc.cli.app import app
 from legoc.errors import LegocError
 from legoc.runtime.files import LOCK_SUFFIX
+from legoc.scoring import prepare as prepare_module
 from legoc.scoring.journal import checkpoint_path
 from tests.helpers import assert_one_error_line, error_lines, write_task
 from tests.runtime.helpers import linear_model, rows, save_linear
@@ -390,7 +391,7 @@ def test_any_other_system_error_is_one_line_with_exit_2(mlp_task, tmp_path, monk
     def unreadable(path, *args, **kwargs):
         raise OSError(errno.EIO, "Input/output error", str(path))
 
-    monkeypatch.setattr(api, "load_task", unreadable)
+    monkeypatch.setattr(prepare_module, "load_task", unreadable)
     result = invoke(*extract_args(mlp_task, tmp_path / "block.onnx"))
     assert_one_error_line(result, ("Input/output error", "spec.yaml"))
     assert os.listdir(tmp_path) == ["task"]
@@ -587,7 +588,7 @@ SLOW_CLI = [
     sys.executable,
     "-c",
     "import time, legoc.scoring.scorer as s; live = s.Scorer._score; "
-    "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
+    "s.Scorer._score = lambda self, *a, **k: (time.sleep(0.02), live(self, *a, **k))[1]; "
     "from legoc.cli.app import main; main()",
 ]
 

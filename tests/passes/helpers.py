@@ -198,3 +198,25 @@ def check_weights_fit_inputs(ir: IR) -> None:
                 if isinstance(param, torch.fx.Node):
                     tensor = get_attr_tensor(ir.gm, param.target)
                     assert tensor.shape == (in_shape[1],), f"{node.name}: {param.target}"
+
+
+def run_search(
+    p,
+    ir,
+    scorer,
+    keep: float = 0.9,
+    budget: float = 100,
+    seed: int = 0,
+    start=(),
+    progress=None,
+    deadline: float | None = None,
+):
+    """Run search pass `p` on `ir` (with the `start` groups removed first) in a context of
+    `scorer` and a fresh budget of `budget` evaluations."""
+    from legoc.passes import PassContext
+    from legoc.scoring.budget import Budget
+
+    ctx = PassContext(scorer, Budget(budget, scorer, deadline), keep, seed, progress)
+    if start:
+        ir = ir.with_kept(ir.mask_for(sorted(start)))
+    return p.run(ir, ctx)

@@ -138,7 +138,7 @@ SLOW_CLI = [
     "-c",
     "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "import time, legoc.scoring.scorer as s; live = s.Scorer._score; "
-    "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
+    "s.Scorer._score = lambda self, *a, **k: (time.sleep(0.02), live(self, *a, **k))[1]; "
     "from legoc.cli.app import main; main()",
 ]
 

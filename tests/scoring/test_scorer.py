@@ -218,8 +218,8 @@ def test_a_full_model_scoring_zero_makes_faithfulness_undefined():
 
 
 def test_scoring_on_a_sliced_base_equals_the_masked_source_model():
-    """Scorer.rebase scores supersets of a removal on the sliced model: it must be the same
-    function as the masked source model (BatchNorm included), not merely close."""
+    """A stand-in (Scorer.stand_in) scores supersets of a removal on the sliced model: it must
+    be the same function as the masked source model (BatchNorm included), not merely close."""
     model = trained_model("cnn")
     data = labelled_data("cnn", 96, seed=5)
     ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
@@ -227,15 +227,29 @@ def test_scoring_on_a_sliced_base_equals_the_masked_source_model():
     rng = np.random.default_rng(0)
     removable = ir.removable_groups()
     base_removed = list(rng.choice(removable, size=4, replace=False))
-    scorer.rebase(ir.mask_for(base_removed))
+    base = scorer.stand_in(ir.mask_for(base_removed))
     for _ in range(5):
         extra = list(rng.choice(removable, size=3, replace=False))
         kept = ir.mask_for(sorted(set(base_removed) | set(extra)))
-        via_base = scorer.predict(kept, {"x": data["x"]})
-        assert scorer.rebased
-        exact = scorer.predict(kept, {"x": data["x"]}, exact=True)
-        assert not scorer.rebased
+        assert base.covers(kept)
+        via_base = scorer.predict(kept, {"x": data["x"]}, base=base)
+        exact = scorer.predict(kept, {"x": data["x"]}, base=base, exact=True)
         assert_float_close(via_base, exact, steps=64)  # sliced vs masked: rounding per layer
+
+
+def test_a_stand_in_is_a_cache_by_mask_not_routing_state():
+    """Asking for a stand-in changes no later score: only calls that pass it use it."""
+    model = trained_model("cnn")
+    data = labelled_data("cnn", 96, seed=5)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    scorer = Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS["accuracy"])
+    removed = ir.removable_groups()[:3]
+    kept = ir.mask_for(removed + ir.removable_groups()[3:5])
+    before = scorer.predict(kept, {"x": data["x"]})
+    base = scorer.stand_in(ir.mask_for(removed))
+    assert scorer.stand_in(ir.mask_for(removed)) is base  # cached by mask
+    assert scorer.stand_in(ir.mask_for([])) is None  # nothing removed: the source itself
+    assert torch.equal(scorer.predict(kept, {"x": data["x"]}), before)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])

@@ -30,7 +30,7 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import Analysis, analyze, get_attr_tensor
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import FOLDED, first_arguments
 from legoc.passes.rewrite.graph_edit import clone_ir, nodes_by_name, set_tensor
 
@@ -41,15 +41,16 @@ ONES_MIN = 1e-3  # the ones channel must carry a usable, uniform value
 
 @dataclass(frozen=True)
 class AlignChannels:
-    """`source_sizes` (space -> units in the source model) caps the padding: a layer is never
-    made wider than it was, and one whose source width is not a multiple is left alone (the
-    source model ran without the fast kernels there too)."""
+    """The context's `source_sizes` (space -> units in the source model) caps the padding: a
+    layer is never made wider than it was, and one whose source width is not a multiple is
+    left alone (the source model ran without the fast kernels there too)."""
 
     multiple: int = DEFAULT_MULTIPLE
-    source_sizes: dict[str, int] | None = None
     name = "align-channels"
+    kind = "rewrite"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, ctx: PassContext | None = None) -> PassResult:
+        source_sizes = ctx.source_sizes if ctx is not None else None
         stats = {
             "channels_added": 0,
             "families_padded": 0,
@@ -58,7 +59,7 @@ class AlignChannels:
         }
         out = clone_ir(ir)
         if self.multiple <= 1:
-            return PassResult(out, stats)
+            return PassResult(out, stats, changed=False)
         reference = _outputs(out)
         padded: dict[str, tuple[int, int]] = {}
         for family in _families(analyze(out.gm)):
@@ -66,7 +67,7 @@ class AlignChannels:
             analysis = analyze(trial.gm)
             size = analysis.spaces[family[0]].size
             target = -(-size // self.multiple) * self.multiple
-            limit = min((self.source_sizes or {}).get(name, target) for name in family)
+            limit = min((source_sizes or {}).get(name, target) for name in family)
             if (
                 target == size
                 or target > limit
@@ -88,7 +89,8 @@ class AlignChannels:
         out.gm.graph.eliminate_dead_code()
         out.gm.recompile()
         out.refresh()
-        return PassResult(out, stats)
+        changed = bool(stats["channels_added"] or stats["border_maps_folded"])
+        return PassResult(out, stats, changed=changed)
 
 
 def _outputs(ir: IR) -> list[torch.Tensor]:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import clone_ir
 
 
 @dataclass(frozen=True)
 class DeadCodeElimination:
     name = "dce"
+    kind = "rewrite"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, ctx: PassContext | None = None) -> PassResult:
         out = clone_ir(ir)
         gm = out.gm
         before_nodes = len(gm.graph.nodes)
@@ -43,4 +44,4 @@ class DeadCodeElimination:
             "tensors_removed": tensors_removed,
             "params_removed": before_params - out.param_count(),
         }
-        return PassResult(out, stats)
+        return PassResult(out, stats, changed=any(stats.values()))

@@ -21,7 +21,7 @@ from legoc.ir import ops
 from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
 from legoc.ir.masking import masked_model
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
     arg,
@@ -86,8 +86,9 @@ def contracted_axis(node: torch.fx.Node, ndim: int) -> int:
 @dataclass(frozen=True)
 class FoldAblations:
     name = "fold-ablations"
+    kind = "rewrite"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, ctx: PassContext | None = None) -> PassResult:
         """Precondition: `ir.ablation` holds the values removed units were scored with."""
         removed = removed_ids(ir)
         nodes = nodes_by_name(ir.gm)
@@ -99,7 +100,7 @@ class FoldAblations:
         out = clone_ir(ir)
         stats = {"consumers_folded": 0, "constants_added": 0}
         if not uses:
-            return PassResult(out, stats)
+            return PassResult(out, stats, changed=False)
         missing = [s for s, kept in ir.kept.items() if not kept.all() and s not in ir.ablation]
         if missing:
             raise ValueError(f"no ablation values for {missing}: score the IR first")
@@ -110,7 +111,7 @@ class FoldAblations:
         out.gm.graph.lint()
         out.gm.recompile()
         out.refresh()
-        return PassResult(out, stats)
+        return PassResult(out, stats, changed=stats["consumers_folded"] > 0)
 
     def _fold(self, gm, node, ids, removed, x, stats) -> None:
         axis = contracted_axis(node, x.dim())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from legoc.ir import ops
 from legoc.ir.analysis import CONV_OPS, LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import add_tensor, arg, clone_ir, set_arg, set_tensor
 
 
@@ -55,8 +55,9 @@ def _foldable(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node | None]
 @dataclass(frozen=True)
 class FoldBatchNorm:
     name = "fold-batch-norm"
+    kind = "rewrite"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, ctx: PassContext | None = None) -> PassResult:
         out = clone_ir(ir)
         gm = out.gm
         folded = 0
@@ -104,4 +105,4 @@ class FoldBatchNorm:
             gm.graph.lint()
             gm.recompile()
             out.refresh()
-        return PassResult(out, {"batch_norms_folded": folded})
+        return PassResult(out, {"batch_norms_folded": folded}, changed=folded > 0)

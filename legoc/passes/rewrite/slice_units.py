@@ -18,7 +18,7 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
@@ -32,8 +32,9 @@ from legoc.passes.rewrite.graph_edit import (
 @dataclass(frozen=True)
 class SliceUnits:
     name = "slice-units"
+    kind = "rewrite"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, ctx: PassContext | None = None) -> PassResult:
         removed = removed_ids(ir)
         out = clone_ir(ir)
         gm, analysis = out.gm, ir.analysis
@@ -46,7 +47,7 @@ class SliceUnits:
         }
         if not removed.any():
             stats["params_removed"] = 0
-            return PassResult(out, stats)
+            return PassResult(out, stats, changed=False)
 
         def keep_positions(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.flatnonzero((ids < 0) | ~removed[np.maximum(ids, 0)]))
@@ -111,7 +112,7 @@ class SliceUnits:
         out.ablation = {}
         out.refresh()
         stats["params_removed"] = before - out.param_count()
-        return PassResult(out, stats)
+        return PassResult(out, stats, changed=True)
 
     def _make_constant(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
         """Every input removed: the reader outputs its (folded) bias, whatever the input."""

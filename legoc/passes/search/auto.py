@@ -11,37 +11,34 @@ counts when its sweep ran; a faithful cut the budget leaves no sweep for is stil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
-from legoc.passes.search.base import SearchContext, SearchOptions
+from legoc.passes.base import PassContext, PassResult
+from legoc.passes.search.base import SearchContext, SearchPass
 from legoc.passes.search.masks import MaskSearch
 from legoc.passes.search.minimize import Minimize
-from legoc.scoring.scorer import GRADIENT_STEP_COST
+from legoc.scoring.budget import GRADIENT_STEP_COST
 
 
 @dataclass(frozen=True)
-class AutoSearch(SearchOptions):
+class AutoSearch(SearchPass):
     rounds: int = 1  # restarts with new seeds; see the module docstring
     name = "auto"
 
-    def run(self, ir: IR) -> PassResult:
-        ctx = SearchContext(self, ir)
-        common = dict(keep=self.keep, scorer=self.scorer, progress=self.progress, memo=ctx.seen)
-        best, best_faith, best_proven = set(self.start), None, False
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
+        ctx = SearchContext(self, ir, pass_ctx)
+        best, best_faith, best_proven = set(ctx.start), None, False
         round_cost, rounds, mask_steps = 0.0, 0, 0
         for round_index in range(self.rounds):
             if round_index and ctx.budget_left() < round_cost:
                 break  # another round would not finish its sweep
             before, offset = ctx.used, ctx.evaluations
-            seed = self.seed + round_index
-            masked = MaskSearch(
-                budget=ctx.budget_left(), seed=seed, start=self.start, **common
-            ).run(ir)
+            inner = replace(pass_ctx, seed=ctx.seed + round_index)  # same budget and memo
+            masked = MaskSearch().run(ir, inner)
             ctx.absorb(masked.trace, offset)
             mask_steps += masked.stats["mask_steps"]
-            if masked.stats["faithfulness"] < self.keep:
+            if masked.stats["faithfulness"] < ctx.keep:
                 continue
             removed, faith, proven = (
                 set(masked.ir.removed_groups()),
@@ -50,12 +47,13 @@ class AutoSearch(SearchOptions):
             )
             if ctx.can_afford(GRADIENT_STEP_COST):  # a cut with no budget for a sweep still counts
                 offset = ctx.evaluations
-                swept = Minimize(budget=ctx.budget_left(), seed=seed, **common).run(masked.ir)
+                swept = Minimize().run(masked.ir, inner)
                 ctx.absorb(swept.trace, offset)
                 rounds += 1
                 round_cost = max(round_cost, ctx.used - before)
-                removed, faith = set(swept.ir.removed_groups()), swept.stats["faithfulness"]
-                proven = bool(swept.stats["one_minimal"])
+                if swept.stats:  # else the cut was proven 1-minimal already
+                    removed, faith = set(swept.ir.removed_groups()), swept.stats["faithfulness"]
+                proven = bool(swept.stats.get("one_minimal", True))
             if best_faith is None or ctx.cost(removed) < ctx.cost(best):
                 best, best_faith, best_proven = removed, faith, proven
         return ctx.result(

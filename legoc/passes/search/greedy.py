@@ -15,18 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
-from legoc.passes.search.base import SearchContext, SearchOptions, dead_groups
+from legoc.passes.base import PassContext, PassResult
+from legoc.passes.search.base import SearchContext, SearchPass, dead_groups
 from legoc.passes.search.ranking import group_order
 
 
 @dataclass(frozen=True)
-class GreedySearch(SearchOptions):
+class GreedySearch(SearchPass):
     name = "greedy"
 
-    def run(self, ir: IR) -> PassResult:
-        search = _Greedy(SearchContext(self, ir), np.random.default_rng(self.seed))
-        removed = search.run(set(self.start))
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
+        ctx = SearchContext(self, ir, pass_ctx)
+        search = _Greedy(ctx, np.random.default_rng(ctx.seed))
+        removed = search.run(set(ctx.start))
         return search.ctx.result(
             removed,
             faithfulness=search.faith,
@@ -65,7 +66,7 @@ class _Greedy:
         if dead and self.ctx.budget_left() > 0 and self.try_remove(removed, dead):
             removed |= dead
         if removed:
-            self.scorer.rebase(self.ir.mask_for(sorted(removed)))
+            self.ctx.rebase(removed)
         blocked: set[int] = set()  # failed alone at some earlier state; re-tried by the sweep
         step = 1
         order = self.ranked(removed)
@@ -80,14 +81,14 @@ class _Greedy:
                     self.proven_minimal = True
                     break
                 blocked.clear()
-                self.scorer.rebase(self.ir.mask_for(sorted(removed)))
+                self.ctx.rebase(removed)
                 order = self.ranked(removed)
                 continue
             taken = self.gallop(removed, order, start=step)
             step = max(1, taken // 2)
             if taken:
                 removed |= set(order[:taken])
-                self.scorer.rebase(self.ir.mask_for(sorted(removed)))
+                self.ctx.rebase(removed)
                 order = self.ranked(removed)
             else:
                 blocked.add(order[0])

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
-from legoc.passes.search.base import SearchContext, SearchOptions, dead_groups
+from legoc.passes.base import PassContext, PassResult
+from legoc.passes.search.base import SearchContext, SearchPass, dead_groups
 from legoc.passes.search.ranking import first_prefix_below, prune_prefix
-from legoc.scoring.scorer import gradient_cost
+from legoc.scoring.budget import gradient_cost
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
 
@@ -49,7 +49,7 @@ def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.T
 
 
 @dataclass(frozen=True)
-class MaskSearch(SearchOptions):
+class MaskSearch(SearchPass):
     steps: int = 300
     batch_rows: int | None = None  # None: MAX_ROWS, fewer for models costlier than STEP_MACS
     lr: float = 0.05
@@ -58,12 +58,12 @@ class MaskSearch(SearchOptions):
     snapshots: int = 8
     name = "mask"
 
-    def run(self, ir: IR) -> PassResult:
-        ctx = SearchContext(self, ir)
-        start = set(self.start) | dead_groups(ir)
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
+        ctx = SearchContext(self, ir, pass_ctx)
+        start = set(ctx.start) | dead_groups(ir)
         groups = [g for g in ir.removable_groups() if g not in start]
         rankings, steps = self.learn_rankings(ir, ctx, groups, start)
-        best, best_faith = set(self.start), None
+        best, best_faith = set(ctx.start), None
         tried = set()
         for order in rankings:
             if ctx.budget_left() <= 0:
@@ -82,7 +82,7 @@ class MaskSearch(SearchOptions):
                 if not ok:
                     continue
             removed, faith = prune_prefix(ctx, order, start, floor, floor_faith)
-            if faith >= self.keep and (best_faith is None or ctx.cost(removed) < ctx.cost(best)):
+            if faith >= ctx.keep and (best_faith is None or ctx.cost(removed) < ctx.cost(best)):
                 best, best_faith = removed, faith
         return ctx.result(
             best,
@@ -94,7 +94,7 @@ class MaskSearch(SearchOptions):
     def planned_steps(self, ctx: SearchContext, batch_rows: int) -> int:
         """`steps`, or fewer when they would take more than MASK_SHARE of the budget left."""
         cost = gradient_cost(batch_rows, len(ctx.scorer.split))
-        return max(0, min(self.steps, int(MASK_SHARE * ctx.budget_left() / cost)))
+        return ctx.budget.steps_within(MASK_SHARE, cost, self.steps)
 
     def marks(self, steps: int) -> set[int]:
         """The steps after which the gate order is taken as a ranking."""
@@ -106,7 +106,7 @@ class MaskSearch(SearchOptions):
         """log_alpha orders (least important first) at evenly spaced points of the schedule,
         and the gradient steps taken (fewer than planned when the deadline passes)."""
         scorer = ctx.scorer
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(ctx.seed)
         index = {}
         for name, space in ir.spaces.items():  # unit -> gate slot; -1 kept, -2 removed
             slots = torch.full((space.size,), -1, dtype=torch.long)
@@ -130,7 +130,7 @@ class MaskSearch(SearchOptions):
         taken, started = 0, time.monotonic()
         try:
             for step in itertools.count():
-                if step >= steps or scorer.time_up():
+                if step >= steps or ctx.time_up():
                     break
                 progress = min(1.0, step / max(1, int(0.85 * steps)))
                 target = 1.0 - (1.0 - self.final_target) * progress
@@ -143,8 +143,8 @@ class MaskSearch(SearchOptions):
                 loss.backward()
                 optimizer.step()
                 taken = step + 1
-                if taken == TIMED_STEPS and scorer.deadline is not None:
-                    steps = _steps_in_time(steps, taken, started, scorer.deadline)
+                if taken == TIMED_STEPS and ctx.budget.until is not None:
+                    steps = _steps_in_time(steps, taken, started, ctx.budget.until)
                     marks = self.marks(steps)
                 ctx.report("mask training", step + 1, steps)
                 if step in marks:

@@ -19,14 +19,14 @@ shapes' mcts block at 280,616 parameters; with the reserve it is 61,591 (auto: 4
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.search.attribution import AttributionSearch
-from legoc.passes.search.base import SearchContext, SearchOptions, dead_groups
+from legoc.passes.search.base import SearchContext, SearchPass, dead_groups
 from legoc.passes.search.ranking import group_order, prune_prefix
 
 
@@ -42,7 +42,7 @@ class _Node:
 
 
 @dataclass(frozen=True)
-class MctsSearch(SearchOptions):
+class MctsSearch(SearchPass):
     branching: int = 8
     exploration: float = 1.5
     rollout_budget: int = 12
@@ -51,26 +51,22 @@ class MctsSearch(SearchOptions):
     sweep_reserve: float = 2.0
     name = "mcts"
 
-    def run(self, ir: IR) -> PassResult:
-        ctx = SearchContext(self, ir)
-        rng = np.random.default_rng(self.seed)
-        root_removed = set(self.start) | dead_groups(ir)
-        if not self.start:  # one removal per tree level is too slow a walk from the full model:
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
+        ctx = SearchContext(self, ir, pass_ctx)
+        rng = np.random.default_rng(ctx.seed)
+        start = set(ctx.start)
+        root_removed = start | dead_groups(ir)
+        if not start:  # one removal per tree level is too slow a walk from the full model:
             # root the tree at the one-shot first-order cut (a few evaluations) and refine that
-            first = AttributionSearch(
-                keep=self.keep,
-                budget=max(1, ctx.budget_left() // 10),
-                seed=self.seed,
-                scorer=ctx.scorer,
-                memo=ctx.seen,
-            ).run(ir)
+            share = pass_ctx.budget.share(limit=max(1, ctx.budget_left() // 10))
+            first = AttributionSearch().run(ir, replace(pass_ctx, budget=share))
             ctx.absorb(first.trace, 0)
-            if first.stats["faithfulness"] >= self.keep:
+            if first.stats["faithfulness"] >= ctx.keep:
                 root_removed |= set(first.ir.removed_groups())
         ok, faith = ctx.evaluate(root_removed) if ctx.budget_left() > 0 else (False, 0.0)
         if not ok:  # dead groups change nothing, so only a start that is unfaithful lands here
-            root_removed, faith = set(self.start), ctx.faithfulness_of(self.start)
-        ctx.scorer.rebase(ir.mask_for(sorted(root_removed)))
+            root_removed, faith = start, ctx.faithfulness_of(start)
+        ctx.rebase(root_removed)
         scores = ctx.attribution(root_removed)
         if scores is None:  # no budget left for the prior: the root is the result
             return ctx.result(root_removed, faithfulness=faith, simulations=0, tree_nodes=0)
@@ -158,9 +154,9 @@ class _Tree:
             return
         self.note(set(child_removed), faith)
         rest = [g for g in self.ranking if g not in child_removed and g not in self.bad]
-        rollout = _Budgeted(self.ctx, self.o.rollout_budget)
+        rollout = self.ctx.within(self.ctx.budget.share(evaluations=self.o.rollout_budget))
         removed, rollout_faith = prune_prefix(rollout, rest, removed=child_removed)
-        if rollout_faith is not None and rollout_faith >= self.o.keep:
+        if rollout_faith is not None and rollout_faith >= self.ctx.keep:
             self.note(removed, rollout_faith)
         self.backup(path, self.reward(removed))
 
@@ -168,19 +164,3 @@ class _Tree:
         for node in path:
             node.visits += 1
             node.best = max(node.best, reward)
-
-
-class _Budgeted:
-    """A SearchContext view whose budget is capped (rollouts must stay cheap)."""
-
-    def __init__(self, ctx: SearchContext, cap: int):
-        self.ctx, self.limit = ctx, ctx.evaluations + cap
-
-    def budget_left(self) -> int:
-        return min(self.ctx.budget_left(), self.limit - self.ctx.evaluations)
-
-    def evaluate(self, removed):
-        return self.ctx.evaluate(removed)
-
-    def faithfulness_of(self, removed):
-        return self.ctx.faithfulness_of(removed)

@@ -11,20 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
-from legoc.passes.search.base import SearchContext, SearchOptions
+from legoc.passes.base import PassContext, PassResult
+from legoc.passes.search.base import SearchContext, SearchPass
 from legoc.passes.search.ranking import group_order
+from legoc.scoring.budget import GRADIENT_STEP_COST
 
 
 @dataclass(frozen=True)
-class Minimize(SearchOptions):
+class Minimize(SearchPass):
     name = "minimize"
 
-    def run(self, ir: IR) -> PassResult:
-        """Precondition: `ir.kept` is faithful; `start` is ignored (the mask is the start)."""
-        ctx = SearchContext(self, ir)
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
+        """Precondition: `ir.kept` is faithful. Nothing to do (unchanged, no stats) when the
+        kept set is proven 1-minimal or known unfaithful, or the budget cannot rank it."""
+        verdict = pass_ctx.verdict(ir.kept)
+        known_bad = verdict.faithfulness is not None and verdict.faithfulness < pass_ctx.keep
+        if verdict.one_minimal or known_bad or not pass_ctx.budget.can_afford(GRADIENT_STEP_COST):
+            return PassResult(ir, {}, changed=False)
+        ctx = SearchContext(self, ir, pass_ctx)
         removed = set(ir.removed_groups())
-        ctx.scorer.rebase(ir.mask_for(sorted(removed)))
+        ctx.rebase(removed)
         removals, proven, faith = 0, False, None
         while (scores := ctx.attribution(removed)) is not None:
             kept = [g for g in ir.removable_groups() if g not in removed]
@@ -40,7 +46,7 @@ class Minimize(SearchOptions):
                 if not changed:
                     proven = True
                     break
-                ctx.scorer.rebase(ir.mask_for(sorted(removed)))
+                ctx.rebase(removed)
                 continue
             break
         return ctx.result(removed, faithfulness=faith, removals=removals, one_minimal=int(proven))

@@ -18,21 +18,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
-from legoc.passes.search.base import SearchContext, SearchOptions
+from legoc.passes.search.base import SearchContext, SearchPass
 
 
 @dataclass(frozen=True)
-class RoundWidths(SearchOptions):
+class RoundWidths(SearchPass):
     multiple: int = DEFAULT_MULTIPLE
     name = "round-widths"
 
-    def run(self, ir: IR) -> PassResult:
+    def run(self, ir: IR, pass_ctx: PassContext) -> PassResult:
         """Precondition: `ir.kept` is faithful. Accepts a width only when it reaches the
-        multiple below with every step faithful and the stored MACs fall."""
-        ctx = SearchContext(self, ir)
+        multiple below with every step faithful and the stored MACs fall. Nothing to do
+        (unchanged, no stats) unless the objective is macs and `multiple` > 1, the kept set
+        is not known unfaithful and the budget has something left."""
+        verdict = pass_ctx.verdict(ir.kept)
+        known_bad = verdict.faithfulness is not None and verdict.faithfulness < pass_ctx.keep
+        applies = ir.objective == "macs" and self.multiple > 1
+        if not applies or known_bad or pass_ctx.budget.left() <= 0:
+            return PassResult(ir, {}, changed=False)
+        ctx = SearchContext(self, ir, pass_ctx)
         removed = set(ir.removed_groups())
+        ctx.rebase(removed)
         before = cost = self._stored(ir, removed)
         dropped = 0
         while (plans := self._plans(ctx, removed, cost)) is not None:
@@ -46,9 +54,11 @@ class RoundWidths(SearchOptions):
                     break
             else:
                 break  # no width could drop: done
-        return ctx.result(
-            removed, widths_dropped=dropped, stored_macs_before=before, stored_macs_after=cost
-        )
+        stats = dict(widths_dropped=dropped, stored_macs_before=before, stored_macs_after=cost)
+        if not dropped:  # the kept set stands as it was (and what is known of it)
+            result = ctx.result(ctx.start, **stats)
+            return PassResult(ir, result.stats, changed=False, trace=result.trace)
+        return ctx.result(removed, **stats)
 
     def _stored(self, ir: IR, removed) -> int:
         return ir.sliced_macs(ir.mask_for(sorted(removed)), self.multiple)

@@ -8,37 +8,47 @@ trained, the folded ablation constants included (they are biases now).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from legoc.ir.analysis import get_attr_tensor
 from legoc.ir.core import IR
-from legoc.passes.base import PassResult
+from legoc.passes.base import PassContext, PassResult, PreconditionFailed
 from legoc.passes.rewrite.graph_edit import clone_ir
-from legoc.task.metrics import Metric
-from legoc.task.spec import Split
 from legoc.task.training import TrainConfig, TrainReport, fit
 
 
 @dataclass(frozen=True)
 class Finetune:
-    name = "finetune"
-    split: Split
-    metric: Metric
-    config: TrainConfig
-    reference: torch.Tensor | None = field(default=None, repr=False)  # full model's outputs
+    """Retrain on the context scorer's split, against its metric (and, for kl, the full
+    model's outputs), seeded by the context's seed."""
 
-    def run(self, ir: IR) -> PassResult:
+    epochs: int = 5
+    lr: float = 1.0e-3
+    name = "finetune"
+    kind = "train"
+
+    def check(self, ir: IR, ctx: PassContext) -> None:
+        """Precondition: a scorer in the context (its split is the training data)."""
+        if ctx.scorer is None:
+            raise PreconditionFailed("pass finetune: needs a scorer (its split) in its context")
+
+    def run(self, ir: IR, ctx: PassContext) -> PassResult:
+        self.check(ir, ctx)
+        scorer = ctx.scorer
+        config = TrainConfig(epochs=self.epochs, lr=self.lr, seed=ctx.seed)
         out = clone_ir(ir)
         trained = _make_trainable(out.gm)
-        report = fit(out.gm, out.input_names, self.split, self.metric, self.config, self.reference)
+        reference = scorer.reference.outputs
+        report = fit(out.gm, out.input_names, scorer.split, scorer.metric, config, reference)
         for param in out.gm.parameters():
             param.requires_grad_(False)
         out.gm.eval()
+        rewritten = len(trained) if report.best_epoch > 0 else 0
         stats = {
-            "weights_rewritten": len(trained) if report.best_epoch > 0 else 0,
+            "weights_rewritten": rewritten,
             "params_trained": sum(t.numel() for t in trained),
             "epochs_run": report.epochs_run,
             "best_epoch": report.best_epoch,
@@ -47,7 +57,7 @@ class Finetune:
             "val_metric_before": report.val_metric_before,
             "val_metric_after": report.val_metric_best,
         }
-        return FinetuneResult(out, stats, report)
+        return FinetuneResult(out, stats, changed=rewritten > 0, report=report)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch import nn
 
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor
-from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, AlignChannels, run_pipeline
+from legoc.passes import BLOCK_PIPELINE, AlignChannels, PassContext, Pipeline
 from tests.helpers import TinyResCNN
 from tests.passes.helpers import ATOL, cnn_ablation, masked, model_ir, random_ablation
 
@@ -35,9 +35,7 @@ def wide_cnn_ir():
 
 def sliced_block(removed: list[int], ablation: dict):
     ir = wide_cnn_ir()
-    block, _ = run_pipeline(
-        masked(ir, removed, ablation), [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE]
-    )
+    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, ablation)).ir
     return block
 
 
@@ -78,7 +76,9 @@ def test_pads_to_the_multiple_and_folds_the_border_maps_exactly():
     removed = residual_groups(SOURCE - 7)  # 7 channels kept: padded to 16
     block = sliced_block(removed, cnn_ablation(wide_cnn_ir()))
     assert border_terms(block) == 1  # removed conv1 channels reach the zero-padded conv2
-    result = AlignChannels(16, {"conv1": SOURCE, "conv2": SOURCE}).run(block)
+    result = AlignChannels(16).run(
+        block, PassContext(source_sizes={"conv1": SOURCE, "conv2": SOURCE})
+    )
     aligned = result.ir
     assert set(conv_widths(block).values()) == {7}
     assert set(conv_widths(aligned).values()) == {16}
@@ -92,7 +92,7 @@ def test_pads_to_the_multiple_and_folds_the_border_maps_exactly():
 
 def test_never_wider_than_the_source_layer():
     block = sliced_block(residual_groups(SOURCE - 7), cnn_ablation(wide_cnn_ir()))
-    result = AlignChannels(16, {"conv1": 12, "conv2": 12}).run(block)  # 16 > 12: left alone
+    result = AlignChannels(16).run(block, PassContext(source_sizes={"conv1": 12, "conv2": 12}))
     assert result.stats["channels_added"] == 0
     assert set(conv_widths(result.ir).values()) == {7}
     assert border_terms(result.ir) == 1
@@ -156,8 +156,5 @@ def test_channels_that_reach_the_outputs_are_not_padded():
 
 
 def sliced_block_of(ir, removed: list[int]):
-    block, _ = run_pipeline(
-        masked(ir, removed, random_ablation(ir, 3)),
-        [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE],
-    )
+    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 3))).ir
     return block

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from legoc.passes import DeadCodeElimination, FoldAblations, SliceUnits, run_pipeline
+from legoc.passes import DeadCodeElimination, FoldAblations, Pipeline, SliceUnits
 from tests.helpers import assert_float_close
 from tests.passes.helpers import (
     ATOL,
@@ -81,9 +81,9 @@ def test_fold_slice_dce_equals_the_masked_model_on_fresh_inputs(name):
 
 
 def test_the_pipeline_reports_every_pass_in_order():
-    block, reports = run_pipeline(
-        case("planted"), [FoldAblations(), SliceUnits(), DeadCodeElimination()]
-    )
+    pipeline = Pipeline((FoldAblations(), SliceUnits(), DeadCodeElimination()))
+    ran = pipeline.run(case("planted"))
+    block, reports = ran.ir, ran.reports
     assert [name for name, _ in reports] == ["fold-ablations", "slice-units", "dce"]
     assert reports[2][1]["params_removed"] == 30
     assert block.param_count() == 51

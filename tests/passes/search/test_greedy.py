@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from legoc.passes import GreedySearch
+from legoc.passes.search.greedy import GreedySearch
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
 from tests.helpers import labelled_data
-from tests.passes.helpers import tiny_ir
+from tests.passes.helpers import run_search, tiny_ir
 
 OUTPUTS = {"cnn": [0, 3], "mlp": None, "planted": None}
 
@@ -20,7 +20,7 @@ def search(kind: str, keep: float = 0.9, budget: int = 200, seed: int = 0):
     ir = tiny_ir(kind, OUTPUTS[kind])
     data = labelled_data(kind, 256, 1, OUTPUTS[kind])
     scorer = Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS["accuracy"])
-    result = GreedySearch(keep=keep, budget=budget, seed=seed, scorer=scorer).run(ir)
+    result = run_search(GreedySearch(), ir, scorer, keep, budget, seed)
     return result, scorer, ir
 
 

@@ -11,19 +11,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from legoc import api
-from legoc.passes import (
-    REWRITE_PASSES,
-    REWRITE_PIPELINE,
-    AlignChannels,
-    Minimize,
-    RoundWidths,
-    run_pipeline,
-)
+from legoc.passes import BLOCK_PIPELINE, PassContext, Pipeline
+from legoc.passes.rewrite.align_channels import AlignChannels
+from legoc.passes.search.minimize import Minimize
+from legoc.passes.search.round_widths import RoundWidths
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
 from tests.helpers import write_task
-from tests.passes.helpers import masked, model_ir, random_ablation
+from tests.passes.helpers import masked, model_ir, random_ablation, run_search
 from tests.passes.rewrite.test_align_channels import SOURCE, wide_cnn_ir
 
 NEED = 40  # channels conv_a and conv_b must keep between them (the oracle below)
@@ -49,13 +45,13 @@ class SharedBudget(Scorer):
     them, so either layer's channels can stand in for the other's. Attribution ranks units
     by index (later ones matter more)."""
 
-    def faithfulness(self, kept, count=True, keep=None, exact=False):
+    def faithfulness(self, kept, count=True, keep=None, exact=False, base=None):
         if count:
             self.evaluations += 1
         self.last_stopped_early = False
         return min(1.0, float(kept["conv_a"].sum() + kept["conv_b"].sum()) / NEED)
 
-    def attribution(self, kept):
+    def attribution(self, kept, base=None):
         return {name: np.arange(1.0, space.size + 1) for name, space in self.ir.spaces.items()}
 
 
@@ -73,7 +69,9 @@ def two_convs(widths: dict[str, int]):
         and g.members[0][0] in widths
         and g.members[0][1] >= widths[g.members[0][0]]
     ]
-    return ir.with_kept(ir.mask_for(removed)), scorer
+    masked_ir = ir.with_kept(ir.mask_for(removed))
+    masked_ir.objective = "macs"  # round-widths trades padding only under the macs objective
+    return masked_ir, scorer
 
 
 def widths_of(ir) -> dict[str, int]:
@@ -101,11 +99,9 @@ def test_stored_width_rounds_conv_widths_up_within_the_source_width():
 def test_stored_macs_are_the_macs_of_the_aligned_block(data, multiple):
     ir = wide_cnn_ir()
     removed = sorted(data.draw(st.sets(st.sampled_from(ir.removable_groups())), label="removed"))
-    block, _ = run_pipeline(
-        masked(ir, removed, random_ablation(ir, 0)),
-        [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE],
-    )
-    aligned = AlignChannels(multiple, {"conv1": SOURCE, "conv2": SOURCE}).run(block).ir
+    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 0))).ir
+    sizes = PassContext(source_sizes={"conv1": SOURCE, "conv2": SOURCE})
+    aligned = AlignChannels(multiple).run(block, sizes).ir
     assert ir.sliced_macs(ir.mask_for(removed), multiple) == aligned.macs_per_row()
     assert ir.sliced_macs(ir.mask_for(removed)) == block.macs_per_row()
 
@@ -113,14 +109,14 @@ def test_stored_macs_are_the_macs_of_the_aligned_block(data, multiple):
 def test_a_width_drops_to_the_multiple_below_when_another_width_fills_its_slack():
     ir, scorer = two_convs({"conv_a": 17, "conv_b": 23})  # 40 kept: 1-minimal, stored 32 + 32
     before = ir.sliced_macs(ir.kept, MULTIPLE)
-    result = RoundWidths(keep=1.0, budget=100, multiple=MULTIPLE, scorer=scorer).run(ir)
+    result = run_search(RoundWidths(MULTIPLE), ir, scorer, 1.0, 100)
     assert stored(result.ir) == {"conv_a": 16, "conv_b": 32}
     assert widths_of(result.ir) == {"conv_a": 16, "conv_b": 32}  # conv_b's slack filled
     assert result.stats["widths_dropped"] == 1
     assert result.stats["stored_macs_before"] == before
     assert result.stats["stored_macs_after"] == ir.sliced_macs(result.ir.kept, MULTIPLE) < before
     assert result.stats["evaluations"] == scorer.evaluations
-    trimmed = Minimize(keep=1.0, budget=200, scorer=scorer).run(result.ir)
+    trimmed = run_search(Minimize(), result.ir, scorer, 1.0, 200)
     assert sum(widths_of(trimmed.ir).values()) == NEED  # the fills not needed go again
     assert stored(trimmed.ir) == {"conv_a": 16, "conv_b": 32}
     assert trimmed.stats["one_minimal"] == 1
@@ -129,15 +125,18 @@ def test_a_width_drops_to_the_multiple_below_when_another_width_fills_its_slack(
 @pytest.mark.parametrize("budget", [0, 1, 3])
 def test_out_of_budget_it_returns_a_faithful_mask_no_costlier_than_its_start(budget):
     ir, scorer = two_convs({"conv_a": 17, "conv_b": 23})
-    result = RoundWidths(keep=1.0, budget=budget, multiple=MULTIPLE, scorer=scorer).run(ir)
-    assert result.stats["evaluations"] <= budget
+    result = run_search(RoundWidths(MULTIPLE), ir, scorer, 1.0, budget)
+    assert result.stats.get("evaluations", 0) <= budget
     assert scorer.faithfulness(result.ir.kept, count=False) >= 1.0
-    assert result.stats["stored_macs_after"] <= result.stats["stored_macs_before"]
+    if budget == 0:  # nothing to do: unchanged, no stats
+        assert not result.changed and result.stats == {}
+    else:
+        assert result.stats["stored_macs_after"] <= result.stats["stored_macs_before"]
 
 
 def test_nothing_drops_when_every_width_is_needed():
     ir, scorer = two_convs({"conv_a": 32, "conv_b": 8})  # 40: conv_b 8 -> 0 is not tried
-    result = RoundWidths(keep=1.0, budget=100, multiple=MULTIPLE, scorer=scorer).run(ir)
+    result = run_search(RoundWidths(MULTIPLE), ir, scorer, 1.0, 100)
     assert widths_of(result.ir) == {"conv_a": 32, "conv_b": 8}
     assert result.stats["widths_dropped"] == 0
 

@@ -10,25 +10,24 @@ import pytest
 import torch
 
 import legoc.passes.search.masks as masks
-from legoc.passes import (
-    SEARCH_PASSES,
-    GreedySearch,
-    MaskSearch,
-    MctsSearch,
-    Minimize,
-    Repair,
-)
+from legoc.passes import METHODS as SEARCH_METHODS
+from legoc.passes import PASSES, PassContext
 from legoc.passes.search.base import SearchContext, dead_groups
-from legoc.passes.search.masks import open_probability, sample_gates
-from legoc.scoring.scorer import GRADIENT_STEP_COST, Scorer
+from legoc.passes.search.greedy import GreedySearch
+from legoc.passes.search.masks import MaskSearch, open_probability, sample_gates
+from legoc.passes.search.mcts import MctsSearch
+from legoc.passes.search.minimize import Minimize
+from legoc.passes.search.repair import Repair
+from legoc.scoring.budget import GRADIENT_STEP_COST, Budget
+from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
 from tests.helpers import labelled_data
-from tests.passes.helpers import groups_of, tiny_ir
+from tests.passes.helpers import groups_of, run_search, tiny_ir
 
 KEEP = 0.9
 OUTPUTS = {"cnn": [0, 3], "mlp": None, "planted": None}
-METHODS = sorted(SEARCH_PASSES)
+METHODS = sorted(SEARCH_METHODS)
 TRACE_KEYS = {
     "evaluation",
     "groups_removed",
@@ -48,14 +47,14 @@ class Recording(Scorer):
         self.gradient_passes = 0
         super().__init__(*args, **kwargs)
 
-    def score(self, kept, count=True, keep=None, exact=False):
+    def score(self, kept, count=True, keep=None, exact=False, base=None):
         if count:
             self.candidates.append(self.ir.with_kept(kept).removed_groups())
-        return super().score(kept, count=count, keep=keep, exact=exact)
+        return super().score(kept, count=count, keep=keep, exact=exact, base=base)
 
-    def attribution(self, kept):
+    def attribution(self, kept, base=None):
         self.gradient_passes += 1
-        return super().attribution(kept)
+        return super().attribution(kept, base=base)
 
 
 def setup(kind: str):
@@ -75,10 +74,16 @@ def tiny_fields(cls) -> dict:
 def search(name: str, kind: str, keep: float = KEEP, budget: int = 100, seed: int = 0, **extra):
     """Run search method `name` on the tiny model of `kind`; return (result, scorer, ir)."""
     ir, scorer = setup(kind)
-    cls = SEARCH_PASSES[name]
+    cls = PASSES[name]
+    context = {k: extra.pop(k) for k in ("start", "progress") if k in extra}
     options = {**tiny_fields(cls), **extra}
-    result = cls(keep=keep, budget=budget, seed=seed, scorer=scorer, **options).run(ir)
+    result = run_search(cls(**options), ir, scorer, keep, budget, seed, **context)
     return result, scorer, ir
+
+
+def work(scorer: Scorer) -> float:
+    """All the scorer's work so far, in evaluations (what a budget from its start counts)."""
+    return scorer.evaluations + scorer.gradient_work
 
 
 def exact(scorer: Scorer, kept) -> float:
@@ -119,8 +124,8 @@ def test_result_is_faithful_within_budget_and_never_removes_a_frozen_group(name,
     )
     assert stats["evaluations"] == scorer.evaluations <= 100
     # gradient steps are charged too, and all the work stays within the budget
-    assert stats["budget_used"] == pytest.approx(scorer.work, abs=1e-9)
-    assert scorer.evaluations < scorer.work <= 100
+    assert stats["budget_used"] == pytest.approx(work(scorer), abs=1e-9)
+    assert scorer.evaluations < work(scorer) <= 100
     removed = result.ir.removed_groups()
     assert stats["groups_removed"] == len(removed) > 0
     assert set(removed) <= set(ir.removable_groups())
@@ -155,7 +160,7 @@ def test_trace_rows_are_well_formed(name, kind):
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_the_size_estimate_of_a_candidate_is_positive(kind):
     ir, scorer = setup(kind)
-    ctx = SearchContext(GreedySearch(keep=KEEP, budget=1, scorer=scorer), ir)
+    ctx = SearchContext(GreedySearch(), ir, PassContext(scorer, Budget(1, scorer), KEEP))
     assert 0 < ctx.kept_params(ir.removable_groups()) <= ir.param_count()
 
 
@@ -201,7 +206,7 @@ def test_keep_out_of_reach_returns_the_start_state(name):
 def test_a_tiny_budget_still_returns_a_faithful_result(name, budget):
     result, scorer, _ = search(name, "mlp", budget=budget)
     assert result.stats["evaluations"] == scorer.evaluations <= budget
-    assert scorer.work <= budget  # no gradient pass that would leave no evaluation to use it
+    assert work(scorer) <= budget  # no gradient pass that would leave no evaluation to use it
     assert exact(scorer, result.ir.kept) >= KEEP
 
 
@@ -301,7 +306,7 @@ def test_mcts_refines_its_start_and_never_adds_a_group_back(kind):
     start = faithful_start(kind)
     ir, scorer = setup(kind)
     assert exact(scorer, ir.mask_for(start)) >= KEEP
-    result = MctsSearch(keep=KEEP, budget=100, seed=0, scorer=scorer, start=start).run(ir)
+    result = run_search(MctsSearch(), ir, scorer, KEEP, 100, start=start)
     removed = set(result.ir.removed_groups())
     assert start <= removed
     assert exact(scorer, result.ir.kept) >= KEEP
@@ -313,8 +318,7 @@ def test_mcts_refines_its_start_and_never_adds_a_group_back(kind):
 def test_mcts_expands_branching_groups_from_its_root(branching):
     start = faithful_start("planted")
     ir, scorer = setup("planted")
-    options = dict(keep=KEEP, budget=100, seed=0, start=start, branching=branching)
-    MctsSearch(scorer=scorer, **options).run(ir)
+    run_search(MctsSearch(branching=branching), ir, scorer, KEEP, 100, start=start)
     # every candidate with exactly one group beyond the root is a root expansion: a rollout
     # or a deeper expansion removes at least two (the root itself is scored first)
     assert scorer.candidates[0] == sorted(start)
@@ -331,13 +335,12 @@ def test_mcts_stops_its_tree_with_budget_left_for_the_one_minimality_sweep():
     ir, scorer = setup("mlp")
     kept = len([g for g in ir.removable_groups() if g not in start])
     budget = 4 * kept
-    result = MctsSearch(keep=KEEP, budget=budget, seed=0, scorer=scorer, start=start).run(ir)
+    result = run_search(MctsSearch(), ir, scorer, KEEP, budget, start=start)
     used = result.stats["budget_used"]  # evaluations and the prior's attribution pass
     # the tree stops at the first simulation that reaches budget - 2 sweeps' worth
     assert budget - 2 * kept <= used < budget - 2 * kept + 1 + MctsSearch.rollout_budget
     _, scorer2 = setup("mlp")
-    options = dict(keep=KEEP, budget=budget, seed=0, scorer=scorer2, start=start)
-    full = MctsSearch(sweep_reserve=0.0, **options).run(ir)
+    full = run_search(MctsSearch(sweep_reserve=0.0), ir, scorer2, KEEP, budget, start=start)
     assert full.stats["budget_used"] == budget
     assert full.stats["evaluations"] == budget - GRADIENT_STEP_COST  # one attribution pass
 
@@ -349,7 +352,7 @@ def minimize(kind: str, budget: int = 150):
     ir, scorer = setup(kind)
     start = sorted(dead_groups(ir))
     masked = ir.with_kept(ir.mask_for(start))
-    result = Minimize(keep=KEEP, budget=budget, seed=0, scorer=scorer).run(masked)
+    result = run_search(Minimize(), masked, scorer, KEEP, budget)
     return result, scorer, ir, start
 
 
@@ -372,7 +375,7 @@ def test_minimize_makes_a_faithful_mask_one_minimal(kind):
 def test_minimize_twice_changes_nothing_the_second_time():
     first, scorer, ir, _ = minimize("mlp")
     before = scorer.evaluations
-    second = Minimize(keep=KEEP, budget=150, seed=0, scorer=scorer).run(first.ir)
+    second = run_search(Minimize(), first.ir, scorer, KEEP, 150)
     kept_removable = len(ir.removable_groups()) - len(first.ir.removed_groups())
     assert second.ir.removed_groups() == first.ir.removed_groups()
     assert second.stats["removals"] == 0 and second.stats["one_minimal"] == 1
@@ -380,8 +383,11 @@ def test_minimize_twice_changes_nothing_the_second_time():
 
 
 def test_minimize_out_of_budget_does_not_claim_one_minimality():
-    result, scorer, _, _ = minimize("mlp", budget=3)
-    assert result.stats["evaluations"] == scorer.evaluations <= 3
+    result, scorer, _, _ = minimize("mlp", budget=3)  # no room for a ranking and its use
+    assert not result.changed and result.stats == {}  # nothing to do: no stats, no claim
+    assert scorer.evaluations == 0
+    result, scorer, _, _ = minimize("mlp", budget=5)
+    assert result.stats["evaluations"] == scorer.evaluations <= 5
     assert result.stats["one_minimal"] == 0
     assert exact(scorer, result.ir.kept) >= KEEP
 
@@ -393,7 +399,7 @@ def test_repair_restores_groups_until_faithful(kind):
     everything = ir.removable_groups()
     broken = ir.with_kept(ir.mask_for(everything))
     assert exact(scorer, broken.kept) < KEEP
-    result = Repair(keep=KEEP, scorer=scorer).run(broken)
+    result = run_search(Repair(), broken, scorer, KEEP)
     removed = result.ir.removed_groups()
     assert set(removed) < set(everything)
     assert result.stats["groups_restored"] == len(everything) - len(removed) > 0
@@ -405,7 +411,7 @@ def test_repair_restores_groups_until_faithful(kind):
 def test_repair_leaves_a_faithful_mask_alone():
     ir, scorer = setup("planted")
     noise = groups_of(ir, "noise")
-    result = Repair(keep=KEEP, scorer=scorer).run(ir.with_kept(ir.mask_for(noise)))
+    result = run_search(Repair(), ir, scorer, KEEP, start=noise)
     assert result.ir.removed_groups() == noise
     assert result.stats["groups_restored"] == 0
     assert result.stats["evaluations"] == scorer.evaluations == 0
@@ -416,7 +422,7 @@ def test_repair_counts_every_evaluation_it_makes():
     crucial = next(
         g for g in ir.removable_groups() if exact(scorer, ir.mask_for([g])) < KEEP
     )  # one group whose removal alone breaks the task: repair must restore it
-    result = Repair(keep=KEEP, scorer=scorer).run(ir.with_kept(ir.mask_for([crucial])))
+    result = run_search(Repair(), ir, scorer, KEEP, start=[crucial])
     assert result.ir.removed_groups() == []
     assert result.stats["groups_restored"] == 1
     assert result.stats["evaluations"] == scorer.evaluations
@@ -433,10 +439,10 @@ def test_mask_bisects_a_later_ranking_only_if_it_can_beat_the_best_cut(monkeypat
     good = list(groups)
     bad = list(reversed(groups))  # the most important groups first: its cuts are small
     monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: ([good, bad, bad[1:]], 0))
-    result = MaskSearch(keep=KEEP, budget=200, seed=0, scorer=scorer).run(ir)
+    result = run_search(MaskSearch(), ir, scorer, KEEP, 200)
     monkeypatch.setattr(MaskSearch, "learn_rankings", lambda self, *a: ([good], 0))
     _, alone = setup("mlp")
-    first = MaskSearch(keep=KEEP, budget=200, seed=0, scorer=alone).run(ir)
+    first = run_search(MaskSearch(), ir, alone, KEEP, 200)
     assert result.ir.removed_groups() == first.ir.removed_groups()
     # each losing ranking costs at most the one check of its first prefix below the best cut
     assert result.stats["evaluations"] <= first.stats["evaluations"] + 2

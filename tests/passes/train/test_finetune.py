@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import onnx
 import torch
 
 from legoc.ir.core import run_quietly
-from legoc.passes import REWRITE_PASSES, REWRITE_PIPELINE, Finetune, run_pipeline
+from legoc.passes import BLOCK_PIPELINE, Finetune, PassContext, Pipeline
 from legoc.runtime.block import Block
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
-from legoc.task.training import TrainConfig, evaluate
+from legoc.task.training import evaluate
 from tests.helpers import labelled_data
 from tests.passes.helpers import case
 
 
 def sliced_cnn_block():
-    block, _ = run_pipeline(case("cnn-mean"), [REWRITE_PASSES[n]() for n in REWRITE_PIPELINE])
+    block = Pipeline.parse(BLOCK_PIPELINE).run(case("cnn-mean")).ir
     return block
 
 
@@ -40,8 +42,10 @@ def search_split(outputs=(0, 3), rows=160) -> Split:
 
 
 def tune(block, split, seed=0, epochs=4, lr=0.003):
-    config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
-    return Finetune(split, METRICS["accuracy"], config).run(block)
+    # what finetune reads of the context's scorer: its split, metric and reference outputs
+    scorer = SimpleNamespace(split=split, metric=METRICS["accuracy"], reference=SimpleNamespace())
+    scorer.reference.outputs = None
+    return Finetune(epochs=epochs, lr=lr).run(block, PassContext(scorer=scorer, seed=seed))
 
 
 def test_weights_change_the_graph_does_not_and_the_input_is_untouched():
