@@ -37,13 +37,9 @@ from legoc import api
 from legoc.frontend.load import trace
 from legoc.ir.core import build_ir
 from legoc.ir.masking import masked_model
-from legoc.passes import (
-    BLOCK_PIPELINE,
-    METHODS,
-    MagnitudeSearch,
-    PassContext,
-    Pipeline,
-)
+from legoc.passes.base import PassContext
+from legoc.passes.registry import METHODS, MagnitudeSearch, parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.passes.search.base import SearchContext
 from legoc.passes.search.ranking import group_order, prune_prefix
 from legoc.scoring.budget import Budget
@@ -236,7 +232,7 @@ def finish_mask(prep: api.Prepared, kept: dict, row: Row) -> None:
     scorer = prep.scorer
     masked = prep.ir.with_kept(kept)
     masked.ablation = dict(scorer.values)
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
     row.params = block.param_count()
     scores = api.score_splits(prep, kept)
     row.faith = {name: s.faithfulness for name, s in scores.items()}
@@ -537,7 +533,7 @@ def legoc_convention_params(prep: api.Prepared, module) -> tuple[int, float]:
     ir = build_ir(gm, prep.input_names, example, prep.task.spec.outputs, None)
     ir = ir.with_kept(ir.mask_for(dead_groups(ir)))
     ir.ablation = {name: torch.zeros(space.size) for name, space in ir.spaces.items()}
-    block = Pipeline.parse(BLOCK_PIPELINE).run(ir).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(ir).ir
     diff = 0.0
     with torch.no_grad():
         for inputs, _, _ in prep.splits["search"].batches(prep.scorer.batch_size):

@@ -20,7 +20,8 @@ from legoc.export.metadata import block_metadata, versions
 from legoc.export.result import ExtractResult, Found
 from legoc.frontend.load import forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir
-from legoc.passes import METHODS, PASSES, PassContext, PassOptionError, Pipeline, extract_pipeline
+from legoc.passes.base import PassContext, PassOptionError, Pipeline
+from legoc.passes.registry import METHODS, PASSES, extract_pipeline, parse_pipeline
 from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.search.base import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
@@ -93,9 +94,9 @@ def search_pipeline(method: str, align: int = 1, passes: str | None = None) -> P
     """The search part of `extract`: the named extract pipeline for `method`, or `passes`
     (search passes only: the block and layout pipelines follow it)."""
     if passes is None:
-        return Pipeline.parse(extract_pipeline(method, align))
+        return parse_pipeline(extract_pipeline(method, align))
     try:
-        pipeline = Pipeline.parse(passes)
+        pipeline = parse_pipeline(passes)
     except PassOptionError as exc:
         raise PassOptionError(f"--passes: {exc}") from None
     for p in pipeline.passes:

@@ -33,7 +33,8 @@ from legoc.experiment.report import REPORT_FORMAT, REPORT_MARKER
 from legoc.experiment.result import CompareResult, Run, score_runs, verdicts
 from legoc.export.writer import export_block
 from legoc.ir.masking import masked_model
-from legoc.passes import BLOCK_PIPELINE, METHODS, Pipeline
+from legoc.passes.registry import METHODS, parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.runtime.block import Block
 from legoc.runtime.files import check_inputs_outside, current_umask
 from legoc.task.spec import FinetuneSpec, check_seed
@@ -276,7 +277,7 @@ def _full_run(prep: api.Prepared, staging: Path) -> Run:
     started = time.perf_counter()
     full = prep.ir.with_kept(prep.ir.mask_for([]))
     full.ablation = dict(prep.scorer.values)
-    block = Pipeline.parse(BLOCK_PIPELINE).run(full).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(full).ir
     path = "runs/full.onnx"
     metadata = {**_common_metadata(prep), "legoc.compare": {"option": "full"}}
     export_block(block, masked_model(full), prep.splits["search"], staging / path, metadata)

@@ -15,7 +15,9 @@ from legoc.export.result import ExtractResult, Found
 from legoc.export.writer import export_block
 from legoc.ir.core import IR
 from legoc.ir.masking import masked_model
-from legoc.passes import BLOCK_PIPELINE, PassContext, Pipeline, layout_pipeline
+from legoc.passes.base import PassContext
+from legoc.passes.registry import parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE, layout_pipeline
 from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.train.finetune import Finetune
 from legoc.scoring.prepare import Prepared, score_splits
@@ -42,7 +44,7 @@ def build_block(
     on every split."""
     rationale = found.ir
     scores = score_splits(prep, rationale.kept)
-    rewritten = Pipeline.parse(BLOCK_PIPELINE).run(rationale, PassContext(after=after))
+    rewritten = parse_pipeline(BLOCK_PIPELINE).run(rationale, PassContext(after=after))
     block, reports = rewritten.ir, rewritten.reports
     result = ExtractResult(
         task=prep.task.spec.name,
@@ -108,7 +110,7 @@ def _aligned(built: Built, align: int, after: After | None = None) -> IR:
     """The block with its conv channels padded: the layout pipeline (records what changed in
     the result)."""
     ctx = PassContext(source_sizes=built.result.total, after=after)
-    laid_out = Pipeline.parse(layout_pipeline(align)).run(built.block, ctx)
+    laid_out = parse_pipeline(layout_pipeline(align)).run(built.block, ctx)
     block, reports = laid_out.ir, laid_out.reports
     built.result.passes = [*built.result.passes, *reports]
     stats = reports[0][1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -144,16 +145,15 @@ class PipelineResult:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """An explicit ordered list of passes: `Pipeline.parse("auto,repair,minimize")`."""
+    """An explicit ordered list of passes: `parse_pipeline("auto,repair,minimize")`."""
 
     passes: tuple[Pass, ...]
 
     @classmethod
-    def parse(cls, text: str, registry: dict[str, type] | None = None) -> Pipeline:
+    def parse(cls, text: str, registry: Mapping[str, type]) -> Pipeline:
         """Passes from `name{option=value,...}` items separated by commas; the names come
-        from the registry (legoc.passes.registry.PASSES); errors name the item at fault."""
-        if registry is None:
-            from legoc.passes.registry import PASSES as registry
+        from `registry` (every pass: legoc.passes.registry.parse_pipeline; rewrites only:
+        legoc.passes.rewrite.rewrite_pipeline); errors name the item at fault."""
         items = _split(text)
         if not items:
             raise PassOptionError(f"pipeline {text!r}: no passes")

@@ -1,17 +1,20 @@
 """Every pass by name, and the named pipelines legoc runs.
 
 Adding a pass: one file (under rewrite/, search/ or train/), one line in `PASSES`, one test
-file. A pipeline is a plain string (`Pipeline.parse`): passes with nothing to do return
+file. A pipeline is a plain string (`parse_pipeline`): passes with nothing to do return
 unchanged, so the named pipelines hold every pass that may apply.
 """
 
 from __future__ import annotations
 
-from legoc.passes.rewrite.align_channels import AlignChannels
-from legoc.passes.rewrite.dce import DeadCodeElimination
-from legoc.passes.rewrite.fold_ablations import FoldAblations
-from legoc.passes.rewrite.fold_batch_norm import FoldBatchNorm
-from legoc.passes.rewrite.slice_units import SliceUnits
+from legoc.passes.base import Pipeline
+from legoc.passes.rewrite import (
+    BLOCK_PIPELINE,
+    LAYOUT_PIPELINE,
+    REWRITES,
+    SCORING_PIPELINE,
+    layout_pipeline,
+)
 from legoc.passes.search.attribution import AttributionSearch
 from legoc.passes.search.auto import AutoSearch
 from legoc.passes.search.greedy import GreedySearch
@@ -24,27 +27,24 @@ from legoc.passes.search.round_widths import RoundWidths
 from legoc.passes.train.finetune import Finetune
 
 PASSES: dict[str, type] = {
-    p.name: p
-    for p in (
-        # search: decide the kept set
-        AutoSearch,
-        MaskSearch,
-        MctsSearch,
-        AttributionSearch,
-        GreedySearch,
-        MagnitudeSearch,
-        Repair,
-        Minimize,
-        RoundWidths,
-        # rewrite: restructure the graph
-        FoldAblations,
-        SliceUnits,
-        FoldBatchNorm,
-        DeadCodeElimination,
-        AlignChannels,
-        # train: change weights
-        Finetune,
-    )
+    **REWRITES,  # rewrite: restructure the graph (legoc.passes.rewrite)
+    **{
+        p.name: p
+        for p in (
+            # search: decide the kept set
+            AutoSearch,
+            MaskSearch,
+            MctsSearch,
+            AttributionSearch,
+            GreedySearch,
+            MagnitudeSearch,
+            Repair,
+            Minimize,
+            RoundWidths,
+            # train: change weights
+            Finetune,
+        )
+    },
 }
 
 # the task spec's search.method values (and --method's): a search pass each
@@ -55,13 +55,6 @@ METHODS = ("auto", "mask", "mcts", "attribution", "greedy")
 # padding for whole channel blocks, a last minimize trims what that filled in, and a last
 # repair catches a float flip on a sliced stand-in
 SEARCH_TAIL = "repair,minimize,round-widths{{multiple={multiple}}},minimize,repair"
-# the rewrite of a searched rationale into the block
-BLOCK_PIPELINE = "fold-ablations,slice-units,fold-batch-norm,dce"
-# what scoring may slice away without changing what a unit's output is (folding a BatchNorm
-# into its producer would move the unit's output past the norm, away from its ablation value)
-SCORING_PIPELINE = "fold-ablations,slice-units,dce"
-# the runtime layout of the block at export (a layout choice, kept out of searches)
-LAYOUT_PIPELINE = "align-channels{{multiple={multiple}}},dce"
 
 
 def extract_pipeline(method: str, multiple: int) -> str:
@@ -69,5 +62,18 @@ def extract_pipeline(method: str, multiple: int) -> str:
     return f"{method}," + SEARCH_TAIL.format(multiple=multiple)
 
 
-def layout_pipeline(multiple: int) -> str:
-    return LAYOUT_PIPELINE.format(multiple=multiple)
+def parse_pipeline(text: str) -> Pipeline:
+    """A pipeline of any registered passes, e.g. `auto,repair,round-widths{multiple=8}`."""
+    return Pipeline.parse(text, PASSES)
+
+
+__all__ = [
+    "BLOCK_PIPELINE",
+    "LAYOUT_PIPELINE",
+    "METHODS",
+    "PASSES",
+    "SCORING_PIPELINE",
+    "extract_pipeline",
+    "layout_pipeline",
+    "parse_pipeline",
+]

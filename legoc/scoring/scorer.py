@@ -249,7 +249,7 @@ class Scorer:
     def stand_in(self, kept: dict[str, np.ndarray]) -> StandIn | None:
         """The physically sliced model of `kept` (None when it removes nothing), to score masks
         that remove at least what `kept` removes. Cached by mask: the last one is kept."""
-        from legoc.passes import SCORING_PIPELINE, Pipeline
+        from legoc.passes.rewrite import SCORING_PIPELINE, rewrite_pipeline
 
         if all(mask.all() for mask in kept.values()):
             return None
@@ -258,7 +258,7 @@ class Scorer:
             return self._stand_ins[key]
         masked = self.ir.with_kept(kept)
         masked.ablation = dict(self.values)
-        sliced = Pipeline.parse(SCORING_PIPELINE).run(masked).ir
+        sliced = rewrite_pipeline(SCORING_PIPELINE).run(masked).ir
         gm, ablates = _scoring_graph(sliced)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():

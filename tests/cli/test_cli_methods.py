@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from legoc.cli.app import app
-from legoc.passes import METHODS
+from legoc.passes.registry import METHODS
 
 runner = CliRunner()
 

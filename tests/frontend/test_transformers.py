@@ -18,7 +18,8 @@ from legoc import api
 from legoc.frontend.load import trace
 from legoc.ir.core import build_ir
 from legoc.ir.masking import masked_model
-from legoc.passes import BLOCK_PIPELINE, Pipeline
+from legoc.passes.registry import parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
@@ -89,7 +90,7 @@ def rewritten_vs_masked(ir, removed: list[int], seed: int = 7) -> tuple[float, o
     scorer = Scorer(ir, split, METRICS["kl"], "mean")
     masked = ir.with_kept(ir.mask_for(removed))
     masked.ablation = dict(scorer.values)
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
     fresh = token_batch(11, seed)
     args = [fresh["input_ids"], fresh["attention_mask"]]
     with torch.no_grad():
@@ -247,7 +248,7 @@ def test_gpt2_fused_projection_heads_and_neurons_slice_exactly():
     scorer = Scorer(ir, Split("search", {"input_ids": ids}, None), METRICS["kl"], "mean")
     masked = ir.with_kept(ir.mask_for(heads[1:] + neurons[::3]))
     masked.ablation = dict(scorer.values)
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
     fresh = token_batch(7, 11)["input_ids"]
     with torch.no_grad():
         assert float((masked_model(masked)(fresh) - block.gm(fresh)).abs().max()) <= 1e-5
@@ -293,7 +294,7 @@ def test_torch_transformer_encoder_heads_are_units(batch_first):
     scorer = Scorer(ir, Split("search", {"input_ids": ids}, None), METRICS["kl"], "mean")
     masked = ir.with_kept(ir.mask_for(heads[:3] + all_last))
     masked.ablation = dict(scorer.values)
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
     with torch.no_grad():
         assert float((masked_model(masked)(fresh) - block.gm(fresh)).abs().max()) <= 1e-5
     in_proj = block.gm.get_parameter("encoder.layers.0.self_attn.in_proj_weight")

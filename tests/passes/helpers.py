@@ -213,7 +213,7 @@ def run_search(
 ):
     """Run search pass `p` on `ir` (with the `start` groups removed first) in a context of
     `scorer` and a fresh budget of `budget` evaluations."""
-    from legoc.passes import PassContext
+    from legoc.passes.base import PassContext
     from legoc.scoring.budget import Budget
 
     ctx = PassContext(scorer, Budget(budget, scorer, deadline), keep, seed, progress)

@@ -9,19 +9,16 @@ import pytest
 import torch
 
 from legoc.errors import LegocError
-from legoc.passes import (
-    BLOCK_PIPELINE,
-    PASSES,
-    SCORING_PIPELINE,
+from legoc.passes.base import (
     PassContext,
     PassFailed,
     PassOptionError,
     PassResult,
     Pipeline,
     PreconditionFailed,
-    extract_pipeline,
-    layout_pipeline,
 )
+from legoc.passes.registry import PASSES, extract_pipeline, parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE, SCORING_PIPELINE, layout_pipeline
 from legoc.passes.search.minimize import Minimize
 from legoc.passes.search.round_widths import RoundWidths
 from legoc.scoring.budget import Budget
@@ -41,19 +38,19 @@ from tests.passes.search.test_search_methods import KEEP, setup
     ],
 )
 def test_parse_then_str_round_trips(text):
-    pipeline = Pipeline.parse(text)
+    pipeline = parse_pipeline(text)
     assert str(pipeline) == text
-    assert Pipeline.parse(str(pipeline)) == pipeline
+    assert parse_pipeline(str(pipeline)) == pipeline
 
 
 def test_options_are_typed_and_defaults_are_not_printed():
-    pipeline = Pipeline.parse("round-widths{multiple=16}, mcts{exploration=2}")
+    pipeline = parse_pipeline("round-widths{multiple=16}, mcts{exploration=2}")
     assert pipeline.passes == (RoundWidths(multiple=16), PASSES["mcts"](exploration=2.0))
     assert str(pipeline) == "round-widths,mcts{exploration=2.0}"  # 16 is the default
 
 
 def test_the_named_pipelines_parse():
-    assert Pipeline.parse(extract_pipeline("auto", 16)).names == [
+    assert parse_pipeline(extract_pipeline("auto", 16)).names == [
         "auto",
         "repair",
         "minimize",
@@ -61,8 +58,8 @@ def test_the_named_pipelines_parse():
         "minimize",
         "repair",
     ]
-    assert Pipeline.parse(layout_pipeline(8)).names == ["align-channels", "dce"]
-    assert {p.kind for p in Pipeline.parse(BLOCK_PIPELINE).passes} == {"rewrite"}
+    assert parse_pipeline(layout_pipeline(8)).names == ["align-channels", "dce"]
+    assert {p.kind for p in parse_pipeline(BLOCK_PIPELINE).passes} == {"rewrite"}
 
 
 @pytest.mark.parametrize(
@@ -78,7 +75,7 @@ def test_the_named_pipelines_parse():
 )
 def test_an_unknown_pass_or_option_is_one_error_line(text, needle):
     with pytest.raises(PassOptionError) as error:
-        Pipeline.parse(text)
+        parse_pipeline(text)
     assert needle in str(error.value) and "\n" not in str(error.value)
     assert isinstance(error.value, LegocError) and error.value.exit_code == 2
 
@@ -115,16 +112,16 @@ def test_a_failing_pass_is_named_with_the_passes_before_it():
 
 def test_changed_is_set_by_the_passes_and_a_second_run_changes_nothing():
     ir = case("planted")
-    first = Pipeline.parse(BLOCK_PIPELINE).run(ir)
+    first = parse_pipeline(BLOCK_PIPELINE).run(ir)
     assert first.changed and dict(first.reports)["slice-units"]["params_removed"] > 0
-    again = Pipeline.parse(BLOCK_PIPELINE).run(first.ir)
+    again = parse_pipeline(BLOCK_PIPELINE).run(first.ir)
     assert not again.changed
     assert Pipeline((Noop(),)).run(ir).changed is False
 
 
 def test_every_pass_reports_its_name_and_ir_after_it():
     seen = []
-    Pipeline.parse(SCORING_PIPELINE).run(
+    parse_pipeline(SCORING_PIPELINE).run(
         case("planted"), PassContext(after=lambda n, ir: seen.append(n))
     )
     assert seen == ["fold-ablations", "slice-units", "dce"]
@@ -133,7 +130,7 @@ def test_every_pass_reports_its_name_and_ir_after_it():
 def test_a_search_pass_without_a_scorer_fails_its_precondition():
     ir, _ = setup("mlp")
     with pytest.raises(PreconditionFailed, match="pass minimize: a search pass needs a scorer"):
-        Pipeline.parse("minimize").run(ir, PassContext(keep=KEEP))
+        parse_pipeline("minimize").run(ir, PassContext(keep=KEEP))
 
 
 @pytest.mark.parametrize("name", ["greedy", "mcts", "minimize", "magnitude"])
@@ -151,7 +148,7 @@ def test_one_budget_counts_the_whole_pipeline():
     ir, scorer = setup("mlp")
     budget = Budget(40, scorer)
     ctx = PassContext(scorer, budget, KEEP)
-    ran = Pipeline.parse("greedy,repair,minimize,minimize,repair").run(ir, ctx)
+    ran = parse_pipeline("greedy,repair,minimize,minimize,repair").run(ir, ctx)
     assert (
         budget.evaluations
         == scorer.evaluations
@@ -169,5 +166,5 @@ def test_a_pass_with_nothing_to_do_returns_unchanged_without_stats():
     assert again.changed is False and again.stats == {} and again.ir is first.ir
     skipped = RoundWidths().run(first.ir, ctx)  # the params objective: no widths to trade
     assert skipped.changed is False and skipped.stats == {}
-    ran = Pipeline.parse("minimize,round-widths").run(first.ir, ctx)
+    ran = parse_pipeline("minimize,round-widths").run(first.ir, ctx)
     assert ran.reports == [] and not ran.changed

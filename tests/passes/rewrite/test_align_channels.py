@@ -13,7 +13,9 @@ from torch import nn
 
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor
-from legoc.passes import BLOCK_PIPELINE, AlignChannels, PassContext, Pipeline
+from legoc.passes.base import PassContext
+from legoc.passes.registry import parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE, AlignChannels
 from tests.helpers import TinyResCNN
 from tests.passes.helpers import ATOL, cnn_ablation, masked, model_ir, random_ablation
 
@@ -35,7 +37,7 @@ def wide_cnn_ir():
 
 def sliced_block(removed: list[int], ablation: dict):
     ir = wide_cnn_ir()
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, ablation)).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked(ir, removed, ablation)).ir
     return block
 
 
@@ -156,5 +158,5 @@ def test_channels_that_reach_the_outputs_are_not_padded():
 
 
 def sliced_block_of(ir, removed: list[int]):
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 3))).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 3))).ir
     return block

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from legoc.passes import DeadCodeElimination, FoldAblations, Pipeline, SliceUnits
+from legoc.passes.base import Pipeline
+from legoc.passes.rewrite import DeadCodeElimination, FoldAblations, SliceUnits
 from tests.helpers import assert_float_close
 from tests.passes.helpers import (
     ATOL,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from legoc.passes import FoldAblations
+from legoc.passes.rewrite import FoldAblations
 from tests.helpers import assert_float_close
 from tests.passes.helpers import (
     ATOL,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.ir.analysis import get_attr_tensor
-from legoc.passes import FoldAblations, FoldBatchNorm, SliceUnits
+from legoc.passes.rewrite import FoldAblations, FoldBatchNorm, SliceUnits
 from tests.helpers import assert_float_close
 from tests.passes.helpers import (
     assert_golden,

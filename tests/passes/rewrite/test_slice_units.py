@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from legoc.ir.core import propagate_shapes
-from legoc.passes import DeadCodeElimination, FoldAblations, SliceUnits
+from legoc.passes.rewrite import DeadCodeElimination, FoldAblations, SliceUnits
 from tests.passes.helpers import (
     ATOL,
     CASES,

@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from legoc.passes import PASSES, PassContext
+from legoc.passes.base import PassContext
+from legoc.passes.registry import PASSES
 from legoc.scoring.budget import GRADIENT_STEP_COST, Budget, gradient_cost
 from tests.passes.helpers import run_search
 from tests.passes.search.test_search_methods import KEEP, exact, setup, tiny_fields, work

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from legoc.passes import MagnitudeSearch, Pipeline
+from legoc.passes.registry import MagnitudeSearch, parse_pipeline
 from legoc.passes.search.magnitude import magnitude_scores
 from legoc.passes.search.ranking import group_order
 from tests.passes.helpers import run_search
@@ -39,5 +39,5 @@ def test_an_unreachable_keep_hands_the_start_back_unchanged():
 
 
 def test_it_is_a_registered_search_pass():
-    assert Pipeline.parse("magnitude,repair,minimize").passes[0] == MagnitudeSearch()
+    assert parse_pipeline("magnitude,repair,minimize").passes[0] == MagnitudeSearch()
     assert MagnitudeSearch.kind == "search"

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from legoc import api
-from legoc.passes import BLOCK_PIPELINE, PassContext, Pipeline
+from legoc.passes.base import PassContext
+from legoc.passes.registry import parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.passes.rewrite.align_channels import AlignChannels
 from legoc.passes.search.minimize import Minimize
 from legoc.passes.search.round_widths import RoundWidths
@@ -99,7 +101,7 @@ def test_stored_width_rounds_conv_widths_up_within_the_source_width():
 def test_stored_macs_are_the_macs_of_the_aligned_block(data, multiple):
     ir = wide_cnn_ir()
     removed = sorted(data.draw(st.sets(st.sampled_from(ir.removable_groups())), label="removed"))
-    block = Pipeline.parse(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 0))).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked(ir, removed, random_ablation(ir, 0))).ir
     sizes = PassContext(source_sizes={"conv1": SOURCE, "conv2": SOURCE})
     aligned = AlignChannels(multiple).run(block, sizes).ir
     assert ir.sliced_macs(ir.mask_for(removed), multiple) == aligned.macs_per_row()

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import legoc.passes.search.masks as masks
-from legoc.passes import METHODS as SEARCH_METHODS
-from legoc.passes import PASSES, PassContext
+from legoc.passes.base import PassContext
+from legoc.passes.registry import METHODS as SEARCH_METHODS
+from legoc.passes.registry import PASSES
 from legoc.passes.search.base import SearchContext, dead_groups
 from legoc.passes.search.greedy import GreedySearch
 from legoc.passes.search.masks import MaskSearch, open_probability, sample_gates

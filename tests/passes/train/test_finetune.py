@@ -8,7 +8,9 @@ import onnx
 import torch
 
 from legoc.ir.core import run_quietly
-from legoc.passes import BLOCK_PIPELINE, Finetune, PassContext, Pipeline
+from legoc.passes.base import PassContext
+from legoc.passes.registry import Finetune, parse_pipeline
+from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.runtime.block import Block
 from legoc.task.metrics import METRICS
 from legoc.task.spec import Split
@@ -18,7 +20,7 @@ from tests.passes.helpers import case
 
 
 def sliced_cnn_block():
-    block = Pipeline.parse(BLOCK_PIPELINE).run(case("cnn-mean")).ir
+    block = parse_pipeline(BLOCK_PIPELINE).run(case("cnn-mean")).ir
     return block
 
 
