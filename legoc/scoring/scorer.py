@@ -21,8 +21,8 @@ from legoc.ir.masking import instrument, set_masks
 from legoc.ir.ops import Ablate
 from legoc.scoring.journal import Journal, evaluation_key
 from legoc.scoring.prefix import PrefixCache
+from legoc.task.data import Split
 from legoc.task.metrics import Metric, faithfulness
-from legoc.task.spec import Split
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.errors import LegocError
+from legoc.task.data import Split
 from legoc.task.metrics import Metric
-from legoc.task.spec import Split
 
 LOSSES = {"accuracy": "cross_entropy", "logit_diff": "cross_entropy", "mse": "mse", "kl": "kl"}
 
