@@ -137,7 +137,7 @@ SLOW_CLI = [
     sys.executable,
     "-c",
     "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "import time, legoc.scoring as s; live = s.Scorer._score; "
+    "import time, legoc.scoring.scorer as s; live = s.Scorer._score; "
     "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
     "from legoc.cli.app import main; main()",
 ]
