@@ -586,7 +586,7 @@ def test_sigterm_in_process_is_exit_143_with_nothing_written(mlp_task, tmp_path,
 SLOW_CLI = [
     sys.executable,
     "-c",
-    "import time, legoc.scoring as s; live = s.Scorer._score; "
+    "import time, legoc.scoring.scorer as s; live = s.Scorer._score; "
     "s.Scorer._score = lambda self, *a: (time.sleep(0.02), live(self, *a))[1]; "
     "from legoc.cli.app import main; main()",
 ]
