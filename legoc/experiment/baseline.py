@@ -27,8 +27,9 @@ from legoc.experiment.baseline_nets import (
 )
 from legoc.export.writer import module_to_onnx, write_checked
 from legoc.runtime.files import check_output_file
+from legoc.task.data import Split, data_keys, load_split
 from legoc.task.metrics import METRICS, Metric
-from legoc.task.spec import Split, Task, check_seed, data_keys, load_split, load_task
+from legoc.task.spec import Task, check_seed, load_task
 from legoc.task.training import TrainConfig, evaluate, fit
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,11 @@ import torch.nn.functional as F
 
 from legoc.errors import LegocError
 from legoc.ir import ops
-from legoc.ir.analysis import Analysis, analyze, get_attr_tensor, output_positions, shape_of
+from legoc.ir.analysis import Analysis, analyze
+from legoc.ir.cost import output_positions
+from legoc.ir.graph import get_attr_tensor
+from legoc.ir.shapes import propagate_shapes, run_quietly  # noqa: F401 - run_quietly re-exported
+from legoc.ir.text import ir_text
 
 
 @dataclass
@@ -227,49 +231,6 @@ class IR:
         return ir_text(self, source)
 
 
-@dataclass(frozen=True)
-class TensorMeta:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-
-class _ShapeRecorder(torch.fx.Interpreter):
-    """Records each tensor's shape and dtype in node.meta['tensor_meta'] (fx's ShapeProp does
-    the same but prints tracebacks to stderr when the data does not fit the model)."""
-
-    def run_node(self, n: torch.fx.Node):
-        result = super().run_node(n)
-        if isinstance(result, torch.Tensor):
-            n.meta["tensor_meta"] = TensorMeta(tuple(result.shape), result.dtype)
-        else:
-            n.meta.pop("tensor_meta", None)
-        return result
-
-
-def run_quietly(gm: torch.fx.GraphModule, args: list[torch.Tensor]):
-    """Run a graph without fx printing its generated code when the inputs do not fit."""
-    with torch.no_grad():
-        return torch.fx.Interpreter(gm).run(*args)
-
-
-def propagate_shapes(
-    gm: torch.fx.GraphModule, example: dict[str, torch.Tensor], input_names: list[str]
-) -> None:
-    """Annotate tensor_meta, and mark which dims follow the batch size (shown as N)."""
-    args1 = [example[name][:1] for name in input_names]
-    args2 = [example[name][:2] for name in input_names]
-    with torch.no_grad():
-        _ShapeRecorder(gm).run(*args1)
-        shapes1 = {n.name: shape_of(n) for n in gm.graph.nodes}
-        _ShapeRecorder(gm).run(*args2)
-    for node in gm.graph.nodes:
-        s1, s2 = shapes1.get(node.name), shape_of(node)
-        if s1 is not None and s2 is not None and len(s1) == len(s2):
-            node.meta["legoc.shape"] = tuple("N" if a != b else a for a, b in zip(s1, s2))
-        else:
-            node.meta.pop("legoc.shape", None)
-
-
 def build_ir(
     gm: torch.fx.GraphModule,
     input_names: list[str],
@@ -304,99 +265,3 @@ def select_task_output(gm: torch.fx.GraphModule, outputs: list[int] | None) -> N
     out_node.args = (result,)
     graph.lint()
     gm.recompile()
-
-
-def _fmt_shape(node: torch.fx.Node) -> str:
-    shape = node.meta.get("legoc.shape")
-    meta = node.meta.get("tensor_meta")
-    if shape is None or meta is None or not hasattr(meta, "dtype"):
-        return ""
-    dtype = str(meta.dtype).replace("torch.", "").replace("float", "f").replace("int", "i")
-    return f"{dtype}[{','.join(str(d) for d in shape)}]"
-
-
-def _fmt_arg(arg, gm) -> str:
-    if isinstance(arg, torch.fx.Node):
-        return f"%{arg.name}"
-    if isinstance(arg, (tuple, list)):
-        inner = ", ".join(_fmt_arg(a, gm) for a in arg)
-        return f"({inner})" if isinstance(arg, tuple) else f"[{inner}]"
-    if isinstance(arg, float):
-        return repr(float(f"{arg:.6g}"))
-    return repr(arg)
-
-
-def _target_name(node: torch.fx.Node, gm: torch.fx.GraphModule) -> str:
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        extra = module.extra_repr()
-        return f"{type(module).__name__}[{node.target}{'; ' + extra if extra else ''}]"
-    if node.op == "call_method":
-        return f".{node.target}"
-    target = node.target
-    module = getattr(target, "__module__", "") or ""
-    name = getattr(target, "__name__", str(target))
-    if module.startswith("legoc"):
-        return f"legoc.{name}"
-    return name
-
-
-def ir_text(ir: IR, source: bool = False) -> str:
-    """Deterministic text: one line per node with shape, weights by shape, sorted attributes.
-
-    `source`: the IR of a source model, whose buffers (BatchNorm statistics) are not
-    parameters: the params line counts them apart. In a block every tensor is a weight."""
-    gm = ir.gm
-    lines = []
-    inputs = ", ".join(
-        f"%{n.name}: {_fmt_shape(n)}" for n in gm.graph.nodes if n.op == "placeholder"
-    )
-    lines.append(f"graph({inputs}):")
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            continue
-        if node.op == "get_attr":
-            tensor = get_attr_tensor(gm, node.target)
-            desc = _fmt_shape(node) or f"{tuple(tensor.shape)}"
-            lines.append(f"  %{node.name} = param {node.target} : {desc}")
-            continue
-        if node.op == "output":
-            lines.append(f"  return {_fmt_arg(node.args[0], gm)}")
-            continue
-        args = ", ".join(_fmt_arg(a, gm) for a in node.args)
-        kwargs = ", ".join(f"{k}={_fmt_arg(v, gm)}" for k, v in sorted(node.kwargs.items()))
-        call = ", ".join(part for part in (args, kwargs) if part)
-        shape = _fmt_shape(node)
-        lines.append(
-            f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else "")
-        )
-    lines.append("units:")
-    for name, space in sorted(ir.spaces.items()):
-        groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
-        coupled = sorted({c for g in set(groups) for c in ir.groups[g].coupled_by})
-        frozen = sorted({ir.groups[g].frozen for g in set(groups) if ir.groups[g].frozen})
-        dead = sum(ir.groups[g].dead for g in set(groups))
-        kept = int(ir.kept[name].sum())
-        notes = []
-        if coupled:
-            partners = sorted(
-                {other for g in set(groups) for other, _ in ir.groups[g].members if other != name}
-            )
-            if partners:
-                notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
-            else:  # coupled within itself: e.g. a fused projection's heads
-                n_groups = len(set(groups))
-                per_group = space.size // n_groups
-                notes.append(f"{n_groups} groups of {per_group} by {', '.join(coupled)}")
-        if frozen:
-            notes.append(f"frozen: {'; '.join(frozen)}")
-        if dead:
-            notes.append(f"{dead} unread")
-        note = f"  ({'; '.join(notes)})" if notes else ""
-        lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
-    removable = len(ir.removable_groups())
-    lines.append(f"groups: {len(ir.groups)} ({removable} removable)")
-    buffers = ir.buffer_count() if source else 0
-    note = f" (+ {buffers} in buffers)" if buffers else ""
-    lines.append(f"params: {ir.param_count() - buffers}{note}")
-    return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 The scoring copy of the graph has an `Ablate` module after every producer; a candidate is
 scored by setting their masks and running the data through in batches, so memory stays bounded
-by the batch size, not the data size.
+by the batch size, not the data size (`legoc.scoring.batching`). Masks that remove at least what
+a search has already removed run on a sliced stand-in (`legoc.scoring.standin`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,22 @@ import torch
 import torch.fx
 
 from legoc.errors import LegocError
-from legoc.ir.core import IR, run_quietly
+from legoc.ir.core import IR
 from legoc.ir.masking import instrument, set_masks
 from legoc.ir.ops import Ablate
 from legoc.passes.base import mask_key
+from legoc.scoring.batching import DEFAULT_BATCH, Batching
 from legoc.scoring.budget import gradient_cost
+from legoc.scoring.checks import check_split_fits
 from legoc.scoring.journal import Journal, evaluation_key
 from legoc.scoring.prefix import PrefixCache
+from legoc.scoring.standin import StandIn
+from legoc.task.data import Split
 from legoc.task.metrics import Metric, faithfulness
-from legoc.task.spec import Split
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 128  # small enough that failing candidates stop early
-# What one scoring batch's activations may take: the batch size, not the data size, sets the
-# memory of scoring. 64 MB is already tens of thousands of rows for small models (overhead per
-# batch is then negligible) and keeps peak memory flat as data grows (benchmarks/memory.py).
-ACTIVATION_BUDGET_BYTES = 64 << 20
 PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
-ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest rows first
-# rows of the first scoring batch: about this many multiply-accumulates (MiniLM: 16 sentences
-# instead of 128, so a failing candidate is found out after a fifteenth of the split)
-FIRST_BATCH_MACS = 2 << 30
-MIN_FIRST_ROWS = 16
 
 TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
 
@@ -62,21 +56,6 @@ def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     gm, ablates = instrument(ir)
     prefer_channels_last(gm, ablates)
     return gm.eval(), ablates
-
-
-@dataclass
-class StandIn:
-    """A sliced model standing for every mask that removes at least what `kept` removes: same
-    function (the rewrite is exact), fewer FLOPs. A search passes it to the scorer with the
-    masks it scores; the scorer only caches it, by mask, and routes nothing by it otherwise."""
-
-    kept: dict[str, np.ndarray]
-    gm: torch.fx.GraphModule
-    ablates: dict[str, Ablate]
-    index: dict[str, np.ndarray]  # space -> original unit index of each sliced unit
-
-    def covers(self, kept: dict[str, np.ndarray]) -> bool:
-        return all(not (mask & ~self.kept[name]).any() for name, mask in kept.items())
 
 
 @dataclass
@@ -107,24 +86,18 @@ class Scorer:
         scorers that only score a mask or two, like the eval splits')."""
         self.cache_bytes = PREFIX_CACHE_BYTES if cache_bytes is None else cache_bytes
         self.ir, self.split, self.metric = ir, split, metric
-        self.batch_size = batch_size
-        self.max_batch_size = _rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
-        # a costly model's candidates get their first verdict after fewer rows
-        self.first_rows = int(
-            np.clip(FIRST_BATCH_MACS // max(ir.macs_per_row(), 1), MIN_FIRST_ROWS, batch_size)
-        )
+        self.batching = Batching(ir, split, batch_size)
         self.label = label
         self.gm, self.ablates = _scoring_graph(ir)
         self._stand_ins: dict[bytes, StandIn] = {}  # by mask: the last one built
         self._active = self.gm  # the graph of the scoring call under way
         self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
         self._prefix_done = {"hits": 0, "misses": 0}  # counts of caches already dropped
-        self.row_order: torch.Tensor | None = None  # scoring order of the rows (_order_rows)
         self.evaluations = 0  # candidate evaluations counted (the journal replays these)
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
         self.last_stopped_early = False
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
-        self._check_labels_and_shapes()
+        check_split_fits(self.gm, ir, split, metric, label)
         self.values = values if values is not None else self._ablation_values(ablation)
         for name, module in self.ablates.items():
             module.set(torch.ones(module.keep.shape[0], dtype=torch.bool), self.values[name])
@@ -141,6 +114,15 @@ class Scorer:
                 "faithfulness (a ratio to it) is undefined; check the labels and `outputs`"
             )
 
+    @property
+    def batch_size(self) -> int:
+        return self.batching.batch_size
+
+    @property
+    def row_order(self) -> torch.Tensor | None:
+        """The order rows are scored in (hardest first once known; None: file order)."""
+        return self.batching.row_order
+
     # -- work -----------------------------------------------------------------------
     def charge_gradient(self, rows: int) -> None:
         """Count a forward + backward step over `rows` rows (a `Budget` reads the count)."""
@@ -149,51 +131,6 @@ class Scorer:
     # -- set-up ---------------------------------------------------------------------
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._active(*[inputs[name] for name in self.ir.input_names])
-
-    def _check_labels_and_shapes(self) -> None:
-        first = next(self.split.batches(2))
-        try:
-            out = run_quietly(self.gm, [first[0][name] for name in self.ir.input_names])
-        except Exception as exc:  # noqa: BLE001 - report the model's complaint in one line
-            shapes = {
-                k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
-                for k, v in self.split.inputs.items()
-            }
-            example = {
-                k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
-                for k, v in self.ir.example_inputs.items()
-            }
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LegocError(
-                f"{self.label}: inputs (per row) {shapes} do not fit the model, which expects "
-                f"{example}: {msg}"
-            ) from None
-        y = self.split.y
-        if y is None or self.metric.name == "mse":
-            if y is not None and tuple(y.shape[1:]) != tuple(out.shape[1:]):
-                raise LegocError(
-                    f"{self.label}: targets 'y' have shape {tuple(y.shape[1:])} per "
-                    f"row but the task outputs {tuple(out.shape[1:])}"
-                )
-            return
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise LegocError(
-                f"{self.label}: labels 'y' must be integer class indices, got {y.dtype}"
-            )
-        n_classes = out.shape[-1]
-        per_row = int(np.prod(out.shape[1:-1], dtype=np.int64))  # class scores per row
-        if int(np.prod(y.shape[1:], dtype=np.int64)) != per_row:
-            raise LegocError(
-                f"{self.label}: labels 'y' have shape {tuple(y.shape[1:])} per row but the task "
-                f"outputs {tuple(out.shape[1:])} per row: give one class index per "
-                f"{'row' if per_row == 1 else 'position'} (y of shape {(len(y), *out.shape[1:-1])})"
-            )
-        low, high = self.split.value_range(y)
-        if low < 0 or high >= n_classes:
-            raise LegocError(
-                f"{self.label}: labels 'y' range over [{low}, {high}] but the task has "
-                f"{n_classes} outputs (labels index into `outputs` when the spec gives them)"
-            )
 
     def _ablation_values(self, ablation: str) -> dict[str, torch.Tensor]:
         if ablation == "zero":
@@ -227,8 +164,7 @@ class Scorer:
         """Point this call's forward passes at the model that computes this mask: `base`
         when given and it covers the mask (and not `exact`), else the masked source model."""
         if not exact and base is not None and base.covers(kept):
-            for name, module in base.ablates.items():
-                module.set(torch.from_numpy(np.ascontiguousarray(kept[name][base.index[name]])))
+            base.route(kept)
             self._active = base.gm
             return
         set_masks(self.ablates, kept)
@@ -296,44 +232,17 @@ class Scorer:
         return loss / len(rows)
 
     def _labelled_batches(self, growing: bool = False):
-        """(rows, inputs, y, y_alt, full model's outputs or None) per batch of the split, in
-        `row_order` when one is set; `growing` batches (for no-grad scoring) double from
-        first_rows (fewer for costly models) up to the memory cap."""
-        cap = self.max_batch_size if growing else None
-        first = self.first_rows if growing else self.batch_size
-        ref_all = self.reference.outputs
-        if self.row_order is None:
-            offset = 0
-            for inputs, y, extras in self.split.batches(first, cap):
-                rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
-                ref = None if ref_all is None else ref_all[offset : offset + len(rows)]
-                yield rows, inputs, y, extras.get("y_alt"), ref
-                offset += len(rows)
-            return
-        start, size = 0, first
-        while start < len(self.row_order):
-            rows = self.row_order[start : start + size]
-            if cap is not None:
-                size = min(size * 2, cap)
-            inputs, y, extras = self.split.take(rows)
-            ref = None if ref_all is None else ref_all[rows]
-            yield rows, inputs, y, extras.get("y_alt"), ref
-            start += len(rows)
+        """(rows, inputs, y, y_alt, full model's outputs or None) per batch (`Batching`)."""
+        return self.batching.labelled(self.reference.outputs, growing)
 
     def _order_rows(self, hardness: torch.Tensor) -> None:
         """Score the hardest rows for the current mask first: a candidate that falls short of
         keep is then rejected after its first batch instead of half-way through. The verdicts
         and full scores do not change (sums over the same rows); cached prefixes do, so they
-        are dropped. Splits larger than ORDERED_SPLIT_BYTES keep their file order (random reads
-        of a big memory-mapped file cost more than they save)."""
-        if self.cache_bytes <= 0 or self.split.nbytes() > ORDERED_SPLIT_BYTES:
-            return
-        order = torch.argsort(hardness, descending=True, stable=True)
-        if self.row_order is not None and torch.equal(order, self.row_order):
-            return
-        self.row_order = order
-        for cache in self._prefix.values():
-            cache.clear()
+        are dropped. Only scorers with a prefix cache reorder (the others score a mask or two)."""
+        if self.cache_bytes > 0 and self.batching.reorder(hardness):
+            for cache in self._prefix.values():
+                cache.clear()
 
     def threshold(self, keep: float) -> float:
         """The metric value at which faithfulness equals `keep`."""
@@ -484,14 +393,3 @@ class Scorer:
             scores[name][index[name] if index is not None else slice(None)] = values
             module.stop()
         return scores
-
-
-def _rows_within(ir: IR, budget_bytes: int, floor: int) -> int:
-    """How many rows a no-grad batch may hold so all its activations fit in `budget_bytes`."""
-    per_row = 0
-    for node in ir.gm.graph.nodes:
-        shape = node.meta.get("legoc.shape")
-        meta = node.meta.get("tensor_meta")
-        if shape and meta is not None:
-            per_row += int(np.prod([d for d in shape if d != "N"], dtype=np.int64)) * 4
-    return max(floor, budget_bytes // max(per_row, 1))

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.errors import LegocError
+from legoc.task.data import Split
 from legoc.task.metrics import Metric
-from legoc.task.spec import Split
 
 
 @dataclass(frozen=True)

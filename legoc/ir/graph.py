@@ -1,0 +1,42 @@
+"""torch.fx helpers the IR modules share: a node's shape, the tensor a get_attr node reads, the
+module a weight belongs to, an op's name in messages."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+
+Node = torch.fx.Node
+
+
+def shape_of(node: Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def is_param(gm: torch.nn.Module, target: str) -> bool:
+    try:
+        gm.get_parameter(target)
+        return True
+    except AttributeError:
+        return False
+
+
+def get_attr_tensor(gm: torch.nn.Module, target: str) -> torch.Tensor:
+    """The tensor (parameter, buffer or plain attribute) a get_attr node with `target` reads."""
+    module_path, _, attr = target.rpartition(".")
+    owner = gm.get_submodule(module_path) if module_path else gm
+    return getattr(owner, attr)
+
+
+def module_name_of(weight_target: str) -> str:
+    return weight_target.rsplit(".", 1)[0] if "." in weight_target else weight_target
+
+
+def op_name(node: Node) -> str:
+    """How messages name the op a node applies: a module path, `.method()` or a function."""
+    if node.op == "call_module":
+        return node.target
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return getattr(node.target, "__name__", str(node.target))

@@ -1,0 +1,33 @@
+"""Scaled dot-product attention over (batch, heads, tokens, head_dim): a head's query, key and
+value channels are one unit. Removed together, they are constants: the scores of every query
+shift by one constant (softmax ignores it) and the head outputs its value constant, which folds
+into the output projection's bias."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch.fx import Node
+
+from legoc.ir.graph import shape_of
+from legoc.ir.units import Layout
+
+if TYPE_CHECKING:
+    from legoc.ir.analysis import Propagation
+
+
+def attention(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
+    q, k, v = node.args[:3]
+    layouts = [walk.layouts.get(t.name) if isinstance(t, Node) else None for t in (q, k, v)]
+    head_axis = len(shape_of(q)) - 3
+    extra = [a for a in node.all_input_nodes if a not in (q, k, v) and a.name in walk.layouts]
+    whole_heads = all(
+        lay is not None and lay.axis == head_axis and len(lay.ids) == len(layouts[0].ids)
+        for lay in layouts
+    )
+    if extra or not whole_heads:
+        walk.freeze_inputs(node, "attention over units that are not whole heads")
+        return None
+    ids = walk.couple(layouts[0].ids, layouts[1].ids, "attention head")
+    ids = walk.couple(ids, layouts[2].ids, "attention head")
+    return Layout(head_axis, ids)

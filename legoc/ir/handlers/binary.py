@@ -1,0 +1,51 @@
+"""Element-wise ops of two tensors (+, -, *, /): units that meet in one slot are *coupled*
+(removed together); a per-unit constant operand is sliced with the units; an operand that
+depends on the input, or a broadcast across the units, freezes them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch.fx import Node
+
+from legoc.ir import ops
+from legoc.ir.graph import op_name, shape_of
+from legoc.ir.units import ChannelParam, Layout
+
+if TYPE_CHECKING:
+    from legoc.ir.analysis import Propagation
+
+
+def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
+    name = op_name(node)
+    a, b = (node.args + (node.kwargs.get("other"),))[:2]
+    la = walk.layouts.get(a.name) if isinstance(a, Node) else None
+    lb = walk.layouts.get(b.name) if isinstance(b, Node) else None
+    out_shape = shape_of(node)
+    if la is not None and lb is not None:
+        if la.axis != lb.axis or len(la.ids) != len(lb.ids) or shape_of(a) != shape_of(b):
+            walk.freeze_inputs(node, f"{name} of misaligned unit tensors")
+            return None
+        return Layout(la.axis, walk.couple(la.ids, lb.ids, name))
+    layout, tracked_arg, other = (la, a, b) if la is not None else (lb, b, a)
+    if not isinstance(other, Node):
+        return layout  # a Python scalar keeps constants constant
+    if other.op == "call_function" and other.target is ops.constant_channel_conv:
+        kernel = other.args[1]  # its output channels are the units: slice them together
+        walk.channel_params.append(ChannelParam(kernel.target, other.name, 0, layout.ids))
+        return layout
+    if other.name in walk.input_dependent:
+        walk.freeze(layout.ids, f"{name} with an input-dependent tensor")
+        return None
+    other_shape = shape_of(other) or ()
+    ndim = len(out_shape)
+    dim = layout.axis - (ndim - len(other_shape))
+    if shape_of(tracked_arg) != out_shape:
+        walk.freeze(layout.ids, f"{name} broadcasts the units")
+        return None
+    if 0 <= dim < len(other_shape) and other_shape[dim] != 1:
+        if other.op != "get_attr":
+            walk.freeze(layout.ids, f"{name} with a computed per-unit constant")
+            return None
+        walk.channel_params.append(ChannelParam(other.target, node.name, dim, layout.ids))
+    return layout

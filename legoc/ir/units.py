@@ -1,0 +1,82 @@
+"""What the unit analysis finds: unit spaces, layouts, readers, per-unit parameters, groups.
+
+A *unit* is one output feature of a Linear or one output channel of a Conv; units are numbered
+globally (each space holds `size` ids from `offset`), and a *layout* says which unit sits in
+each slot along one axis of a tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which unit sits in each slot along `axis` of a tensor (-1: not a unit)."""
+
+    axis: int
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class UnitSpace:
+    """The units of one producer (a Linear or Conv), named by its module's qualified name."""
+
+    name: str
+    node: str
+    kind: str  # linear | conv1d | conv2d
+    size: int
+    offset: int  # first global unit id
+    weight: str  # get_attr target of the weight
+    bias: str | None
+
+
+@dataclass(frozen=True)
+class ConsumerUse:
+    """A Linear/Conv reading tracked units along its contracted axis."""
+
+    node: str
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChannelParam:
+    """A per-unit parameter (e.g. a BatchNorm scale) to slice along `dim`."""
+
+    target: str
+    user: str
+    dim: int
+    ids: np.ndarray
+
+
+@dataclass
+class Group:
+    """Units that must be removed together; `frozen` says why they cannot be removed at all."""
+
+    index: int
+    members: tuple[tuple[str, int], ...]
+    frozen: str | None
+    dead: bool
+    params: int
+    coupled_by: tuple[str, ...] = ()
+    macs: int = 0  # multiply-accumulates per input row its units account for
+
+
+@dataclass
+class Analysis:
+    spaces: dict[str, UnitSpace]
+    layouts: dict[str, Layout]
+    consumers: list[ConsumerUse]
+    channel_params: list[ChannelParam]
+    groups: list[Group]
+    unit_group: np.ndarray  # global unit id -> group index
+    reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
+    splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
+
+    def space_of(self, unit_id: int) -> tuple[str, int]:
+        for space in self.spaces.values():
+            if space.offset <= unit_id < space.offset + space.size:
+                return space.name, unit_id - space.offset
+        raise KeyError(unit_id)

@@ -1,0 +1,179 @@
+"""The op vocabulary: which kind of op each traced node applies.
+
+A node's *kind* picks its handler in `legoc.ir.handlers`. `KINDS` is the one table of the ops
+legoc understands: to teach it an op of an existing kind, add the op to that kind's entry; for
+a new kind, add an entry here and a handler there. An op of no kind freezes the units it reads.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from legoc.ir import ops
+
+Node = torch.fx.Node
+
+LINEAR_OPS = {F.linear}
+CONV_OPS = {F.conv1d: 1, F.conv2d: 2}
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The ops of one kind, as torch.fx calls them."""
+
+    functions: frozenset = frozenset()  # call_function targets
+    methods: frozenset = frozenset()  # call_method names
+    modules: tuple[type[nn.Module], ...] = ()  # call_module types (subclasses included)
+
+
+def _ops(functions=(), methods=(), modules=()) -> Ops:
+    return Ops(frozenset(functions), frozenset(methods), tuple(modules))
+
+
+KINDS: dict[str, Ops] = {
+    # element-wise: maps constants to constants, keeps every slot where it was
+    "unary": _ops(
+        functions=[
+            F.relu,
+            torch.relu,
+            F.gelu,
+            F.silu,
+            torch.tanh,
+            F.tanh,
+            torch.sigmoid,
+            F.sigmoid,
+            F.leaky_relu,
+            F.elu,
+            F.relu6,
+            F.hardtanh,
+            F.dropout,
+            F.hardswish,
+        ],
+        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach"],
+        modules=[
+            nn.ReLU,
+            nn.GELU,
+            nn.SiLU,
+            nn.Tanh,
+            nn.Sigmoid,
+            nn.LeakyReLU,
+            nn.ELU,
+            nn.ReLU6,
+            nn.Hardtanh,
+            nn.Hardswish,
+            nn.Dropout,
+            nn.Dropout1d,
+            nn.Dropout2d,
+            nn.Identity,
+        ],
+    ),
+    "pool": _ops(
+        functions=[
+            F.max_pool1d,
+            F.max_pool2d,
+            F.avg_pool1d,
+            F.avg_pool2d,
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_max_pool1d,
+            F.adaptive_max_pool2d,
+        ],
+        modules=[
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+        ],
+    ),
+    "batch_norm": _ops(functions=[F.batch_norm]),
+    "layer_norm": _ops(functions=[F.layer_norm, F.group_norm]),
+    "binary": _ops(
+        functions=[
+            operator.add,
+            operator.sub,
+            operator.mul,
+            operator.truediv,
+            torch.add,
+            torch.sub,
+            torch.mul,
+            torch.div,
+        ],
+        methods=["add", "sub", "mul", "div"],
+    ),
+    "cat": _ops(functions=[torch.cat]),
+    "reshape": _ops(
+        functions=[torch.flatten, torch.reshape],
+        methods=["view", "reshape", "flatten"],
+        modules=[nn.Flatten],
+    ),
+    "reduce": _ops(
+        functions=[torch.mean, torch.sum, torch.amax, torch.amin],
+        methods=["mean", "sum", "amax", "amin"],
+    ),
+    "permute": _ops(functions=[torch.permute, torch.transpose], methods=["permute", "transpose"]),
+    "select_outputs": _ops(functions=[ops.select_outputs]),
+    "attention": _ops(functions=[F.scaled_dot_product_attention]),
+    "split": _ops(functions=[torch.split]),
+    "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
+    # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
+    "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),
+}
+
+_FUNCTIONS = {f: kind for kind, o in KINDS.items() for f in o.functions}
+_METHODS = {m: kind for kind, o in KINDS.items() for m in o.methods}
+_MODULES = [(types, kind) for kind, o in KINDS.items() for types in [o.modules] if types]
+
+
+def producer_kind(gm: torch.fx.GraphModule, node: Node) -> str | None:
+    """'linear'/'conv1d'/'conv2d' when `node` applies a parameter weight we can slice."""
+    if node.op != "call_function" or len(node.args) < 2:
+        return None
+    weight = node.args[1]
+    if not (isinstance(weight, Node) and weight.op == "get_attr"):
+        return None
+    if node.target in LINEAR_OPS:
+        return "linear"
+    if node.target in CONV_OPS and conv_groups(node) == 1:
+        return f"conv{CONV_OPS[node.target]}d"
+    return None
+
+
+def conv_groups(node: Node) -> int:
+    if len(node.args) > 6:
+        return node.args[6]
+    return node.kwargs.get("groups", 1)
+
+
+def bias_target(node: Node) -> str | None:
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    return bias.target if isinstance(bias, Node) and bias.op == "get_attr" else None
+
+
+def classify(gm: torch.fx.GraphModule, node: Node) -> str | None:
+    """The kind of op `node` applies: "producer" for a Linear/Conv whose weight legoc can
+    slice, else a key of `KINDS`, or None for an op legoc cannot slice through."""
+    if producer_kind(gm, node) is not None:
+        return "producer"
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return next((kind for types, kind in _MODULES if isinstance(module, types)), None)
+    if node.op == "call_method":
+        return _METHODS.get(node.target)
+    if node.op != "call_function":
+        return None
+    target = node.target
+    if target is torch.pow and isinstance(node.args[1], (int, float)):
+        return "unary"  # an element-wise power maps constants to constants
+    if target is getattr:
+        return "size" if node.args[1] in ("shape", "dtype", "device", "ndim") else None
+    return _FUNCTIONS.get(target)

@@ -1,0 +1,90 @@
+"""How a scorer reads its split: batch sizes and the order of rows.
+
+No-grad scoring starts with a small first batch (fewer rows for costly models, so a failing
+candidate is found out early) and doubles it up to what fits the activation budget; once the
+full model has been scored, rows are read hardest first, so a candidate that falls short of
+`keep` is rejected after its first batch instead of half-way through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from legoc.ir.core import IR
+from legoc.task.data import Split
+
+DEFAULT_BATCH = 128  # small enough that failing candidates stop early
+# What one scoring batch's activations may take: the batch size, not the data size, sets the
+# memory of scoring. 64 MB is already tens of thousands of rows for small models (overhead per
+# batch is then negligible) and keeps peak memory flat as data grows (benchmarks/memory.py).
+ACTIVATION_BUDGET_BYTES = 64 << 20
+ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest rows first
+# rows of the first scoring batch: about this many multiply-accumulates (MiniLM: 16 sentences
+# instead of 128, so a failing candidate is found out after a fifteenth of the split)
+FIRST_BATCH_MACS = 2 << 30
+MIN_FIRST_ROWS = 16
+
+
+def rows_within(ir: IR, budget_bytes: int, floor: int) -> int:
+    """How many rows a no-grad batch may hold so all its activations fit in `budget_bytes`."""
+    per_row = 0
+    for node in ir.gm.graph.nodes:
+        shape = node.meta.get("legoc.shape")
+        meta = node.meta.get("tensor_meta")
+        if shape and meta is not None:
+            per_row += int(np.prod([d for d in shape if d != "N"], dtype=np.int64)) * 4
+    return max(floor, budget_bytes // max(per_row, 1))
+
+
+def first_batch_rows(ir: IR, batch_size: int) -> int:
+    """Rows of the first no-grad batch: a costly model's candidates get their first verdict
+    after fewer rows."""
+    return int(np.clip(FIRST_BATCH_MACS // max(ir.macs_per_row(), 1), MIN_FIRST_ROWS, batch_size))
+
+
+class Batching:
+    """The batches a scorer reads its split in, and the order of its rows."""
+
+    def __init__(self, ir: IR, split: Split, batch_size: int = DEFAULT_BATCH):
+        self.split = split
+        self.batch_size = batch_size
+        self.max_batch_size = rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
+        self.first_rows = first_batch_rows(ir, batch_size)
+        self.row_order: torch.Tensor | None = None  # scoring order of the rows (`reorder`)
+
+    def labelled(self, reference: torch.Tensor | None, growing: bool = False):
+        """(rows, inputs, y, y_alt, reference rows or None) per batch of the split, in
+        `row_order` when one is set; `growing` batches (for no-grad scoring) double from
+        first_rows up to the memory cap."""
+        cap = self.max_batch_size if growing else None
+        first = self.first_rows if growing else self.batch_size
+        if self.row_order is None:
+            offset = 0
+            for inputs, y, extras in self.split.batches(first, cap):
+                rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
+                ref = None if reference is None else reference[offset : offset + len(rows)]
+                yield rows, inputs, y, extras.get("y_alt"), ref
+                offset += len(rows)
+            return
+        start, size = 0, first
+        while start < len(self.row_order):
+            rows = self.row_order[start : start + size]
+            if cap is not None:
+                size = min(size * 2, cap)
+            inputs, y, extras = self.split.take(rows)
+            ref = None if reference is None else reference[rows]
+            yield rows, inputs, y, extras.get("y_alt"), ref
+            start += len(rows)
+
+    def reorder(self, hardness: torch.Tensor) -> bool:
+        """Read the hardest rows first; True when the order changed (results computed per
+        batch in the old order are then stale). Splits larger than ORDERED_SPLIT_BYTES keep
+        their file order (random reads of a big memory-mapped file cost more than they save)."""
+        if self.split.nbytes() > ORDERED_SPLIT_BYTES:
+            return False
+        order = torch.argsort(hardness, descending=True, stable=True)
+        if self.row_order is not None and torch.equal(order, self.row_order):
+            return False
+        self.row_order = order
+        return True
