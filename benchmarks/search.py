@@ -596,7 +596,7 @@ def run_torch_pruning(case: Case, importance: str, steps: int) -> Row:
             model = prune(mid)
             faith = ms.faithfulness(model, "search")
             evaluations += 1
-        except Exception as exc:  # noqa: BLE001 - a ratio tp cannot realise counts as a miss
+        except Exception as exc:  # a ratio tp cannot realise counts as a miss
             trials.append({"ratio": mid, "error": f"{type(exc).__name__}: {exc}"})
             hi = mid
             continue
@@ -631,7 +631,7 @@ def run_torch_pruning(case: Case, importance: str, steps: int) -> Row:
         row.notes.append(f"ratio {lo:.3f}; raw nn.Module {raw:,} params")
         if diff > 1e-4:
             row.notes.append(f"legoc-convention rewrite differs from the module by {diff:.1e}")
-    except Exception as exc:  # noqa: BLE001 - report the raw count instead
+    except Exception as exc:  # report the raw count instead
         row.params = raw
         row.notes.append(
             f"ratio {lo:.3f}; raw count (legoc rewrite failed: {type(exc).__name__}: {exc})"
@@ -658,7 +658,7 @@ def guarded(method: str, kind: str, fn, *a) -> Row:
     started = time.perf_counter()
     try:
         return fn(*a)
-    except Exception as exc:  # noqa: BLE001 - one failing method must not stop the benchmark
+    except Exception as exc:  # one failing method must not stop the benchmark
         row = Row(method, kind, seconds=time.perf_counter() - started)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         row.error = f"{type(exc).__name__}: {msg}"[:300]
@@ -688,7 +688,7 @@ def run_model(name: str, work: Path, args) -> dict:
         "threads": torch.get_num_threads(),
     }
     ref = reference_method()
-    legoc_methods = [ref] + sorted(m for m in SEARCH_PASSES if m != ref)
+    legoc_methods = [ref, *sorted(m for m in SEARCH_PASSES if m != ref)]
     rows: list[Row] = []
     plan = [(f"legoc:{m}", "legoc", run_legoc, case, m, budget, args.seed) for m in legoc_methods]
     plan += [

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -345,7 +345,7 @@ def inspect_model(
     gm = trace(loaded.module, input_names, example)
     try:
         ir = build_ir(gm, input_names, example)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise LegocError(
             f"--input-shape: the model does not run on {input_shapes}: "
             f"{str(exc).strip().splitlines()[0]}"

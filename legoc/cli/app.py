@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -83,40 +82,40 @@ def extract(
     model: Path = ModelArg,
     task: Path = typer.Option(..., "--task", help="Task spec (YAML, schema version 1)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the ONNX block."),
-    arch: Optional[str] = ArchOpt,
+    arch: str | None = ArchOpt,
     trust_model: bool = TrustOpt,
-    method: Optional[str] = typer.Option(
+    method: str | None = typer.Option(
         None, help="Override search.method: auto | mask | mcts | attribution | greedy."
     ),
-    budget: Optional[int] = typer.Option(
+    budget: int | None = typer.Option(
         None,
         min=1,
         help="Override search.budget: the search's work in evaluations (a pass over the search "
         "data), gradient steps included at their cost in passes.",
     ),
-    seed: Optional[int] = typer.Option(None, help="Override search.seed."),
-    passes: Optional[str] = typer.Option(
+    seed: int | None = typer.Option(None, help="Override search.seed."),
+    passes: str | None = typer.Option(
         None,
         "--passes",
         help="Search passes to run instead of the method's pipeline (auto,repair,minimize,"
         "round-widths,minimize,repair), e.g. 'magnitude,repair,minimize' or "
         "'greedy,round-widths{multiple=8}'; the block and layout pipelines follow them.",
     ),
-    print_ir_after: Optional[str] = typer.Option(
+    print_ir_after: str | None = typer.Option(
         None,
         "--print-ir-after",
         metavar="PASS",
         help="Print the IR text (on stderr) after every run of this pass, e.g. minimize, "
         "slice-units, align-channels.",
     ),
-    time_limit: Optional[float] = typer.Option(
+    time_limit: float | None = typer.Option(
         None,
         "--time-limit",
         help="Stop the search after this many seconds with the best faithful block found so far "
         "(exit 1 if it has removed nothing yet); the block is then written. Results then depend "
         "on the machine's speed.",
     ),
-    model_output: Optional[str] = typer.Option(
+    model_output: str | None = typer.Option(
         None,
         "--model-output",
         help="Which output is the task's when the model returns a tuple/dict/HF output object: "
@@ -129,7 +128,7 @@ def extract(
         "what latency follows; with --align-channels, conv widths are then dropped to the "
         "multiple below where the block stays faithful).",
     ),
-    finetune: Optional[bool] = typer.Option(
+    finetune: bool | None = typer.Option(
         None,
         "--finetune/--no-finetune",
         help="Retrain the block's weights on search data (option C); default: when the spec "
@@ -142,7 +141,7 @@ def extract(
         "its blocked conv kernels (16 = AVX-512; 8 is enough on AVX2); 0 writes them as sliced.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    report: Optional[Path] = typer.Option(
+    report: Path | None = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
     ),
     resume: bool = typer.Option(
@@ -231,11 +230,9 @@ def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: st
 @app.command()
 def inspect(
     model: Path = ModelArg,
-    arch: Optional[str] = ArchOpt,
+    arch: str | None = ArchOpt,
     trust_model: bool = TrustOpt,
-    task: Optional[Path] = typer.Option(
-        None, "--task", help="Also score the full model per split."
-    ),
+    task: Path | None = typer.Option(None, "--task", help="Also score the full model per split."),
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="NAME=D1,D2,... per input, without the batch."
     ),

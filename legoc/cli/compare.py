@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,13 +31,13 @@ def register_compare_commands(app: typer.Typer) -> None:
 def baseline(
     task: Path = TaskOpt,
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the ONNX block."),
-    like: Optional[Path] = typer.Option(
+    like: Path | None = typer.Option(
         None, "--like", help="Match this block's parameter count (and its input/output names)."
     ),
     params: list[int] = typer.Option(
         [], "--params", help="Target parameter count; repeat for several (OUT-<n>.onnx each)."
     ),
-    family: Optional[str] = FamilyOpt,
+    family: str | None = FamilyOpt,
     epochs: int = typer.Option(
         DEFAULT_EPOCHS, min=1, help="Maximum epochs (early stopping may end sooner)."
     ),
@@ -75,23 +74,23 @@ def compare(
     output: Path = typer.Option(
         ..., "-o", "--output", help="Report folder (new or empty; --force replaces it)."
     ),
-    arch: Optional[str] = typer.Option(None, "--arch", help="package.module:factory."),
+    arch: str | None = typer.Option(None, "--arch", help="package.module:factory."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Allow pickled modules."),
     seeds: int = typer.Option(3, min=1, help="Seeds per option (B's seed varies the search)."),
-    method: Optional[str] = typer.Option(
+    method: str | None = typer.Option(
         None, help="Override search.method: auto | mask | mcts | attribution | greedy."
     ),
-    budget: Optional[int] = typer.Option(None, min=1, help="Override search.budget."),
+    budget: int | None = typer.Option(None, min=1, help="Override search.budget."),
     margin: float = typer.Option(
         0.0, min=0.0, help="Non-inferiority margin: B counts as >= X if B >= X - margin."
     ),
-    family: Optional[str] = FamilyOpt,
+    family: str | None = FamilyOpt,
     baseline_epochs: int = typer.Option(DEFAULT_EPOCHS, min=1, help="Maximum epochs for A."),
     baseline_lr: float = typer.Option(DEFAULT_LR, min=0.0, help="Adam learning rate for A."),
-    finetune_epochs: Optional[int] = typer.Option(
+    finetune_epochs: int | None = typer.Option(
         None, min=1, help="Override finetune.epochs for C (default: the spec's, else 5)."
     ),
-    finetune_lr: Optional[float] = typer.Option(
+    finetune_lr: float | None = typer.Option(
         None, min=0.0, help="Override finetune.lr for C (default: the spec's, else 1e-3)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),

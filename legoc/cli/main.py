@@ -3,8 +3,8 @@
 `legoc run | compose | deploy | catalog | card` are served by an app holding only the block
 commands (`legoc.cli.runtime`, over `legoc.runtime`), so they never import torch and start fast,
 and they work in a runtime-only install (`pip install legoc`). Every other command goes to the
-whole app (`legoc.cli.app`), which needs the compiler's dependencies (`pip install 'legoc[compiler]'`);
-without them it says so in one line and exits with 2.
+whole app (`legoc.cli.app`), which needs the compiler's dependencies
+(`pip install 'legoc[compiler]'`); without them it says so in one line and exits with 2.
 """
 
 from __future__ import annotations

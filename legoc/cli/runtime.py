@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -46,7 +45,7 @@ def run(
     input: Path = typer.Argument(
         ..., help="Inputs: .npz (arrays named as the block's inputs), .npy, or a torch .pt file."
     ),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--output", help="Write the outputs to this .npz instead of a summary."
     ),
     batch_size: int = typer.Option(256, min=1, help="Rows per onnxruntime call."),
@@ -115,7 +114,7 @@ def compose_sequential_command(
         help="OUTPUT=INPUT: feed an output into a differently named input of the next block.",
     ),
     names: list[str] = NameOpt,
-    check_data: Optional[Path] = CheckOpt,
+    check_data: Path | None = CheckOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Chain blocks: each one's outputs feed the next one's inputs.
@@ -139,7 +138,7 @@ def compose_parallel_command(
         False, "--concat", help="One output, concatenated on the last axis (else PART.OUTPUT each)."
     ),
     names: list[str] = NameOpt,
-    check_data: Optional[Path] = CheckOpt,
+    check_data: Path | None = CheckOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Run blocks side by side on the same inputs.
@@ -155,7 +154,7 @@ def deploy(
     block: Path = BlockArg,
     target: str = typer.Option(..., "--target", help="ort | ort-int8 | ort-mobile | web"),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the deployed files."),
-    task: Optional[Path] = typer.Option(
+    task: Path | None = typer.Option(
         None, "--task", help="The block's task spec: calibration data and scores per split."
     ),
     quant: str = typer.Option(
@@ -169,7 +168,7 @@ def deploy(
     web_format: str = typer.Option(
         "auto", "--web-format", help="web: the block as ort (ORT format), onnx, or auto (ort)."
     ),
-    ort_web: Optional[Path] = typer.Option(
+    ort_web: Path | None = typer.Option(
         None,
         "--ort-web",
         help="web: take onnxruntime-web from this npm-installed folder instead of legoc's copy.",
@@ -252,7 +251,7 @@ def _print_entries(entries, as_json: bool) -> None:
 def catalog_add(
     folder: Path = DirArg,
     block: Path = BlockArg,
-    name: Optional[str] = typer.Option(None, "--name", help="Entry name (default: file stem)."),
+    name: str | None = typer.Option(None, "--name", help="Entry name (default: file stem)."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an entry of that name."),
     debug: bool = DebugOpt,
 ) -> None:
@@ -312,10 +311,10 @@ def catalog_show(
 @catalog_app.command("search")
 def catalog_search(
     folder: Path = DirArg,
-    task: Optional[str] = typer.Option(
+    task: str | None = typer.Option(
         None, "--task", help="Text in the task name, or a glob (case-insensitive)."
     ),
-    source: Optional[str] = typer.Option(None, "--source", help="Source model sha256 (prefix)."),
+    source: str | None = typer.Option(None, "--source", help="Source model sha256 (prefix)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -348,7 +347,7 @@ def catalog_verify(folder: Path = DirArg, debug: bool = DebugOpt) -> None:
 @catalog_app.command("site")
 def catalog_site(
     folder: Path = DirArg,
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--output", help="Folder for the site (default: CATALOG/site)."
     ),
     threads: int = typer.Option(1, min=0, help="onnxruntime threads for the latency column."),
@@ -374,7 +373,7 @@ def catalog_site(
 
 def card(
     block: Path = BlockArg,
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--output", help="Card file (default: the block's name with .md or .html)."
     ),
     fmt: str = typer.Option("md", "--format", help="md | html"),

@@ -9,8 +9,8 @@ transformer. Every family's parameter count grows with its width, which is what
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -93,7 +93,7 @@ def _plot(path: Path, trace: list[dict], keep: float, summary: dict) -> None:
     ax.set_xlabel("kept parameters (estimate per candidate)")
     ax.set_ylabel("faithfulness on search")
     plotted = [r["faithfulness"] for rows in points.values() for r in rows]
-    ax.set_ylim(max(0.0, min(plotted + [keep]) - 0.05), 1.05)
+    ax.set_ylim(max(0.0, min([*plotted, keep]) - 0.05), 1.05)
     bounds = len(trace) - len(plotted)
     stopped = f"; {bounds} stopped early below keep, not drawn" if bounds else ""
     ax.set_title(

@@ -121,7 +121,7 @@ def _describe(structure) -> str:
     if isinstance(structure, int):
         return "a tensor"
     if isinstance(structure, dict) or hasattr(structure, "keys"):
-        return "{" + ", ".join(str(k) for k in structure.keys()) + "}"
+        return "{" + ", ".join(str(k) for k in structure) + "}"
     if isinstance(structure, (tuple, list)):
         return f"a tuple of {len(structure)}"
     return type(structure).__name__

@@ -165,10 +165,8 @@ class Propagation:
             reads_values = not (
                 node.op == "call_function" and node.target is ops.constant_channel_conv
             )
-            if (
-                node.op == "placeholder"
-                or reads_values
-                and any(a.name in self.input_dependent for a in node.all_input_nodes)
+            if node.op == "placeholder" or (
+                reads_values and any(a.name in self.input_dependent for a in node.all_input_nodes)
             ):
                 self.input_dependent.add(node.name)
             if node.op in ("placeholder", "get_attr"):

@@ -32,7 +32,9 @@ def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
         gm.add_module(target, module)
         with gm.graph.inserting_after(node):
             ablate_node = gm.graph.call_module(target, (node,))
-        node.replace_all_uses_with(ablate_node, delete_user_cb=lambda user: user is not ablate_node)
+        node.replace_all_uses_with(
+            ablate_node, delete_user_cb=lambda user, new=ablate_node: user is not new
+        )
         ablates[name] = module
     gm.graph.lint()
     gm.recompile()

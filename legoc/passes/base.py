@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from legoc.errors import LegocError
 from legoc.ir.core import IR
@@ -183,7 +183,7 @@ class Pipeline:
                 result = p.run(ir, ctx.for_pass())
             except LegocError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - wrap with pipeline context
+            except Exception as exc:  # wrap with pipeline context
                 before = ", ".join(ran) or "none"
                 raise PassFailed(
                     f"pass {p.name} failed ({exc.__class__.__name__}: {exc}); passes run before "

@@ -9,11 +9,12 @@ block is checked numerically against running its parts one after another.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -161,7 +162,7 @@ def compose_sequential(
     check_mapping(blocks, mapping)
     labels = labels_of(blocks)
     links = []
-    for k, (prev, block) in enumerate(zip(blocks, blocks[1:])):
+    for k, (prev, block) in enumerate(itertools.pairwise(blocks)):
         prev_label, label = labels[k], labels[k + 1]
         link = {}
         outs = {o.name: o for o in prev.outputs}

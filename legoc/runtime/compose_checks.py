@@ -3,7 +3,7 @@ and names, each mismatch reported with both sides named."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from legoc.errors import LegocError
 from legoc.runtime.block import Block, TensorInfo

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

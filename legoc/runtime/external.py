@@ -8,8 +8,8 @@ location is checked before onnx or onnxruntime opens any side file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterator
 
 import onnx
 

@@ -54,7 +54,7 @@ def measure_cost(block: Block, threads: int = 1, runs: int = 20, warmup: int = 3
 
     try:
         macs: int | None = macs_per_example(block.model)
-    except Exception:  # noqa: BLE001 - a graph shape inference cannot follow: no MAC count
+    except Exception:  # a graph shape inference cannot follow: no MAC count
         macs = None
     session = make_session(block.model.SerializeToString(), threads, block.label)
     latency = {

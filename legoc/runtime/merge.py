@@ -3,7 +3,7 @@ and outputs, keep the live nodes, and assemble one model."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import onnx
 from onnx import compose, helper

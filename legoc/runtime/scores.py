@@ -9,9 +9,9 @@ needs reference logits (for a deployed block: the fp32 block's).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -20,7 +20,7 @@ def check_split_fits(
     first = next(split.batches(2))
     try:
         out = run_quietly(gm, [first[0][name] for name in ir.input_names])
-    except Exception as exc:  # noqa: BLE001 - report the model's complaint in one line
+    except Exception as exc:  # report the model's complaint in one line
         shapes = {
             k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))
             for k, v in split.inputs.items()

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -199,7 +200,7 @@ class Run:
     """Where a checkpointed run is (`stage`: search, then export) and what it paid for."""
 
     journal: Journal | None
-    budget: "Budget"  # the run's work (its evaluations are what the journal replays)
+    budget: Budget  # the run's work (its evaluations are what the journal replays)
     stage: str = "search"
 
     @property
@@ -213,11 +214,11 @@ class Run:
 
 @contextmanager
 def checkpointed(
-    scorer: "Scorer",
+    scorer: Scorer,
     output: str | Path | None,
     header: dict | None,
     resume: bool,
-    budget: "Budget",
+    budget: Budget,
 ) -> Iterator[Run]:
     """Journal the scorer's counted evaluations beside `output` for the run inside the block.
 

@@ -3,9 +3,9 @@ the scorer of each split (`prepare`), and the scores of a kept set on every spli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -78,7 +78,7 @@ def _check_outputs(
         return
     try:
         out = run_quietly(gm, [example[n] for n in input_names])
-    except Exception:  # noqa: BLE001 - shape problems are reported with context by build_ir
+    except Exception:  # shape problems are reported with context by build_ir
         return
     if isinstance(out, (tuple, list)):
         out = out[0]
@@ -137,7 +137,7 @@ def prepare(
         ir = build_ir(gm, input_names, example, task.spec.outputs, task.spec.scope)
     except LegocError:
         raise
-    except Exception as exc:  # noqa: BLE001 - shape propagation runs the model on the data
+    except Exception as exc:  # shape propagation runs the model on the data
         shapes = {k: f"{tuple(v.shape[1:])} {str(v.dtype)[6:]}" for k, v in example.items()}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(

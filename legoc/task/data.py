@@ -112,7 +112,7 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
                     k: torch.from_numpy(np.ascontiguousarray(archive[k])) for k in archive.files
                 }
                 return arrays, False
-        except Exception as exc:  # noqa: BLE001 - object arrays, corrupt members, odd dtypes
+        except Exception as exc:  # object arrays, corrupt members, odd dtypes
             raise LegocError(
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
                 "numeric arrays with np.savez"
@@ -120,7 +120,7 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
     try:
         mmap = head == b"PK\x03\x04"
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+    except Exception as exc:  # any unreadable file is bad input
         raise LegocError(
             f"{label}: {path} is not a tensor file legoc can read safely "
             f"({exc.__class__.__name__}); save a dict of tensors with torch.save or np.savez"

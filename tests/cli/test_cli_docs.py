@@ -207,7 +207,7 @@ def test_help_at_80_columns_cuts_no_sentence(words):
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "…" not in text
-    usage, _, rest = text.partition("\n")
+    _usage, _, rest = text.partition("\n")
     assert not re.search(r"\w\.\.\.$", rest, re.MULTILINE), rest  # a cut-off command summary
     assert max(len(line) for line in text.splitlines()) <= 80
 
@@ -246,10 +246,7 @@ def readme_synopsis() -> dict[tuple[str, ...], set[str]]:
             if line.startswith("legoc "):
                 words = line.split()[1:]
                 name = tuple(w for w in words[:2] if re.fullmatch(r"[a-z]+", w))
-                if name[:1] in (("compose",), ("catalog",)):
-                    name = name[:2]
-                else:
-                    name = name[:1]
+                name = name[:2] if name[:1] in (("compose",), ("catalog",)) else name[:1]
                 current = found.setdefault(name, set())
             if current is not None:
                 current.update(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-z])\b", line))

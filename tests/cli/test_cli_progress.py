@@ -159,7 +159,7 @@ def test_every_phase_reaches_its_end_and_the_search_ends_at_the_budget_used(auto
         last[phase] = (done, total)
     assert set(last) == {"capture", "analysis", "mask training", "search", "minimize", "export"}
     assert all(done == total for done, total in last.values()), last
-    assert [total for phase, _, total in reports if phase == "search"][0] == 200
+    assert next(total for phase, _, total in reports if phase == "search") == 200
     assert last["minimize"][0] == int(result.budget["used"])
 
 

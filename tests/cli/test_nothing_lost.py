@@ -355,7 +355,7 @@ def test_a_full_disk_under_the_journal_is_one_line(mlp_task, tmp_path, monkeypat
     def onto_a_full_disk(self, entries):
         rewrite(self, entries)
         self._handle.close()
-        self._handle = open("/dev/full", "a", encoding="utf-8")
+        self._handle = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 - the journal's own handle, closed by it
 
     monkeypatch.setattr(Journal, "_rewrite", onto_a_full_disk)
     out = out_dir(tmp_path) / "block.onnx"

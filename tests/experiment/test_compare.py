@@ -44,7 +44,7 @@ def tiny_compare(tmp_path_factory):
 
 
 def test_compare_writes_the_report_runs_and_plots(tiny_compare):
-    task, out, result = tiny_compare
+    _task, out, result = tiny_compare
     assert result.exit_code == 0, result.output
     assert "weak case" in result.stdout and "report.md" in result.stdout
     names = sorted(p.name for p in out.iterdir())
@@ -65,7 +65,7 @@ def test_compare_writes_the_report_runs_and_plots(tiny_compare):
 
 
 def test_report_json_holds_every_run_scored_on_every_split(tiny_compare):
-    task, out, _ = tiny_compare
+    _task, out, _ = tiny_compare
     report = json.loads((out / "report.json").read_text())
     assert report["splits"] == ["search", "iid"] and report["seeds"] == [0, 1]
     by_option = {}

@@ -10,9 +10,9 @@ import functools
 import http.server
 import shutil
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -40,7 +40,7 @@ def chromium_path() -> str:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
+    extensions_map = {  # noqa: RUF012 - the handler class's own table, never mutated
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
         ".js": "text/javascript",
@@ -100,7 +100,7 @@ def _failed(request, errors: list[str]) -> None:
 
 def wait_state(page, states: tuple[str, ...], timeout_ms: int = 120_000) -> str:
     """Wait until #status reaches one of `states` (or error); returns the state."""
-    wanted = list(states) + ["error"]
+    wanted = [*list(states), "error"]
     page.wait_for_function(
         f"() => {wanted!r}.includes(document.getElementById('status')?.dataset.state)",
         timeout=timeout_ms,

@@ -13,7 +13,7 @@ SHAPES = Path(__file__).resolve().parents[2] / "examples" / "shapes"
 TINY = {"mlp": ("mlp", None), "mlp2": ("mlp", [0, 3]), "cnn": ("cnn", None)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_blocks(root: Path) -> dict[str, dict]:
     """{mlp, mlp2, cnn}: each a tiny task folder (tests.helpers.write_task) plus `block`, its
     extracted .onnx. mlp: x[N,6] -> logits[N,4]; mlp2: outputs [0,3] -> logits[N,2];
@@ -33,7 +33,7 @@ def tiny_blocks(root: Path) -> dict[str, dict]:
     return blocks
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shapes_block(root: Path) -> Path:
     """The shipped shapes example extracted with a small one-shot budget (attribution, 20
     evaluations: a budget of 26 with its two attribution passes charged 3 each)."""

@@ -90,7 +90,7 @@ def test_the_cli_renders_and_rerenders_the_site(site, tmp_path):
     command = [sys.executable, "-m", "legoc.cli", "catalog", "site", str(tmp_path / "catalog")]
     for _ in range(2):  # the second run replaces the first site
         done = subprocess.run(
-            command + ["--runs", "1"], capture_output=True, text=True, timeout=300
+            [*command, "--runs", "1"], capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stderr
         assert "4 block page(s)" in done.stdout

@@ -96,8 +96,21 @@ def test_bad_format_and_bad_ort_web_folders_are_refused(tmp_path):
 def test_the_cli_writes_the_folder(tmp_path):
     block = save_linear(tmp_path / "lin.onnx", 6, 4)
     done = subprocess.run(
-        [sys.executable, "-m", "legoc.cli", "deploy", str(block), "--target", "web"]
-        + ["-o", str(tmp_path / "web"), "--runs", "2", "--warmup", "0"],
+        [
+            sys.executable,
+            "-m",
+            "legoc.cli",
+            "deploy",
+            str(block),
+            "--target",
+            "web",
+            "-o",
+            str(tmp_path / "web"),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -201,6 +214,8 @@ def test_minilm_block_in_the_browser_matches_onnxruntime_on_its_search_rows(tmp_
     feeds = {k: data[k] for k in ("input_ids", "attention_mask")}
     np.savez(tmp_path / "search.npz", **feeds)
     expected = Block.load(block_path).run(feeds)["logits"]
-    got, result = run_rows_in_browser(tmp_path / "web", [tmp_path / "search.npz"], "minilm-web.png")
+    got, _result = run_rows_in_browser(
+        tmp_path / "web", [tmp_path / "search.npz"], "minilm-web.png"
+    )
     assert report.format == "ort" and got.shape == expected.shape
     assert np.abs(got - expected).max() <= TOLERANCE

@@ -164,7 +164,7 @@ def test_sigint_mid_search_then_resume(wide, tmp_path):
             break  # the header and two evaluations: the search is under way
         time.sleep(0.005)
     child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=120)
+    _stdout, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     lines = [line for line in stderr.strip().splitlines() if not line.startswith("legoc: ")]

@@ -349,9 +349,9 @@ def test_after_an_attribution_the_rows_it_finds_hardest_are_scored_first():
     for name, s in (("ordered", scorer), ("plain", plain)):
         seen = []
         take, batches = s.split.take, s.split.batches
-        s.split.take = lambda rows, _take=take: seen.append(len(rows)) or _take(rows)
+        s.split.take = lambda rows, _take=take, seen=seen: seen.append(len(rows)) or _take(rows)
 
-        def counted(*args, _batches=batches):
+        def counted(*args, _batches=batches, seen=seen):
             for batch in _batches(*args):
                 seen.append(len(next(iter(batch[0].values()))))
                 yield batch

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     name = op_name(node)
-    a, b = (node.args + (node.kwargs.get("other"),))[:2]
+    a, b = ((*node.args, node.kwargs.get("other")))[:2]
     la = walk.layouts.get(a.name) if isinstance(a, Node) else None
     lb = walk.layouts.get(b.name) if isinstance(b, Node) else None
     out_shape = shape_of(node)

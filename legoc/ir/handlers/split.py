@@ -3,6 +3,7 @@ axis gets its slice of the units; a split along another axis hands every part th
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,7 @@ def split(walk: Propagation, node: Node, tracked: list[Node]) -> None:
     bounds = np.cumsum([0, *sizes])
     walk.split_parts[node.name] = (
         layout.axis,
-        [layout.ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        [layout.ids[a:b] for a, b in itertools.pairwise(bounds)],
     )
     walk.splits.append(node.name)
     return None

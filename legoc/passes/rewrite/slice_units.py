@@ -8,6 +8,7 @@ contributions already live in the readers' biases.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 
@@ -182,7 +183,7 @@ class SliceUnits:
         bounds = np.cumsum([0, *sizes])
         kept = [
             int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
-            for a, b in zip(bounds[:-1], bounds[1:])
+            for a, b in itertools.pairwise(bounds)
         ]
         if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0

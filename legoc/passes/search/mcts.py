@@ -35,7 +35,7 @@ class _Node:
     removed: frozenset[int]
     actions: list[int]  # untried, in prior order
     priors: dict[int, float]
-    children: dict[int, "_Node"] = field(default_factory=dict)
+    children: dict[int, _Node] = field(default_factory=dict)
     visits: int = 0
     best: float = 0.0  # max reward seen below this node
     dead: bool = False

@@ -22,7 +22,7 @@ from tests.passes.helpers import ATOL, cnn_ablation, masked, model_ir, random_ab
 SOURCE = 32  # channels of every conv in the source model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wide_cnn_ir():
     torch.manual_seed(0)
     model = TinyResCNN(channels=SOURCE, n_out=5, size=8).eval()

@@ -189,7 +189,7 @@ def test_literal_flattening_views_follow_the_slicing(view):
 
 
 def test_a_minus_one_after_the_unit_axis_survives_the_rewrite():
-    result, diff = sliced_viewed(Viewed.per_channel)
+    _result, diff = sliced_viewed(Viewed.per_channel)
     assert diff <= ATOL
 
 
@@ -211,7 +211,7 @@ def test_output_selection_after_a_frozen_op():
 # -- properties ------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def base_ir(kind: str):
     return tiny_ir(kind, [0, 3] if kind == "cnn" else None)
 

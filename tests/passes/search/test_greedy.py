@@ -60,7 +60,7 @@ def test_finished_search_is_one_minimal(kind):
     for group in ir.removable_groups():
         if group in removed:
             continue
-        faith = scorer.faithfulness(ir.mask_for(removed + [group]), count=False)
+        faith = scorer.faithfulness(ir.mask_for([*removed, group]), count=False)
         assert faith < 0.9, f"group {group} could still go (faithfulness {faith})"
 
 

@@ -158,7 +158,7 @@ def test_first_prefix_below_a_cost(cost, expected):
 
 def test_a_known_faithful_floor_is_not_evaluated_again():
     ctx = Monotone(9)
-    removed, faith = prune_prefix(ctx, ORDER, floor=6, floor_faith=0.94)
+    removed, _faith = prune_prefix(ctx, ORDER, floor=6, floor_faith=0.94)
     assert removed == set(ORDER[:9])
     assert all(len(c) > 6 for c in ctx.evaluated)  # never below the floor
     assert len(ctx.evaluated) <= 1 + math.ceil(math.log2(len(ORDER) - 6))

@@ -147,7 +147,7 @@ def test_the_trace_has_one_row_per_counted_evaluation(name, kind):
 
 @pytest.mark.parametrize("name, kind", cases())
 def test_trace_rows_are_well_formed(name, kind):
-    result, scorer, ir = search(name, kind)
+    result, _scorer, ir = search(name, kind)
     assert result.trace
     source = ir.param_count()
     for row in result.trace:
@@ -286,7 +286,7 @@ def test_mask_cuts_each_learned_ranking_with_prune_prefix(monkeypatch):
 
 @pytest.mark.parametrize("name", ["mask", "auto"])
 def test_mask_scores_the_remove_everything_candidate_once(name):
-    result, scorer, ir = search(name, "planted", budget=150)
+    _result, scorer, ir = search(name, "planted", budget=150)
     everything = ir.removable_groups()
     assert scorer.candidates.count(everything) <= 1
 
@@ -369,7 +369,7 @@ def test_minimize_makes_a_faithful_mask_one_minimal(kind):
     assert exact(scorer, result.ir.kept) >= KEEP
     for group in ir.removable_groups():  # exhaustively: no single remaining group can go
         if group not in removed:
-            faith = exact(scorer, ir.mask_for(removed + [group]))
+            faith = exact(scorer, ir.mask_for([*removed, group]))
             assert faith < KEEP, f"group {group} could still go (faithfulness {faith})"
 
 
