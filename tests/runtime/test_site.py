@@ -25,6 +25,11 @@ from tests.runtime.test_web import ARTEFACTS, TOLERANCE, page_outputs
 FAST = dict(runs=2, warmup=0)
 
 
+# the site renders every block's web folder (an ORT-format conversion in a subprocess each):
+# tens of seconds of CPU, so the whole module runs with the browser tests
+pytestmark = pytest.mark.browser
+
+
 @pytest.fixture(scope="module")
 def site(tiny, tmp_path_factory):
     """A catalogue of four blocks (mlp, mlp2, cnn and mlp + mlp2 in parallel) and its site."""

@@ -93,6 +93,7 @@ def test_bad_format_and_bad_ort_web_folders_are_refused(tmp_path):
     assert not (tmp_path / "web").exists() and not (tmp_path / "web2").exists()
 
 
+@pytest.mark.browser  # a subprocess CLI run and an ORT conversion: with the heavy set
 def test_the_cli_writes_the_folder(tmp_path):
     block = save_linear(tmp_path / "lin.onnx", 6, 4)
     done = subprocess.run(
