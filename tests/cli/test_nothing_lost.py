@@ -31,7 +31,7 @@ from legoc.runtime.files import LOCK_SUFFIX
 from legoc.scoring import prepare as prepare_module
 from legoc.scoring.journal import checkpoint_path
 from tests.helpers import assert_one_error_line, error_lines, write_task
-from tests.runtime.helpers import linear_model, rows, save_linear
+from tests.runtime.helpers import external_block, linear_model, rows, save_linear
 
 runner = CliRunner()
 
@@ -511,26 +511,6 @@ def test_catalog_add_with_malformed_metadata_is_one_line(tmp_path, metadata, nee
     result = invoke("catalog", "add", tmp_path / "cat", block)
     assert_one_error_line(result, (f"block {block}", needle))
     assert sorted(os.listdir(tmp_path)) == ["in"]  # no half-made catalogue
-
-
-def external_block(folder: Path, location: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "block.onnx"
-    onnx.save_model(
-        linear_model(6, 4),
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="weights.bin",
-        size_threshold=0,
-    )
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    path.write_bytes(model.SerializeToString())
-    return path
 
 
 @pytest.mark.parametrize(

@@ -89,3 +89,25 @@ def save_linear(path: Path, *args, **kwargs) -> Path:
 
 def rows(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def external_block(folder: Path, location: str = "weights.bin") -> Path:
+    """A linear block whose tensors live in `weights.bin`, then pointed at `location`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "block.onnx"
+    onnx.save_model(
+        linear_model(6, 4),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    if location != "weights.bin":
+        model = onnx.load(str(path), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        path.write_bytes(model.SerializeToString())
+    return path

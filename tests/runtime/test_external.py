@@ -5,34 +5,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx
 import pytest
 
 from legoc.errors import LegocError
 from legoc.runtime import Block
-from tests.runtime.helpers import linear_model, rows
-
-
-def external_block(folder, location="weights.bin"):
-    """A linear block whose tensors live in `weights.bin`, then pointed at `location`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "block.onnx"
-    onnx.save_model(
-        linear_model(6, 4),
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="weights.bin",
-        size_threshold=0,
-    )
-    if location != "weights.bin":
-        model = onnx.load(str(path), load_external_data=False)
-        for tensor in model.graph.initializer:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = location
-        path.write_bytes(model.SerializeToString())
-    return path
+from tests.runtime.helpers import external_block, linear_model, rows
 
 
 def test_external_data_inside_the_folder_loads_and_runs(tmp_path):
