@@ -28,6 +28,7 @@ from legoc.runtime.files import check_not_an_input, check_output_file, output_lo
 from legoc.scoring.budget import Budget
 from legoc.scoring.journal import checkpointed, run_header
 from legoc.scoring.prepare import Prepared, Progress, SplitScore, prepare, score_splits
+from legoc.task.device import resolve_device
 from legoc.task.spec import FinetuneSpec, check_seed
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ def extract(
     time_limit: float | None = None,
     passes: str | None = None,
     after: After | None = None,
+    device: str | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -204,7 +206,8 @@ def extract(
     rationale found so far (the block is then built and written); TaskNotMet if by then it has
     removed nothing. Without it, the same seed gives the same block. `passes`: a pipeline of
     search passes run instead of the method's (`legoc.passes.registry`); `after`: called with
-    each pass's name and IR (`ir_printer`).
+    each pass's name and IR (`ir_printer`). `device`: cpu | cuda | mps | auto (None: the
+    spec's `device`), where scoring, gradients, mask training and fine-tuning run.
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -225,7 +228,9 @@ def extract(
     check_seed(seed)
     if passes is not None:
         passes = str(search_pipeline("auto", passes=passes))  # checked before any loading
-    prep = prepare(model, task, arch, trust_model, model_output, progress)
+    if device is not None:
+        resolve_device(device)  # a bad --device is reported before any loading
+    prep = prepare(model, task, arch, trust_model, model_output, progress, device)
     prep.ir.objective = objective
     spec = prep.task.spec
     method = passes or method or spec.search.method

@@ -35,6 +35,12 @@ ArchOpt = typer.Option(
     "--arch",
     help="package.module:factory (or file.py:factory) returning the nn.Module for a state dict.",
 )
+DeviceOpt = typer.Option(
+    None,
+    "--device",
+    help="Where scoring, gradients, mask training and fine-tuning run: cpu | cuda | mps | auto "
+    "(cuda when available); default: the spec's device, auto.",
+)
 TrustOpt = typer.Option(
     False,
     "--trust-model",
@@ -140,6 +146,7 @@ def extract(
         help="Pad conv channels with exact zero channels to this multiple, so onnxruntime uses "
         "its blocked conv kernels (16 = AVX-512; 8 is enough on AVX2); 0 writes them as sliced.",
     ),
+    device: str | None = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Path | None = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -179,6 +186,7 @@ def extract(
             time_limit=time_limit,
             passes=passes,
             after=after,
+            device=device,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)

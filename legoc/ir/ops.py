@@ -52,11 +52,16 @@ class Ablate(nn.Module):
         if value is not None:
             self.value.copy_(value.reshape(self.value.shape).to(self.value.dtype))
 
+    def _accumulator(self) -> torch.Tensor:
+        """Per-unit sums on the module's device (float64; MPS has no float64)."""
+        dtype = torch.float32 if self.keep.device.type == "mps" else torch.float64
+        return torch.zeros(self.keep.shape[0], dtype=dtype, device=self.keep.device)
+
     def start_means(self) -> None:
-        self.mean_sum, self.mean_count = torch.zeros(self.keep.shape[0], dtype=torch.float64), 0
+        self.mean_sum, self.mean_count = self._accumulator(), 0
 
     def start_attribution(self) -> None:
-        self.attribution = torch.zeros(self.keep.shape[0], dtype=torch.float64)
+        self.attribution = self._accumulator()
 
     def stop(self) -> None:
         self.mean_sum, self.attribution = None, None
@@ -69,7 +74,7 @@ class Ablate(nn.Module):
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mean_sum is not None:
-            flat = self._unit_last(x.detach()).double()
+            flat = self._unit_last(x.detach()).to(self.mean_sum.dtype)
             mask = self.token_mask
             if mask is not None and x.dim() == 3 and self.axis == 2 and x.shape[:2] == mask.shape:
                 weights = mask.to(flat.dtype).unsqueeze(-1)  # padding never enters a mean
@@ -84,7 +89,7 @@ class Ablate(nn.Module):
 
             def accumulate(grad: torch.Tensor) -> None:
                 per_item = ((value - detached) * self._unit_last(grad)).sum(dim=1)
-                self.attribution += per_item.abs().sum(dim=0).double()
+                self.attribution += per_item.abs().sum(dim=0).to(self.attribution.dtype)
 
             x.register_hook(accumulate)
         if self.gate is not None:

@@ -46,8 +46,15 @@ def first_batch_rows(ir: IR, batch_size: int) -> int:
 class Batching:
     """The batches a scorer reads its split in, and the order of its rows."""
 
-    def __init__(self, ir: IR, split: Split, batch_size: int = DEFAULT_BATCH):
+    def __init__(
+        self,
+        ir: IR,
+        split: Split,
+        batch_size: int = DEFAULT_BATCH,
+        device: torch.device | None = None,
+    ):
         self.split = split
+        self.device = torch.device("cpu") if device is None else device
         self.batch_size = batch_size
         self.max_batch_size = rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
         self.first_rows = first_batch_rows(ir, batch_size)
@@ -64,7 +71,7 @@ class Batching:
             for inputs, y, extras in self.split.batches(first, cap):
                 rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
                 ref = None if reference is None else reference[offset : offset + len(rows)]
-                yield rows, inputs, y, extras.get("y_alt"), ref
+                yield rows, inputs, self.to_device(y), self.to_device(extras.get("y_alt")), ref
                 offset += len(rows)
             return
         start, size = 0, first
@@ -74,8 +81,12 @@ class Batching:
                 size = min(size * 2, cap)
             inputs, y, extras = self.split.take(rows)
             ref = None if reference is None else reference[rows]
-            yield rows, inputs, y, extras.get("y_alt"), ref
+            yield rows, inputs, self.to_device(y), self.to_device(extras.get("y_alt")), ref
             start += len(rows)
+
+    def to_device(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        """A batch's labels where the scoring graph runs (inputs move in `Scorer._forward`)."""
+        return None if tensor is None else tensor.to(self.device)
 
     def reorder(self, hardness: torch.Tensor) -> bool:
         """Read the hardest rows first; True when the order changed (results computed per

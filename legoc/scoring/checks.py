@@ -13,13 +13,19 @@ from legoc.task.metrics import Metric
 
 
 def check_split_fits(
-    gm: torch.fx.GraphModule, ir: IR, split: Split, metric: Metric, label: str
+    gm: torch.fx.GraphModule,
+    ir: IR,
+    split: Split,
+    metric: Metric,
+    label: str,
+    device: torch.device | None = None,
 ) -> None:
     """One line naming what is wrong when the split's inputs do not fit the model or its
     labels do not fit the task's outputs and metric (before any scoring starts)."""
     first = next(split.batches(2))
     try:
-        out = run_quietly(gm, [first[0][name] for name in ir.input_names])
+        dev = device if device is not None else torch.device("cpu")
+        out = run_quietly(gm, [first[0][name].to(dev) for name in ir.input_names])
     except Exception as exc:  # report the model's complaint in one line
         shapes = {
             k: (tuple(v.shape[1:]), str(v.dtype).replace("torch.", ""))

@@ -83,7 +83,7 @@ class PrefixCache:
         digest = hashlib.blake2b(digest_size=16)
         sigs = [digest.digest()]
         for module in self.ablates:
-            digest.update(module.keep.numpy().tobytes())
+            digest.update(module.keep.cpu().numpy().tobytes())
             sigs.append(digest.digest())
         return sigs
 

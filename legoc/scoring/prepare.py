@@ -12,7 +12,9 @@ import torch
 from legoc.errors import LegocError
 from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.scoring.batching import ACTIVATION_BUDGET_BYTES
 from legoc.scoring.scorer import Scorer
+from legoc.task.device import check_fits, free_bytes, module_bytes, resolve_device
 from legoc.task.metrics import METRICS, Metric
 from legoc.task.spec import Split, Task, load_split, load_task
 from legoc.task.training import evaluate
@@ -42,6 +44,7 @@ class Prepared:
     splits: dict[str, Split]
     ir: IR
     scorer: Scorer
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     eval_scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
 
     def scorer_for(self, split: str) -> Scorer:
@@ -56,6 +59,7 @@ class Prepared:
                 values=self.scorer.values,
                 label=f"data.eval.{split}",
                 cache_bytes=0,  # a split scored once or twice: no prefix cache to pay for
+                device=self.device,
             )
         return self.eval_scorers[split]
 
@@ -113,13 +117,17 @@ def prepare(
     trust_model: bool = False,
     model_output: str | None = None,
     progress: Progress | None = None,
+    device: str | None = None,
 ) -> Prepared:
     """Load and check everything a search needs; reports the `capture` (model, data, trace)
-    and `analysis` (IR, reference scores) phases."""
+    and `analysis` (IR, reference scores) phases. `device` (cpu | cuda | mps | auto; None: the
+    spec's `device`) is where scoring runs; the trace runs on two example rows on the CPU."""
     progress = progress or _silent
     task = load_task(task_path)
+    where = resolve_device(device or task.spec.device)
     progress("capture", 0, 1)
     loaded = load_model(model, arch=arch, trust_model=trust_model)
+    check_fits(module_bytes(loaded.module), ACTIVATION_BUDGET_BYTES, where, free_bytes(where))
     metric = METRICS[task.spec.metric]
     input_names = forward_arg_names(loaded.module)
     splits = {}
@@ -148,8 +156,8 @@ def prepare(
             f"scope: {task.spec.scope} matches no prunable module; "
             f"prunable modules are {sorted(ir.spaces)}"
         )
-    scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
-    prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
+    scorer = Scorer(ir, splits["search"], metric, task.spec.ablation, device=where)
+    prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer, where)
     for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
         prep.scorer_for(name)
     progress("analysis", 1, 1)

@@ -9,6 +9,7 @@ a search has already removed run on a sliced stand-in (`legoc.scoring.standin`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,20 +52,34 @@ def prefer_channels_last(gm: torch.fx.GraphModule, ablates: dict[str, Ablate]) -
         module.channels_last = module.ndim == 4 and module.axis == 1
 
 
-def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
-    """The IR's graph with Ablate modules, laid out for fast CPU scoring, in eval mode."""
+def _scoring_graph(
+    ir: IR, device: torch.device | None = None
+) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
+    """The IR's graph with Ablate modules, laid out for fast CPU scoring, in eval mode, on
+    `device` (the IR's own graph stays where it is: rewrites and export read it)."""
     gm, ablates = instrument(ir)
     prefer_channels_last(gm, ablates)
+    if device is not None:
+        gm.to(device)
     return gm.eval(), ablates
 
 
 @dataclass
 class Reference:
-    """The full model on the search split: its metric, outputs (for kl) and ablation values."""
+    """The full model on the search split: its metric and outputs (for kl); the emptied
+    model's metric is scored on first use (only lower-is-better metrics need it: one forward
+    pass fewer before the first evaluation)."""
 
     full: float
-    empty: float
     outputs: torch.Tensor | None
+    score_empty: Callable[[], float] | None = None
+    _empty: float | None = None
+
+    @property
+    def empty(self) -> float:
+        if self._empty is None:
+            self._empty = self.score_empty() if self.score_empty is not None else 0.0
+        return self._empty
 
 
 class Scorer:
@@ -80,15 +95,18 @@ class Scorer:
         label: str = "data.search",
         values: dict[str, torch.Tensor] | None = None,
         cache_bytes: int | None = None,
+        device: torch.device | None = None,
     ):
         """`values`: ablation values to reuse (eval splits must use the search split's).
         `cache_bytes`: memory for the prefix cache (default PREFIX_CACHE_BYTES; 0: none, for
-        scorers that only score a mask or two, like the eval splits')."""
+        scorers that only score a mask or two, like the eval splits'). `device`: where the
+        scoring graph runs (default cpu); data moves there a batch at a time."""
+        self.device = torch.device("cpu") if device is None else device
         self.cache_bytes = PREFIX_CACHE_BYTES if cache_bytes is None else cache_bytes
         self.ir, self.split, self.metric = ir, split, metric
-        self.batching = Batching(ir, split, batch_size)
+        self.batching = Batching(ir, split, batch_size, self.device)
         self.label = label
-        self.gm, self.ablates = _scoring_graph(ir)
+        self.gm, self.ablates = _scoring_graph(ir, self.device)
         self._stand_ins: dict[bytes, StandIn] = {}  # by mask: the last one built
         self._active = self.gm  # the graph of the scoring call under way
         self._prefix: dict[int, PrefixCache] = {}  # id(graph) -> its suffixes and cut values
@@ -97,16 +115,15 @@ class Scorer:
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
         self.last_stopped_early = False
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
-        check_split_fits(self.gm, ir, split, metric, label)
-        self.values = values if values is not None else self._ablation_values(ablation)
+        check_split_fits(self.gm, ir, split, metric, label, self.device)
+        means = values is None and ablation != "zero"
+        full, hardness, outputs = self._full_pass(means)  # one forward pass, means included
+        if values is None:
+            values = self._means() if means else self._zeros()
+        self.values = values
         for name, module in self.ablates.items():
             module.set(torch.ones(module.keep.shape[0], dtype=torch.bool), self.values[name])
-        outputs = self._collect_outputs() if metric.needs_reference else None
-        self.reference = Reference(full=0.0, empty=0.0, outputs=outputs)
-        hardness = torch.zeros(len(split))
-        self.reference.full = self._score(ir.mask_for([]), None, False, hardness)
-        empty = ir.mask_for(ir.removable_groups())
-        self.reference.empty = self.score(empty, count=False)
+        self.reference = Reference(full=full, outputs=outputs, score_empty=self._score_empty)
         self._order_rows(hardness)  # the full model's hardest rows first, until an attribution
         if metric.higher_is_better and self.reference.full <= 0:
             raise LegocError(
@@ -130,32 +147,55 @@ class Scorer:
 
     # -- set-up ---------------------------------------------------------------------
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._active(*[inputs[name] for name in self.ir.input_names])
+        return self._active(*self._on_device(inputs))
 
-    def _ablation_values(self, ablation: str) -> dict[str, torch.Tensor]:
-        if ablation == "zero":
-            return {name: torch.zeros(m.keep.shape[0]) for name, m in self.ablates.items()}
-        for module in self.ablates.values():
-            module.start_means()
+    def _on_device(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [inputs[name].to(self.device) for name in self.ir.input_names]
+
+    def _full_pass(self, means: bool) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+        """The full model's metric, per-row hardness and (for kl) outputs in one pass over the
+        split, accumulating the per-unit means on the way when `means` (set-up costs one
+        forward pass, not three)."""
+        metric, needs_ref = self.metric, self.metric.needs_reference
+        if means:
+            for module in self.ablates.values():
+                module.start_means()
+        hardness = torch.zeros(len(self.split))
+        total, n, offset, outputs = 0.0, 0, 0, []
+        self._active = self.gm
         with torch.no_grad():
-            for inputs, _, _ in self.split.batches(self.batch_size):
-                mask = inputs.get(TOKEN_MASK)
+            for inputs, y, extras in self.split.batches(self.batch_size):
+                mask = inputs.get(TOKEN_MASK) if means else None
+                mask = None if mask is None or mask.dim() != 2 else mask.to(self.device)
                 for module in self.ablates.values():
-                    module.token_mask = mask if mask is not None and mask.dim() == 2 else None
-                self._forward(inputs)
+                    module.token_mask = mask
+                logits = self._forward(inputs)
+                rows = slice(offset, offset + logits.shape[0])
+                y, y_alt = self.batching.to_device(y), self.batching.to_device(extras.get("y_alt"))
+                ref = logits if needs_ref else None
+                hardness[rows] = metric.row_hardness(logits, y, ref, y_alt).cpu()
+                s, c = metric.batch_sum(logits, y, ref, y_alt)
+                total, n, offset = total + s, n + c, rows.stop
+                if needs_ref:
+                    outputs.append(logits)
         for module in self.ablates.values():
             module.token_mask = None
+        return total / max(n, 1), hardness, torch.cat(outputs) if needs_ref else None
+
+    def _means(self) -> dict[str, torch.Tensor]:
+        """The per-unit means `_full_pass` accumulated (on the CPU: rewrites read them)."""
         values = {}
         for name, module in self.ablates.items():
-            values[name] = (module.mean_sum / max(module.mean_count, 1)).float()
+            values[name] = (module.mean_sum / max(module.mean_count, 1)).float().cpu()
             module.stop()
         return values
 
-    def _collect_outputs(self) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat(
-                [self._forward(inputs) for inputs, _, _ in self.split.batches(self.batch_size)]
-            )
+    def _zeros(self) -> dict[str, torch.Tensor]:
+        return {name: torch.zeros(m.keep.shape[0]) for name, m in self.ablates.items()}
+
+    def _score_empty(self) -> float:
+        """The metric with every removable group ablated (lower-is-better faithfulness)."""
+        return self.score(self.ir.mask_for(self.ir.removable_groups()), count=False)
 
     # -- scoring --------------------------------------------------------------------
     def _route(
@@ -195,7 +235,7 @@ class Scorer:
         masked = self.ir.with_kept(kept)
         masked.ablation = dict(self.values)
         sliced = rewrite_pipeline(SCORING_PIPELINE).run(masked).ir
-        gm, ablates = _scoring_graph(sliced)
+        gm, ablates = _scoring_graph(sliced, self.device)
         index = {name: np.flatnonzero(kept[name]) for name in ablates}
         for name, module in ablates.items():
             module.set(
@@ -212,10 +252,11 @@ class Scorer:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
         inputs, y, extras = self.split.take(rows)
-        y_alt = extras.get("y_alt")
+        y, y_alt = self.batching.to_device(y), self.batching.to_device(extras.get("y_alt"))
         ref = self.reference.outputs
         for name, module in self.ablates.items():
-            module.gate = gates.get(name)
+            gate = gates.get(name)
+            module.gate = None if gate is None else gate.to(self.device)
         try:
             self._active = self.gm
             logits = self._forward(inputs)
@@ -291,9 +332,9 @@ class Scorer:
     ) -> float:
         """The metric on the split (see `score`); `hardness`, if given, receives each row's
         `Metric.row_hardness`."""
+        target = self.threshold(keep) if keep is not None else None  # may score empty: first
         self._route(kept, exact=exact, base=base)
         lo, hi = self.metric.item_bounds
-        target = self.threshold(keep) if keep is not None else None
         total, n = 0.0, 0
         items_total = None
         self.last_stopped_early = False
@@ -306,9 +347,9 @@ class Scorer:
                 if prefix is None:
                     logits = self._forward(inputs)
                 else:
-                    logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
+                    logits = prefix.run(batch, self._on_device(inputs), sigs)
                 if hardness is not None:
-                    hardness[rows] = self.metric.row_hardness(logits, y, ref, y_alt)
+                    hardness[rows] = self.metric.row_hardness(logits, y, ref, y_alt).cpu()
                 s, c = self.metric.batch_sum(logits, y, ref, y_alt)
                 if items_total is None:
                     items_total = c // logits.shape[0] * len(self.split)
@@ -352,7 +393,9 @@ class Scorer:
         }
 
     def faithfulness_of(self, value: float) -> float:
-        return faithfulness(self.metric, value, self.reference.full, self.reference.empty)
+        ref = self.reference
+        empty = 0.0 if self.metric.higher_is_better else ref.empty  # unused: not scored
+        return faithfulness(self.metric, value, ref.full, empty)
 
     def faithfulness(
         self,
@@ -383,13 +426,13 @@ class Scorer:
                 logits = self._forward(inputs)
                 loss = self.metric.proxy_loss(logits, y, ref, y_alt)
                 loss.backward()
-                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt)
+                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt).cpu()
         self._active.zero_grad(set_to_none=True)
         self.charge_gradient(len(self.split))
         self._order_rows(hardness)
         scores = {name: np.zeros(space.size) for name, space in self.ir.spaces.items()}
         for name, module in ablates.items():
-            values = (module.attribution / max(len(self.split), 1)).numpy()
+            values = (module.attribution / max(len(self.split), 1)).cpu().numpy()
             scores[name][index[name] if index is not None else slice(None)] = values
             module.stop()
         return scores

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from legoc.errors import LegocError
+from legoc.task.device import DEVICES  # noqa: F401 - the names the `device` field takes
 from legoc.task.data import Split, data_keys, load_split  # noqa: F401 - re-exported
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
@@ -126,6 +127,11 @@ class TaskSpec(_Strict):
         None, description="Globs of module names that may be pruned (default: all)."
     )
     search: SearchSpec = Field(default_factory=SearchSpec, description="Search settings.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto",
+        description="Where scoring, gradients, mask training and fine-tuning run (auto: cuda "
+        "when available, else cpu); --device overrides it.",
+    )
     finetune: FinetuneSpec | None = Field(
         None, description="Retrain the extracted block's weights on search data (option C)."
     )

@@ -84,16 +84,24 @@ def carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, 
 class _Rows:
     """The search split restricted to some rows, with the full model's outputs for kl."""
 
-    def __init__(self, split: Split, rows: torch.Tensor, reference: torch.Tensor | None):
+    def __init__(
+        self,
+        split: Split,
+        rows: torch.Tensor,
+        reference: torch.Tensor | None,
+        device: torch.device | None = None,
+    ):
         self.inputs = {k: v[rows] for k, v in split.inputs.items()}
         self.y = None if split.y is None else split.y[rows]
-        self.reference = None if reference is None else reference[rows]
+        self.reference = None if reference is None else reference[rows.to(reference.device)]
         self.n = len(rows)
+        self.device = device if device is not None else torch.device("cpu")
 
     def batch(self, index: torch.Tensor):
-        inputs = {k: v[index] for k, v in self.inputs.items()}
-        y = None if self.y is None else self.y[index]
-        ref = None if self.reference is None else self.reference[index]
+        """One batch, moved to the training device (the rows stay where they were loaded)."""
+        inputs = {k: v[index].to(self.device) for k, v in self.inputs.items()}
+        y = None if self.y is None else self.y[index].to(self.device)
+        ref = None if self.reference is None else self.reference[index].to(self.device)
         return inputs, y, ref
 
 
@@ -114,6 +122,7 @@ def evaluate(
             logits = _forward(module, input_names, inputs)
             rows = logits.shape[0]
             ref = None if reference is None else reference[offset : offset + rows]
+            ref = None if ref is None else ref.to(logits.device)
             s, c = metric.batch_sum(logits, y, ref, extras.get("y_alt"))
             total, items, offset = total + s, items + c, offset + rows
     return total / max(items, 1)
@@ -146,17 +155,23 @@ def fit(
     metric: Metric,
     config: TrainConfig,
     reference: torch.Tensor | None = None,
+    device: torch.device | None = None,
 ) -> TrainReport:
     """Train `module`'s parameters that require grad on `split` minus a seeded validation part
     (Adam, shuffled mini-batches); stop when validation loss has not improved for `patience`
     epochs and restore the best weights (the starting weights count as epoch 0).
 
-    `reference`: the full model's outputs on `split`, row-aligned (needed for kl)."""
+    `reference`: the full model's outputs on `split`, row-aligned (needed for kl). `device`:
+    where the steps run; the module is moved there and back to where it was."""
     if metric.needs_reference and reference is None:
         raise LegocError("metric kl: training needs the full model's outputs (pass the model)")
     torch.manual_seed(config.seed)
     train_rows, val_rows = carve_validation(len(split), config.val_fraction, config.seed)
-    train, val = _Rows(split, train_rows, reference), _Rows(split, val_rows, reference)
+    home = next((t.device for t in [*module.parameters(), *module.buffers()]), None)
+    if device is not None:
+        module.to(device)
+    train = _Rows(split, train_rows, reference, device)
+    val = _Rows(split, val_rows, reference, device)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     shuffle = torch.Generator().manual_seed(config.seed + 1)
@@ -183,6 +198,8 @@ def fit(
                 break
     module.load_state_dict(best_state)
     optimizer.zero_grad(set_to_none=True)
+    if home is not None:
+        module.to(home)
     return TrainReport(
         loss=metric.training_loss,
         epochs=config.epochs,

@@ -92,9 +92,11 @@ class MaskSearch(SearchPass):
         )
 
     def planned_steps(self, ctx: SearchContext, batch_rows: int) -> int:
-        """`steps`, or fewer when they would take more than MASK_SHARE of the budget left."""
+        """`steps`, or fewer when they would take more than MASK_SHARE of the budget left or,
+        for a costly model, more than MASK_MACS of work (`steps_for_cost`)."""
         cost = gradient_cost(batch_rows, len(ctx.scorer.split))
-        return ctx.budget.steps_within(MASK_SHARE, cost, self.steps)
+        at_most = min(self.steps, steps_for_cost(ctx.ir, batch_rows))
+        return ctx.budget.steps_within(MASK_SHARE, cost, at_most)
 
     def marks(self, steps: int) -> set[int]:
         """The steps after which the gate order is taken as a ranking."""
@@ -179,6 +181,21 @@ def step_rows(ir: IR) -> int:
     """Rows per gradient step: 64, fewer for big models (MiniLM: 16), so the mask phase does
     not dwarf the candidate evaluations it exists to save."""
     return int(np.clip(STEP_MACS // max(ir.macs_per_row(), 1), MIN_ROWS, MAX_ROWS))
+
+
+# The mask phase's work at most, in multiply-accumulates (forward + backward = 3 forwards):
+# a budgeted evaluation usually stops after its first batch, a gradient step never does, so on
+# big models a budget share of steps dwarfed the search (GPT-2 small, 128 rows x 32 tokens,
+# budget 200: 266 steps, ~100 forward passes' worth). 5e12 leaves MiniLM and smaller models
+# their 300 steps and gives GPT-2 small / BERT-base about 40, GPT-2 medium about 12.
+MASK_MACS = 5 * 10**12
+MIN_STEPS = 8  # fewer gates no longer order the groups usefully
+
+
+def steps_for_cost(ir: IR, batch_rows: int) -> int:
+    """Gradient steps of `batch_rows` rows that fit in MASK_MACS (at least MIN_STEPS)."""
+    per_step = 3 * max(ir.macs_per_row(), 1) * batch_rows
+    return max(MIN_STEPS, MASK_MACS // per_step)
 
 
 def _unit_gates(slots: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

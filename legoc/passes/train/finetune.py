@@ -42,7 +42,9 @@ class Finetune:
         out = clone_ir(ir)
         trained = _make_trainable(out.gm)
         reference = scorer.reference.outputs
-        report = fit(out.gm, out.input_names, scorer.split, scorer.metric, config, reference)
+        report = fit(
+            out.gm, out.input_names, scorer.split, scorer.metric, config, reference, scorer.device
+        )
         for param in out.gm.parameters():
             param.requires_grad_(False)
         out.gm.eval()
