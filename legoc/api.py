@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from legoc.runtime.files import check_not_an_input, check_output_file, output_lo
 from legoc.scoring.budget import Budget
 from legoc.scoring.journal import checkpointed, run_header
 from legoc.scoring.prepare import Prepared, Progress, SplitScore, prepare, score_splits
+from legoc.scoring.remote import RayBackend, Source, import_ray
 from legoc.task.device import resolve_device
 from legoc.task.spec import FinetuneSpec, check_seed
 
@@ -192,6 +193,8 @@ def extract(
     passes: str | None = None,
     after: After | None = None,
     device: str | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -207,7 +210,9 @@ def extract(
     removed nothing. Without it, the same seed gives the same block. `passes`: a pipeline of
     search passes run instead of the method's (`legoc.passes.registry`); `after`: called with
     each pass's name and IR (`ir_printer`). `device`: cpu | cuda | mps | auto (None: the
-    spec's `device`), where scoring, gradients, mask training and fine-tuning run.
+    spec's `device`), where scoring, gradients, mask training and fine-tuning run. `ray`:
+    score candidates on `workers` Ray actors (None: as `search.backend` says; "local" starts
+    a cluster here, else an address to join); the block is the local run's.
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -230,6 +235,8 @@ def extract(
         passes = str(search_pipeline("auto", passes=passes))  # checked before any loading
     if device is not None:
         resolve_device(device)  # a bad --device is reported before any loading
+    if ray is not None:
+        import_ray()  # missing Ray is reported before any loading
     prep = prepare(model, task, arch, trust_model, model_output, progress, device)
     prep.ir.objective = objective
     spec = prep.task.spec
@@ -243,7 +250,12 @@ def extract(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, limit, seed
         )
     work = Budget(limit, prep.scorer, deadline)
+    if ray is not None or spec.search.backend == "ray":
+        source = Source(str(model), str(task), arch, trust_model, model_output, str(prep.device))
+        workers = workers if workers is not None else spec.search.workers
+        prep.scorer.backend = RayBackend(source, workers, ray)
     with (
+        _closing(prep.scorer.backend),
         output_lock(output) if output is not None else nullcontext(),
         checkpointed(prep.scorer, output, header, resume, work) as run,
     ):
@@ -256,8 +268,19 @@ def extract(
             prep, found, method, seed, finetune, output, progress, align_channels, after
         )
     result.replayed, result.paid = run.replayed, run.paid
+    result.remote_answers = prep.scorer.remote_answers
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextmanager
+def _closing(backend):
+    """Stop a remote backend's workers when the run ends, however it ends."""
+    try:
+        yield backend
+    finally:
+        if backend is not None:
+            backend.close()
 
 
 def arch_inputs(arch: str | None) -> dict[str, Path]:

@@ -147,6 +147,19 @@ def extract(
         "its blocked conv kernels (16 = AVX-512; 8 is enough on AVX2); 0 writes them as sliced.",
     ),
     device: str | None = DeviceOpt,
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Score candidates on Ray actors: 'local' starts a cluster here, else the address "
+        "of one to join (needs legoc[ray]); same block as a local run.",
+    ),
+    ray_workers: int | None = typer.Option(
+        None,
+        "--ray-workers",
+        min=1,
+        help="Ray actors scoring candidates (default: search.workers, 2).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: Path | None = typer.Option(
         None, "--report", help="Folder for the search trace (trace.json) and pareto.png."
@@ -187,6 +200,8 @@ def extract(
             passes=passes,
             after=after,
             device=device,
+            ray=ray,
+            workers=ray_workers,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)

@@ -31,6 +31,7 @@ class ExtractResult:
     trace: list[dict] = field(default_factory=list, repr=False)
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
+    remote_answers: int = 0  # evaluations answered by remote workers (--ray)
     budget: dict = field(default_factory=dict)  # Found.budget: the work charged and its limits
     warnings: list[str] = field(default_factory=list)
 

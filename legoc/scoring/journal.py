@@ -135,6 +135,10 @@ class Journal:
         return cls(path, header, _entries(lines[1:]))
 
     # -- use ------------------------------------------------------------------------------
+    def replaying(self) -> bool:
+        """Whether recorded evaluations are still being answered from the checkpoint."""
+        return self.replayed < len(self._replay)
+
     def answer(self, key: str) -> Entry | None:
         """The recorded result of the next evaluation, when the replay still agrees."""
         if self.replayed >= len(self._replay):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from legoc.scoring.prefix import PrefixCache
 from legoc.scoring.standin import StandIn
 from legoc.task.data import Split
 from legoc.task.metrics import Metric, faithfulness
+
+if TYPE_CHECKING:
+    from legoc.scoring.remote import BatchBackend
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,10 @@ class Scorer:
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
         self.last_stopped_early = False
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
+        # scores candidates elsewhere, a batch at a time (`legoc.scoring.remote`); None: here
+        self.backend: BatchBackend | None = None
+        self._prefetched: dict[tuple[str, bytes], tuple[float, bool]] = {}
+        self.remote_answers = 0  # scores taken from the backend's answers
         check_split_fits(self.gm, ir, split, metric, label, self.device)
         means = values is None and ablation != "zero"
         full, hardness, outputs = self._full_pass(means)  # one forward pass, means included
@@ -276,12 +284,64 @@ class Scorer:
         """(rows, inputs, y, y_alt, full model's outputs or None) per batch (`Batching`)."""
         return self.batching.labelled(self.reference.outputs, growing)
 
+    def follow_rows(self, order: torch.Tensor | None) -> None:
+        """Score rows in `order` (a remote worker follows its driver's `row_order`)."""
+        current = self.batching.row_order
+        if (order is None) == (current is None) and (order is None or torch.equal(order, current)):
+            return
+        self.batching.row_order = order
+        for cache in self._prefix.values():
+            cache.clear()
+
+    # -- batches of independent candidates (a remote backend) -----------------------
+    @property
+    def width(self) -> int:
+        """Candidates worth submitting together: the backend's workers (0: scored here)."""
+        return 0 if self.backend is None else self.backend.width
+
+    def prefetch(
+        self, masks: list[dict[str, np.ndarray]], keep: float | None, base: StandIn | None
+    ) -> None:
+        """Score independent candidates together on the backend; `score` then answers them
+        (still counted one at a time, when the search asks). Nothing happens without a backend
+        and a candidate the search never asks for costs wall time, not budget: the search, its
+        counts and its result are those of a local run."""
+        if self.backend is None or (self.journal is not None and self.journal.replaying()):
+            return
+        if keep is not None:
+            self.threshold(keep)  # the emptied model's score, if needed, before the batch
+        base_key = mask_key(base.kept) if base is not None else b""
+        self._prefetched = {k: v for k, v in self._prefetched.items() if k[1] == base_key}
+        todo = []
+        for kept in masks:
+            key = (evaluation_key(kept, keep, False), base_key)
+            if key in self._prefetched:
+                continue
+            todo.append((key, kept))
+        if not todo:
+            return
+        base_kept = base.kept if base is not None else None
+        answers = self.backend.score_many(
+            self.batching.row_order, base_kept, [kept for _, kept in todo], keep
+        )
+        for (key, _), answer in zip(todo, answers):
+            self._prefetched[key] = answer
+
+    def prefetched(self, kept: dict[str, np.ndarray], keep: float | None, base) -> bool:
+        """Whether `prefetch` has this candidate's score waiting (always True locally: there
+        is nothing to wait for)."""
+        if self.backend is None:
+            return True
+        base_key = mask_key(base.kept) if base is not None else b""
+        return (evaluation_key(kept, keep, False), base_key) in self._prefetched
+
     def _order_rows(self, hardness: torch.Tensor) -> None:
         """Score the hardest rows for the current mask first: a candidate that falls short of
         keep is then rejected after its first batch instead of half-way through. The verdicts
         and full scores do not change (sums over the same rows); cached prefixes do, so they
         are dropped. Only scorers with a prefix cache reorder (the others score a mask or two)."""
         if self.cache_bytes > 0 and self.batching.reorder(hardness):
+            self._prefetched.clear()  # scored in the old order: stopped early elsewhere
             for cache in self._prefix.values():
                 cache.clear()
 
@@ -315,12 +375,24 @@ class Scorer:
             self.last_stopped_early = entry.stopped_early
             self.evaluations += 1
             return entry.value
-        value = self._score(kept, keep, exact, base=base)
+        answered = self._take_prefetched(kept, keep, exact, base)
+        if answered is not None:
+            value, self.last_stopped_early = answered
+        else:
+            value = self._score(kept, keep, exact, base=base)
         if count:
             self.evaluations += 1
         if journal is not None:
             journal.record(key, value, self.last_stopped_early)
         return value
+
+    def _take_prefetched(self, kept, keep, exact, base) -> tuple[float, bool] | None:
+        if exact or not self._prefetched:
+            return None
+        base_key = mask_key(base.kept) if base is not None else b""
+        answer = self._prefetched.pop((evaluation_key(kept, keep, False), base_key), None)
+        self.remote_answers += answer is not None
+        return answer
 
     def _score(
         self,

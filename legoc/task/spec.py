@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from legoc.errors import LegocError
-from legoc.task.device import DEVICES  # noqa: F401 - the names the `device` field takes
 from legoc.task.data import Split, data_keys, load_split  # noqa: F401 - re-exported
+from legoc.task.device import DEVICES  # noqa: F401 - the names the `device` field takes
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
 # where errors send users: shipped in the repository, and printable from any install
@@ -76,6 +76,12 @@ class SearchSpec(_Strict):
         "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
     )
     budget: int = Field(2000, gt=0, description="Most candidate evaluations the search may run.")
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="Where candidates are scored: here, or on Ray actors (needs legoc[ray]; "
+        "--ray ADDRESS joins a cluster, else a local one starts); same block either way.",
+    )
+    workers: int = Field(2, gt=0, description="Ray actors scoring candidates (backend: ray).")
     seed: int = Field(
         0,
         description="Seed of the search's random choices, in [0, 2**63).",

@@ -112,6 +112,32 @@ class SearchContext:
         """The block's size with `removed` groups sliced away (before constants are folded)."""
         return self.ir.sliced_param_count(self.ir.mask_for(sorted(set(removed))))
 
+    def ahead(self, candidates) -> None:
+        """Submit the candidates the search scores next, if none is accepted, together: a
+        remote backend (`--ray`) scores one per worker at once; locally nothing happens. Only
+        `evaluate` counts them, when the search asks, so the result is a local run's."""
+        width = min(self.scorer.width, self.budget_left())
+        if width <= 0:
+            return
+        fresh = []
+        for removed in candidates:
+            key = frozenset(removed)
+            if key not in self.seen and key not in fresh:
+                fresh.append(key)
+            if len(fresh) == width:
+                break
+        masks = [self.ir.mask_for(sorted(key)) for key in fresh]
+        self.scorer.prefetch(masks, self.keep, self.base)
+
+    def sweep(self, removed: set, order: list[int], index: int) -> None:
+        """Before scoring `removed` + order[index] alone: submit it and the next ones together
+        unless it is waiting already (one-at-a-time removals: greedy's and minimize's sweeps)."""
+        key = frozenset(removed | {order[index]})
+        if not self.scorer.width or key in self.seen:
+            return
+        if not self.scorer.prefetched(self.ir.mask_for(sorted(key)), self.keep, self.base):
+            self.ahead(removed | {g} for g in order[index:])
+
     def evaluate(self, removed) -> tuple[bool, float]:
         """Score the mask with `removed` groups ablated; stops early when keep is out of reach.
         A candidate scored before returns its earlier verdict without counting again."""

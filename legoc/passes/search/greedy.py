@@ -122,9 +122,10 @@ class _Greedy:
         """Try each group alone (ranked order), keeping every one that passes; count them.
         None when the budget ran out before the sweep finished."""
         accepted = 0
-        for g in order:
+        for i, g in enumerate(order):
             if self.ctx.budget_left() <= 0:
                 return None
+            self.ctx.sweep(removed, order, i)
             if self.try_remove(removed, [g]):
                 removed.add(g)
                 accepted += 1

@@ -186,9 +186,9 @@ def step_rows(ir: IR) -> int:
 # The mask phase's work at most, in multiply-accumulates (forward + backward = 3 forwards):
 # a budgeted evaluation usually stops after its first batch, a gradient step never does, so on
 # big models a budget share of steps dwarfed the search (GPT-2 small, 128 rows x 32 tokens,
-# budget 200: 266 steps, ~100 forward passes' worth). 5e12 leaves MiniLM and smaller models
-# their 300 steps and gives GPT-2 small / BERT-base about 40, GPT-2 medium about 12.
-MASK_MACS = 5 * 10**12
+# budget 200: 266 steps, ~100 forward passes' worth). 2.5e12 leaves models up to ~5e7 MACs
+# per row (the shapes CNN) their 300 steps; GPT-2 small / BERT-base get ~20, GPT-2 medium 8.
+MASK_MACS = 25 * 10**11
 MIN_STEPS = 8  # fewer gates no longer order the groups usefully
 
 

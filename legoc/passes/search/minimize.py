@@ -35,9 +35,11 @@ class Minimize(SearchPass):
         while (scores := ctx.attribution(removed)) is not None:
             kept = [g for g in ir.removable_groups() if g not in removed]
             changed = False
-            for g in group_order(ir, scores, candidates=kept):
+            order = group_order(ir, scores, candidates=kept)
+            for i, g in enumerate(order):
                 if ctx.budget_left() <= 0:
                     break
+                ctx.sweep(removed, order, i)
                 ok, value = ctx.evaluate(removed | {g})
                 if ok:
                     removed.add(g)
