@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import re
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,11 +132,18 @@ def run_one(kind: str, args: argparse.Namespace) -> dict:
         model, task = write_task(Path(tmp), kind, args.rows, args.tokens, args.budget)
         arch = f"{Path(__file__).resolve()}:{FACTORIES[kind]}"
         phases: dict[str, float] = {}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         first: list[float] = []
 
         def progress(phase: str, done: int, total: int) -> None:
             now = time.perf_counter() - started
+            if phase + " start" not in phases or done >= total:
+                cpu = time.process_time() - cpu_started
+                print(
+                    f"# {kind} {now:7.1f} s wall {cpu:7.1f} s cpu: {phase} {done}/{total}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             phases.setdefault(phase + " start", now)
             phases[phase + " end"] = now
             if phase in ("search", "mask training") and not first:
@@ -159,6 +167,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict:
     search_s = total - (first[0] if first else total)
     return {
         "model": kind,
+        "cpu_s": round(time.process_time() - cpu_started, 1),
         "params": result.params_source,
         "forward_s": round(forward, 1),
         "setup_s": round(first[0], 1) if first else None,
