@@ -13,6 +13,7 @@ from legoc.errors import LegocError
 from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
 from legoc.scoring.batching import ACTIVATION_BUDGET_BYTES
+from legoc.scoring.checks import check_measurable_gap
 from legoc.scoring.scorer import Scorer
 from legoc.task.device import check_fits, free_bytes, module_bytes, resolve_device
 from legoc.task.metrics import METRICS, Metric
@@ -157,6 +158,11 @@ def prepare(
             f"prunable modules are {sorted(ir.spaces)}"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation, device=where)
+    # with no removable group, extract names what froze instead; higher-is-better metrics
+    # never need the emptied model's score (it is scored on first use)
+    if ir.removable_groups() and not metric.higher_is_better:
+        ref = scorer.reference
+        check_measurable_gap(metric, ref.full, ref.empty, "data.search")
     prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer, where)
     for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
         prep.scorer_for(name)
