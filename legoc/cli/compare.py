@@ -94,6 +94,13 @@ def compare(
         None, min=0.0, help="Override finetune.lr for C (default: the spec's, else 1e-3)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Run each seed as a Ray task: 'local' starts a cluster here, else the address of "
+        "one to join (needs legoc[ray]); same report.",
+    ),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
@@ -122,6 +129,7 @@ def compare(
             finetune_lr=finetune_lr,
             force=force,
             progress=progress,
+            ray=ray,
         )
     if as_json:
         typer.echo((Path(result.output) / "report.json").read_text())

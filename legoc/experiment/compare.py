@@ -29,6 +29,7 @@ from legoc import api
 from legoc.errors import LegocError, TaskNotMet
 from legoc.experiment.baseline import DEFAULT_EPOCHS, DEFAULT_LR, input_shapes, train_baseline
 from legoc.experiment.baseline_nets import check_family, choose_family
+from legoc.experiment.remote import seed_runs_on_ray
 from legoc.experiment.report import REPORT_FORMAT, REPORT_MARKER
 from legoc.experiment.result import CompareResult, Run, score_runs, verdicts
 from legoc.export.writer import export_block
@@ -37,6 +38,7 @@ from legoc.passes.registry import METHODS, parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
 from legoc.runtime.block import Block
 from legoc.runtime.files import check_inputs_outside, current_umask
+from legoc.scoring.remote import import_ray
 from legoc.task.spec import FinetuneSpec, check_seed
 from legoc.task.training import TrainConfig
 
@@ -62,11 +64,13 @@ def compare(
     finetune_lr: float | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    ray: str | None = None,
 ) -> CompareResult:
     """Run A, B and C with `seeds` seeds each and write DIR/report.{json,md} and plots.
 
     C retrains with the spec's `finetune` settings (or their defaults); `finetune_epochs` and
-    `finetune_lr` override them for this comparison only."""
+    `finetune_lr` override them for this comparison only. `ray`: run each seed's runs as a
+    Ray task ("local" starts a cluster here, else an address); the same report."""
     from legoc.experiment.report import write_report
 
     started = time.perf_counter()
@@ -79,6 +83,8 @@ def compare(
         raise LegocError(f"--margin {margin}: must be >= 0")
     if method is not None and method not in METHODS:
         raise LegocError(f"--method {method!r}: use one of {sorted(METHODS)}")
+    if ray is not None:
+        import_ray()  # missing Ray is reported before any loading
     prep = api.prepare(model, task, arch, trust_model, progress=progress)
     if output.is_dir():  # --force replaces it: it must not hold what this run reads
         check_inputs_outside(output, {**prep.inputs(), **api.arch_inputs(arch)})
@@ -131,7 +137,14 @@ def compare(
         step = _Steps(progress, total)
         runs = [_full_run(prep, staging)]
         step.done()
-        for seed in seed_list:
+        if ray is not None:
+            load = {"model": model, "task_path": task, "arch": arch, "trust_model": trust_model}
+            args = {"method": method, "budget": budget, "finetune": finetune, "inputs": inputs}
+            args |= {"family": family, "epochs": baseline_epochs, "lr": baseline_lr}
+            runs += seed_runs_on_ray(ray, load, staging, seed_list, args)
+            step.count += 3 * len(seed_list)
+            step.report(None)
+        for seed in seed_list if ray is None else []:
             runs += _seed_runs(
                 prep,
                 staging,

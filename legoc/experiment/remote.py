@@ -1,0 +1,54 @@
+"""`legoc compare --ray`: each seed's runs (B, C from B, A sized to B) as one Ray task.
+
+A task prepares the model and task from the same files the driver read and runs the same code
+as a local compare (`_seed_runs`), writing its blocks into the driver's staging folder (a local
+cluster shares the file system). Seeds are independent, so the runs, and the report built from
+them in seed order, are those of a local compare; only the wall times differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from legoc.scoring.remote import import_ray
+
+
+def seed_runs_on_ray(address: str, load: dict, staging: Path, seeds: list[int], args: dict):
+    """The runs of every seed, in seed order, computed as Ray tasks; `load` holds prepare's
+    arguments, `args` the rest of `_seed_runs`'s."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=min(len(seeds), 2), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    task = ray.remote(num_cpus=1, max_retries=2)(_one_seed)
+    refs = [task.remote(load, str(staging), seed, args) for seed in seeds]
+    return [run for runs in ray.get(refs) for run in runs]
+
+
+def _one_seed(load: dict, staging: str, seed: int, args: dict):
+    from legoc import api
+    from legoc.experiment.compare import _seed_runs, _Steps
+
+    prep = api.prepare(**load)
+    references = {
+        name: prep.scorer_for(name).reference.outputs
+        for name in prep.splits
+        if prep.metric.needs_reference
+    }
+    step = _Steps(None, 3)
+    return _seed_runs(
+        prep,
+        Path(staging),
+        seed,
+        args["method"],
+        args["budget"],
+        args["finetune"],
+        args["inputs"],
+        args["family"],
+        references,
+        step,
+        args["epochs"],
+        args["lr"],
+    )
