@@ -13,7 +13,7 @@ from tests.helpers import write_task
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'legoc[ray]'")
 runner = CliRunner()
-VARIES = {"seconds", "output"}  # wall times, and where the report was written
+VARIES = {"seconds", "output", "command"}  # wall times, where the report was written (-o)
 
 
 def _stable(value):
