@@ -254,7 +254,11 @@ def extract(
         )
     work = Budget(limit, prep.scorer, deadline)
     if ray is not None or spec.search.backend == "ray":
-        source = Source(str(model), str(task), arch, trust_model, model_output, str(prep.device))
+        # the driver's thread count: kernels may split sums differently with another one
+        threads = torch.get_num_threads()
+        source = Source(
+            str(model), str(task), arch, trust_model, model_output, str(prep.device), threads
+        )
         workers = workers if workers is not None else spec.search.workers
         prep.scorer.backend = RayBackend(source, workers, ray)
     with (
