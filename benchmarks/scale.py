@@ -185,7 +185,15 @@ def run_one(kind: str, args: argparse.Namespace) -> dict:
 
 
 def _child(kind: str, args: argparse.Namespace, queue) -> None:
-    queue.put(run_one(kind, args))
+    if args.profile is None:
+        queue.put(run_one(kind, args))
+        return
+    import cProfile
+
+    profile = cProfile.Profile()
+    row = profile.runcall(run_one, kind, args)
+    profile.dump_stats(f"{args.profile}.{kind}")  # read with python -m pstats FILE.MODEL
+    queue.put(row)
 
 
 def main() -> None:
@@ -196,6 +204,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", default=None, help="cProfile each model to FILE.MODEL")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     for kind in args.models.split(","):
