@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from legoc.scoring.remote import import_ray
+from legoc.scoring.remote import connect
 
 
 def seed_runs_on_ray(address: str, load: dict, staging: Path, seeds: list[int], args: dict):
     """The runs of every seed, in seed order, computed as Ray tasks; `load` holds prepare's
     arguments, `args` the rest of `_seed_runs`'s."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=min(len(seeds), 2), include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+    ray = connect(address, min(len(seeds), 2))
     task = ray.remote(num_cpus=1, max_retries=2)(_one_seed)
     refs = [task.remote(load, str(staging), seed, args) for seed in seeds]
     return [run for runs in ray.get(refs) for run in runs]

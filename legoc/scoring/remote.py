@@ -61,6 +61,24 @@ def import_ray():
     return ray
 
 
+def connect(address: str | None, cpus: int):
+    """Ray, started here (`address` None or "local", with `cpus` CPUs) or joined at `address`;
+    a cluster that cannot be started or reached is one error line."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    try:
+        if address in (None, "local"):
+            ray.init(num_cpus=max(cpus, 1), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # Ray reports start-up and connection failures in many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "start a local Ray cluster" if address in (None, "local") else f"join {address}"
+        raise LegocError(f"--ray: could not {where}: {reason[:200]}") from None
+    return ray
+
+
 class Worker:
     """A Ray actor's state: one prepared scorer, answering batches of candidates."""
 
@@ -99,13 +117,8 @@ class RayBackend:
     """`workers` actors on a Ray cluster (started locally, or joined at `address`)."""
 
     def __init__(self, source: Source, workers: int = 2, address: str | None = None):
-        ray = import_ray()
+        ray = connect(address, workers)
         self.ray, self.source = ray, source
-        if not ray.is_initialized():
-            if address in (None, "local"):
-                ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
         self.remote_worker = ray.remote(num_cpus=1, max_restarts=0)(Worker)
         self.actors = [self._start() for _ in range(workers)]
         self.width = len(self.actors)
