@@ -141,7 +141,7 @@ def compare(
             load = {"model": model, "task_path": task, "arch": arch, "trust_model": trust_model}
             args = {"method": method, "budget": budget, "finetune": finetune, "inputs": inputs}
             args |= {"family": family, "epochs": baseline_epochs, "lr": baseline_lr}
-            runs += seed_runs_on_ray(ray, load, staging, seed_list, args)
+            runs += seed_runs_on_ray(ray, load, staging, seed_list, args, _seed_runs, _Steps)
             step.count += 3 * len(seed_list)
             step.report(None)
         for seed in seed_list if ray is None else []:

@@ -13,18 +13,20 @@ from pathlib import Path
 from legoc.scoring.remote import connect
 
 
-def seed_runs_on_ray(address: str, load: dict, staging: Path, seeds: list[int], args: dict):
+def seed_runs_on_ray(
+    address: str, load: dict, staging: Path, seeds: list[int], args: dict, seed_runs, steps
+):
     """The runs of every seed, in seed order, computed as Ray tasks; `load` holds prepare's
-    arguments, `args` the rest of `_seed_runs`'s."""
+    arguments, `args` the rest of `seed_runs`'s (compare's `_seed_runs`, with its `_Steps`:
+    passed in, so this module does not import the one that imports it)."""
     ray = connect(address, min(len(seeds), 2))
     task = ray.remote(num_cpus=1, max_retries=2)(_one_seed)
-    refs = [task.remote(load, str(staging), seed, args) for seed in seeds]
+    refs = [task.remote(load, str(staging), seed, args, seed_runs, steps) for seed in seeds]
     return [run for runs in ray.get(refs) for run in runs]
 
 
-def _one_seed(load: dict, staging: str, seed: int, args: dict):
+def _one_seed(load: dict, staging: str, seed: int, args: dict, seed_runs, steps):
     from legoc import api
-    from legoc.experiment.compare import _seed_runs, _Steps
 
     prep = api.prepare(**load)
     references = {
@@ -32,8 +34,8 @@ def _one_seed(load: dict, staging: str, seed: int, args: dict):
         for name in prep.splits
         if prep.metric.needs_reference
     }
-    step = _Steps(None, 3)
-    return _seed_runs(
+    step = steps(None, 3)
+    return seed_runs(
         prep,
         Path(staging),
         seed,

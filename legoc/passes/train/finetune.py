@@ -43,7 +43,13 @@ class Finetune:
         trained = _make_trainable(out.gm)
         reference = scorer.reference.outputs
         report = fit(
-            out.gm, out.input_names, scorer.split, scorer.metric, config, reference, scorer.device
+            out.gm,
+            out.input_names,
+            scorer.split,
+            scorer.metric,
+            config,
+            reference,
+            getattr(scorer, "device", None),  # a stand-in scorer may only hold the split
         )
         for param in out.gm.parameters():
             param.requires_grad_(False)
