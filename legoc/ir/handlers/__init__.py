@@ -19,6 +19,7 @@ from legoc.ir.handlers import (
     attention,
     binary,
     cat,
+    expand,
     norm,
     permute,
     pool,
@@ -27,6 +28,7 @@ from legoc.ir.handlers import (
     reshape,
     select,
     shape,
+    slicing,
     split,
     unary,
 )
@@ -51,6 +53,9 @@ HANDLERS: dict[str, Handler] = {
     "select_outputs": select.select_outputs,
     "attention": attention.attention,
     "split": split.split,
+    "slice": slicing.slice_dim,
+    "unsqueeze": expand.unsqueeze,
+    "expand": expand.expand,
     "getitem": split.getitem,
     "size": shape.size,
 }

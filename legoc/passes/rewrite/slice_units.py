@@ -19,15 +19,20 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
+from legoc.ir.handlers.slicing import full_index
+from legoc.ir.handlers.split import part_sizes
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
+    arg,
     clone_ir,
     first_placeholder,
     nodes_by_name,
     set_tensor,
 )
+
+aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class SliceUnits:
             weight = get_attr_tensor(gm, weight_node.target).detach()
             if name in rows:
                 weight = weight.index_select(0, rows[name])
-                bias_node = node.args[2] if len(node.args) > 2 else None
+                bias_node = arg(node, 2, "bias")
                 if isinstance(bias_node, torch.fx.Node):
                     bias = get_attr_tensor(gm, bias_node.target).detach()
                     set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
@@ -124,7 +129,7 @@ class SliceUnits:
         shape[axis] = 1
         zeros = torch.zeros(shape)
         weight = get_attr_tensor(gm, node.args[1].target)
-        bias_node = node.args[2] if len(node.args) > 2 else None
+        bias_node = arg(node, 2, "bias")  # fold-ablations gives a bias-less Linear a kwarg
         bias = (
             get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
         )
@@ -179,19 +184,20 @@ class SliceUnits:
         return 1
 
     def _rewrite_split(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
-        """A split along the unit axis takes the kept count of each part (q, k, v of a fused
-        projection keep the same heads, but nothing here assumes it)."""
+        """A split (chunk) or slice along the unit axis takes the kept count of each part (q,
+        k, v of a fused projection keep the same heads, but nothing here assumes it)."""
         ids = analysis.layouts[node.args[0].name].ids
-        size = node.args[1]
-        sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-len(ids) // size)
+        kept_at = (ids < 0) | ~removed[np.maximum(ids, 0)]
+        if node.target in (aten.slice.Tensor, operator.getitem):
+            return _rewrite_slice(node, kept_at)
+        sizes = part_sizes(node, len(ids))
         bounds = np.cumsum([0, *sizes])
-        kept = [
-            int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
-            for a, b in itertools.pairwise(bounds)
-        ]
+        kept = [int(kept_at[a:b].sum()) for a, b in itertools.pairwise(bounds)]
         if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0
-        node.args = (node.args[0], kept, *node.args[2:])
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        node.op, node.target = "call_function", torch.split
+        node.args, node.kwargs = (node.args[0], kept, dim), {}
         return 1
 
     def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
@@ -239,3 +245,25 @@ def set_shape_args(node: torch.fx.Node, sizes: list) -> None:
     else:
         node.args = (node.args[0], list(sizes))
     node.kwargs = kwargs
+
+
+def _rewrite_slice(node: torch.fx.Node, kept_at: np.ndarray) -> int:
+    """New bounds of a slice along the unit axis: the kept slots before and inside it."""
+    if node.target is operator.getitem:
+        index = full_index(node.args[1], len(shape_of(node.args[0])))
+        axis = node.meta["legoc.layout"].axis
+        bounds = index[axis]
+    else:
+        axis = None
+        bounds = slice(*(node.args[2:4] + (None,) * (4 - len(node.args))))
+    start, stop, _ = bounds.indices(len(kept_at))
+    new = slice(int(kept_at[:start].sum()), int(kept_at[:stop].sum()))
+    if (new.start, new.stop) == (start, stop):
+        return 0
+    if axis is None:
+        node.args = (node.args[0], node.args[1], new.start, new.stop, *node.args[4:])
+    else:
+        index = list(index)
+        index[axis] = new
+        node.args = (node.args[0], tuple(index))
+    return 1
