@@ -88,9 +88,14 @@ def test_cat_along_the_unit_axis_shifts_positions():
     assert len(ir.removable_groups()) == 5  # a and b units stay prunable
 
 
-def test_cat_along_another_axis_freezes_its_operands():
+def test_cat_along_another_axis_keeps_the_units_it_joins():
+    """Joined along the batch axis, a removed unit is still one constant (RoPE joins a head's
+    halves this way); joined with a tensor that is not its unit, it is not."""
     ir = analysed(Head(lambda h: torch.cat([h, h], dim=0)[:2]), (4,))
-    assert all(group_of(ir, "a", u).frozen == "concatenated along another axis" for u in range(5))
+    assert all(group_of(ir, "a", u).frozen is None for u in range(5))
+    ir = analysed(Head(lambda h: torch.cat([h, torch.ones(2, 5)], dim=0)[:2]), (4,))
+    reason = "concatenated with a non-unit tensor along another axis"
+    assert all(group_of(ir, "a", u).frozen == reason for u in range(5))
 
 
 def test_flatten_repeats_each_channel_id_h_times_w_at_the_consumer():

@@ -20,6 +20,7 @@ from tests.passes.helpers import (
     check_weights_fit_inputs,
     fresh_inputs,
     groups_for,
+    groups_of,
     masked,
     masked_oracle,
     max_abs_diff,
@@ -268,3 +269,31 @@ def test_a_literal_head_count_follows_the_slicing_in_every_calling_form(split):
     result, diff = fold_and_slice(masked(ir, head, random_ablation(ir, 0)))
     assert diff <= ATOL
     assert result.stats["units_sliced"] == 4 and result.stats["shapes_rewritten"] >= 1
+
+
+class FusedParts(nn.Module):
+    """One Linear(4 -> 9) read as parts: `h[..., :3]` (a query), a `chunk` of the next four
+    (gate/up, coupled by their product), and `h[:, 7:]` taken through stack and `unbind`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused, self.head = nn.Linear(4, 9), nn.Linear(3 + 2 + 2, 3)
+
+    def forward(self, x):
+        h = self.fused(x)
+        gate, up = h[:, 3:7].chunk(2, dim=-1)
+        tail = torch.stack([h[:, 7:], h[:, 7:] * 2]).unbind(0)[1]
+        return self.head(torch.cat([torch.relu(h[..., :3]), torch.relu(gate) * up, tail], -1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_parts_taken_by_slicing_chunk_and_unbind_slice_exactly(seed):
+    ir = model_ir(FusedParts(), torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    fused = [g for g in groups_of(ir, "fused") if ir.groups[g].frozen is None]
+    assert len(fused) == 3 + 2  # gate/up rows coupled in pairs; stack (unknown) freezes the tail
+    removed = sorted(torch.randperm(len(fused), generator=torch.Generator().manual_seed(seed))[:3])
+    ir = masked(ir, [fused[int(i)] for i in removed], random_ablation(ir, seed))
+    result, diff = fold_and_slice(ir)
+    assert diff <= ATOL
+    assert result.stats["shapes_rewritten"] >= 1
+    check_weights_fit_inputs(result.ir)
