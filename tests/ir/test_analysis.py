@@ -118,11 +118,17 @@ def test_flatten_after_the_residual_add_reads_whole_coupled_groups():
 # -- freezing ----------------------------------------------------------------------------
 
 
-def test_layer_norm_over_a_linears_features_freezes_its_units():
+def test_layer_norm_over_a_linears_features_keeps_them_units_read_by_the_next_linear():
     ir = analysed(Head(nn.LayerNorm(5)), (4,))
+    assert len(ir.removable_groups()) == 5  # each feature alone (issue 15)
+    assert ir.analysis.norm_readers == {"linear_1": "layer_norm"}
+
+
+def test_a_norm_output_read_by_a_nonlinearity_freezes_its_units():
+    ir = analysed(Head(nn.Sequential(nn.LayerNorm(5), nn.GELU())), (4,))
     for unit in range(5):
         reason = group_of(ir, "a", unit).frozen
-        assert reason is not None and "norm" in reason
+        assert reason is not None and "norm layer_norm read by between.1" in reason
     assert ir.removable_groups() == []
 
 

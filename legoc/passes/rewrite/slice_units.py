@@ -20,6 +20,7 @@ from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
 from legoc.passes.base import PassContext, PassResult
+from legoc.passes.rewrite import carry_norms
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
@@ -59,13 +60,19 @@ class SliceUnits:
         for name, space in analysis.spaces.items():
             if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
-        columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
+        norms = carry_norms.plan(ir, removed)
+        carried = {r: w for norm in norms for r, w in norm.readers.items()}
+        columns = {
+            use.node: keep_positions(use.ids)
+            for use in analysis.consumers
+            if use.node not in carried  # kept columns and the norm's carriers
+        }
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
         for name, node in nodes.items():
-            if name not in rows and name not in columns:
+            if name not in rows and name not in columns and name not in carried:
                 continue
             weight_node = node.args[1]
-            weight = get_attr_tensor(gm, weight_node.target).detach()
+            weight = carried.get(name, get_attr_tensor(gm, weight_node.target).detach())
             if name in rows:
                 weight = weight.index_select(0, rows[name])
                 bias_node = node.args[2] if len(node.args) > 2 else None
@@ -84,6 +91,10 @@ class SliceUnits:
                 if attr_node.op == "get_attr" and attr_node.target == param.target:
                     tensor = get_attr_tensor(gm, attr_node.target).detach()
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
+        for norm in norms:
+            carry_norms.apply(gm, norm)
+        if norms:  # reported only where the model has a norm over units
+            stats["norms_carried"] = len(norms)
         for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts.get(node.args[0].name)
