@@ -25,7 +25,7 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
-from legoc.frontend.lowering import is_aten_graph, lower_aten
+from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ TRACE_THROUGH = (
     nn.BatchNorm2d,
     nn.LayerNorm,
     nn.RMSNorm,
+    nn.GroupNorm,
 )
 
 
@@ -292,6 +293,9 @@ class _Tracer(torch.fx.Tracer):
                 m.eps,
             )
             return self.create_proxy("call_function", F.batch_norm, bn_args, {})
+        if isinstance(m, nn.GroupNorm):
+            gn_args = (x, m.num_groups, attr("weight"), attr("bias"), m.eps)
+            return self.create_proxy("call_function", F.group_norm, gn_args, {})
         if isinstance(m, nn.RMSNorm):
             rms_args = (x, tuple(m.normalized_shape), attr("weight"), m.eps)
             return self.create_proxy("call_function", F.rms_norm, rms_args, {})
@@ -326,6 +330,7 @@ def trace(
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
     gm.graph.eliminate_dead_code()
+    fuse_rms_norm(gm)
     gm.recompile()
     return gm
 

@@ -127,7 +127,7 @@ class Propagation:
 
     def shared_uses(self, weight: str) -> str | None:
         """Why `weight` cannot be sliced for one use: it is used by several nodes."""
-        users = self.weight_uses.get(weight, [])
+        users = self.weight_uses.get(id(get_attr_tensor(self.gm, weight)), [])
         if len(users) < 2:
             return None
         return f"weight {weight} is used {len(users)} times ({', '.join(users)})"
@@ -203,12 +203,17 @@ class Propagation:
         return norm.follow(self, node, kind, normed, layout) if normed else layout
 
 
-def _weight_uses(gm: torch.fx.GraphModule) -> dict[str, list[str]]:
-    """get_attr target -> the nodes that read it (a shared or tied weight has several)."""
-    uses: dict[str, list[str]] = {}
+def _weight_uses(gm: torch.fx.GraphModule) -> dict[int, list[str]]:
+    """id of a tensor -> the nodes that read it, as a get_attr's users or inside a module's
+    forward: a shared layer or a tied embedding (one tensor, two names) has several."""
+    uses: dict[int, list[str]] = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr":
-            uses.setdefault(node.target, []).extend(user.name for user in node.users)
+            tensor = get_attr_tensor(gm, node.target)
+            uses.setdefault(id(tensor), []).extend(user.name for user in node.users)
+        elif node.op == "call_module":
+            for tensor in gm.get_submodule(node.target).parameters():
+                uses.setdefault(id(tensor), []).append(node.name)
     return uses
 
 

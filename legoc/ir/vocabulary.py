@@ -63,7 +63,7 @@ KINDS: dict[str, Ops] = {
             F.logsigmoid,
             F.softsign,
         ],
-        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach"],
+        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "to", "float"],
         modules=[
             nn.ReLU,
             nn.GELU,

@@ -88,9 +88,15 @@ def test_cat_along_the_unit_axis_shifts_positions():
     assert len(ir.removable_groups()) == 5  # a and b units stay prunable
 
 
-def test_cat_along_another_axis_freezes_its_operands():
+def test_cat_along_another_axis_with_a_computed_tensor_freezes_its_operands():
+    ir = analysed(Head(lambda h: torch.cat([h, torch.zeros(2, 5)], dim=0)[:2]), (4,))
+    reason = "concatenated along another axis with a computed tensor"
+    assert all(group_of(ir, "a", u).frozen == reason for u in range(5))
+
+
+def test_cat_along_another_axis_with_the_same_units_keeps_them():
     ir = analysed(Head(lambda h: torch.cat([h, h], dim=0)[:2]), (4,))
-    assert all(group_of(ir, "a", u).frozen == "concatenated along another axis" for u in range(5))
+    assert len(ir.removable_groups()) == 5  # the rows stack, each unit stays in its slot
 
 
 def test_flatten_repeats_each_channel_id_h_times_w_at_the_consumer():

@@ -29,6 +29,18 @@ _MOVERS = {"permute", "reshape", "getitem"}
 _IDENTITY_FUNCTIONS = {F.dropout, F.alpha_dropout}
 _IDENTITY_METHODS = {"contiguous", "clone", "detach"}
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+# linear and alike on every channel: sums and means over positions, average pooling
+_AVERAGES = {
+    torch.mean,
+    torch.sum,
+    "mean",
+    "sum",
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+}
+_AVERAGE_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 
 
 def batch_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
@@ -92,8 +104,12 @@ def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
 
 
 def _moves_values(walk: Propagation, node: Node, kind: str | None) -> bool:
+    """The op treats every channel alike and linearly (a reader of its output receives
+    op(what it would have received), carriers included), or only moves values."""
     if kind in _MOVERS:
         return True
+    if kind in ("reduce", "pool"):
+        return _averages(walk, node)
     if node.op == "call_function":
         return node.target in _IDENTITY_FUNCTIONS
     if node.op == "call_method":
@@ -103,12 +119,20 @@ def _moves_values(walk: Propagation, node: Node, kind: str | None) -> bool:
     return False
 
 
+def _averages(walk: Propagation, node: Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(walk.gm.get_submodule(node.target), _AVERAGE_MODULES)
+    return node.target in _AVERAGES
+
+
 def follow(
     walk: Propagation, node: Node, kind: str | None, normed: list[Node], layout: Layout | None
 ) -> Layout | None:
     """After `node`'s handler: a norm's output over units reaches a Linear/Conv as its input
     (a *norm reader*: the norm's carriers feed it), or passes an op that only moves values
     with the units intact; anything else freezes the norm's units."""
+    if kind == "size":  # reads the shape only
+        return layout
     norm = walk.normed[normed[0].name]
     source = walk.layouts[normed[0].name]
     if kind == "producer" and node.args[0] is normed[0] and len(normed) == 1:
