@@ -139,6 +139,7 @@ def carried_norm(
     removed: int,
     eps: float | None,
     rms: bool,
+    direct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A layer (or RMS) norm over the kept channels of the last dim, with the removed ones'
     constants folded into the statistics (`sums[..., 0]` = their sum, `sums[..., 1]` = their
@@ -146,7 +147,9 @@ def carried_norm(
     recompute what the removed channels would have given it: `rstd * basis` (the constants,
     factored over positions), `-mean * rstd` (layer norm only) and ones (for the norm's bias).
     Each reader holds one column per carrier, so the block stays exact with the removed
-    channels gone."""
+    channels gone. Where the constants vary too much over positions for that to be smaller,
+    `direct` holds the removed channels' scale and shift and `basis` their constants: the
+    carriers are then the removed channels' outputs themselves."""
     n = x.shape[-1] + removed
     s1, s2 = sums[..., :1], sums[..., 1:2]
     if rms:
@@ -163,13 +166,11 @@ def carried_norm(
         y = y * weight
     if bias is not None:
         y = y + bias
-    carriers = [rstd * basis] if basis.shape[-1] else []
-    if not rms:
-        carriers.append(-mean * rstd)
-    carriers.append(torch.ones_like(rstd))
+    if direct is not None:
+        carriers = [(basis - mean) * rstd * direct[0] + direct[1]]
+    else:
+        carriers = [rstd * basis] if basis.shape[-1] else []
+        if not rms:
+            carriers.append(-mean * rstd)
+        carriers.append(torch.ones_like(rstd))
     return torch.cat([y, *(c.expand(*y.shape[:-1], c.shape[-1]) for c in carriers)], dim=-1)
-
-
-def norm_carriers(rms: bool, rank: int) -> int:
-    """How many carrier channels `carried_norm` appends."""
-    return rank + (0 if rms else 1) + 1

@@ -6,7 +6,10 @@ weight W receives from it  W_j (w_j (c_j(p) - mean) rstd + b_j). Summed over the
 channels that is  rstd * A(p) - mean * rstd * B + C  with constant A, B, C. A(p) is factored
 over positions (an SVD of the constants: rank 1 for per-channel constants, 0 for zero
 ablation), so the reader gets one column per factor, one for -mean * rstd and one for a channel
-of ones: exact, and the norm's weight and bias are sliced like any per-unit parameter.
+of ones: exact, and the norm's weight and bias are sliced like any per-unit parameter. Where
+the factors would outnumber the removed channels (constants that vary over positions, as a
+class token and position embedding make them), the carriers are the removed channels' outputs
+themselves: the readers keep their columns, the norm's producers still lose their rows.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ class CarriedNorm:
     eps: float | None  # None: the dtype's epsilon, as torch's rms_norm
     rms: bool
     readers: dict[str, torch.Tensor]  # reader node -> weight: kept columns, then carriers
+    direct: torch.Tensor | None  # the removed channels' scale and shift, when carried as such
 
 
-def plan(ir: IR, removed: np.ndarray) -> list[CarriedNorm]:
+def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm]:
     """The carried form of every held norm with removed channels (read from `ir`)."""
     nodes = nodes_by_name(ir.gm)
     analysis = ir.analysis
@@ -78,6 +82,10 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
     factors = vh[:rank]  # rank x removed
     w_gone = weight.double()[gone_t] if weight is not None else torch.ones(len(gone_t)).double()
     b_gone = bias.double()[gone_t] if bias is not None else torch.zeros(len(gone_t)).double()
+    direct = None
+    if rank + (0 if rms else 1) + 1 >= len(gone_t):  # factors would cost more than channels
+        direct = torch.stack([w_gone, b_gone]).to(const.dtype)
+        basis = c
     readers = {}
     for reader, norm in ir.analysis.norm_readers.items():
         if norm != node.name:
@@ -86,6 +94,9 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
         w = get_attr_tensor(gm, reader_node.args[1].target).detach()
         cols = w.double().index_select(1, gone_t)  # out, removed, kernel...
         shape = [1, -1] + [1] * (cols.dim() - 2)
+        if direct is not None:
+            readers[reader] = torch.cat([w.index_select(1, kept_t), cols.to(w.dtype)], dim=1)
+            continue
         scaled = cols * w_gone.reshape(shape)
         carriers = [torch.einsum("kr,or...->ok...", factors, scaled)] if rank else []
         if not rms:
@@ -105,10 +116,11 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
         eps=eps,
         rms=rms,
         readers=readers,
+        direct=direct,
     )
 
 
-def apply(gm: torch.fx.GraphModule, carried: CarriedNorm) -> None:
+def apply_carried(gm: torch.fx.GraphModule, carried: CarriedNorm) -> None:
     """Replace the held norm by its carried form (readers' weights are set by the caller)."""
     node = nodes_by_name(gm)[carried.node]
     base = f"legoc_{carried.node}"
@@ -125,10 +137,11 @@ def apply(gm: torch.fx.GraphModule, carried: CarriedNorm) -> None:
             params.append(arg)
         sums = gm.graph.get_attr(add_tensor(gm, f"{base}_sums", carried.sums))
         basis = gm.graph.get_attr(add_tensor(gm, f"{base}_basis", carried.basis))
-        new = gm.graph.call_function(
-            ops.carried_norm,
-            (x, *params, sums, basis, carried.removed, carried.eps, carried.rms),
-        )
+        args = (x, *params, sums, basis, carried.removed, carried.eps, carried.rms)
+        if carried.direct is not None:
+            direct = gm.graph.get_attr(add_tensor(gm, f"{base}_direct", carried.direct))
+            args = (*args, direct)
+        new = gm.graph.call_function(ops.carried_norm, args)
     new.meta = {k: v for k, v in node.meta.items() if k != "tensor_meta"}
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
