@@ -22,6 +22,8 @@ from legoc.ir import ops
 from legoc.ir.core import IR, build_ir
 from legoc.ir.masking import masked_model
 from legoc.passes.rewrite import BLOCK_PIPELINE, rewrite_pipeline
+from legoc.passes.rewrite.fold_ablations import FoldAblations
+from legoc.passes.rewrite.slice_units import SliceUnits
 from legoc.task.data import Split
 from tests.helpers import assert_float_close
 
@@ -318,6 +320,34 @@ def test_convnext_layer_norm_2d_keeps_its_permutes_and_neurons_slice_exactly(tmp
     assert removable(ir, "stage1.block.3", "stage2.block.3")  # the 4x MLP neurons
     check_sliced(ir, [x])
     check_parity(ir, {"x": rows(16, 3, 16, 16, seed=4)}, tmp_path)
+
+
+class NormedConvs(nn.Module):
+    """conv -> LayerNorm2d -> zero-padded conv: the carriers enter a conv, borders included."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = LayerNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv2(self.norm(self.conv1(x)))).mean((2, 3)))
+
+
+def test_layer_norm_2d_read_by_a_padded_conv_slices_exactly_and_folds_once():
+    torch.manual_seed(0)
+    ir = ir_of(NormedConvs(), {"x": rows(2, 3, 6, 6)})
+    assert removable(ir, "conv1", "conv2") and ir.analysis.norm_readers
+    check_sliced(ir, [rows(5, 3, 6, 6, seed=3)])
+    folded = FoldAblations().run(random_kept(ir, 0))
+    assert folded.stats["norms_held"] == 1
+    again = FoldAblations().run(folded.ir)  # held at the same channels: nothing to do
+    assert not again.changed and "norms_held" not in again.stats
+    sliced = SliceUnits().run(again.ir)
+    assert sliced.stats["norms_carried"] == 1
+    assert not SliceUnits().run(sliced.ir).changed
 
 
 @pytest.mark.xfail(
