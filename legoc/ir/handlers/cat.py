@@ -1,5 +1,7 @@
-"""Concatenation along the unit axis: the output's slots are the inputs' slots, shifted; along
-another axis, of tensors carrying the same units, every slot keeps its unit."""
+"""Concatenation. Along the unit axis the output's slots are the inputs' slots, shifted. Along
+another axis (a class token put before the patch tokens) the units pass through when every
+operand carries the same units there or is a parameter, expanded: its entries are per-unit
+parameters, sliced with the units."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import numpy as np
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
-from legoc.ir.units import Layout
+from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
+
+# ops between a parameter and the concatenation that keep its entries per unit
+_VIEWS = {"expand", "repeat", "contiguous", "clone"}
 
 
 def cat(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
@@ -23,7 +28,7 @@ def cat(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     layouts = [walk.layouts.get(t.name) for t in tensors]
     axis = {lay.axis for lay in layouts if lay is not None}
     if len(axis) == 1 and next(iter(axis)) != dim:
-        return _along_another_axis(walk, node, layouts)
+        return _along_other_axis(walk, node, tensors, layouts)
     if len(axis) != 1:
         walk.freeze_inputs(node, "concatenated along another axis")
         return None
@@ -33,14 +38,40 @@ def cat(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     return Layout(dim, np.concatenate(parts))
 
 
-def _along_another_axis(walk: Propagation, node: Node, layouts: list) -> Layout | None:
-    """Pieces of the same units joined along another axis (RoPE's rotated and passed halves of
-    a head): each slot keeps its unit, coupled with whatever meets it."""
-    first = layouts[0]
-    if any(lay is None or len(lay.ids) != len(first.ids) for lay in layouts):
-        walk.freeze_inputs(node, "concatenated with a non-unit tensor along another axis")
+def _along_other_axis(walk: Propagation, node: Node, tensors, layouts) -> Layout | None:
+    first = next(lay for lay in layouts if lay is not None)
+    params = []
+    for tensor, lay in zip(tensors, layouts):
+        if lay is not None:
+            if len(lay.ids) != len(first.ids) or (lay.ids != first.ids).any():
+                walk.freeze_inputs(node, "concatenated along another axis with other units")
+                return None
+            continue
+        param = _expanded_parameter(walk, tensor, first.axis, len(first.ids))
+        if param is None:
+            walk.freeze_inputs(node, "concatenated along another axis with a computed tensor")
+            return None
+        params.append(param)
+    for target, user in params:
+        walk.channel_params.append(ChannelParam(target, user, first.axis, first.ids))
+    return Layout(first.axis, first.ids)
+
+
+def _expanded_parameter(walk: Propagation, tensor: Node, axis: int, width: int):
+    """(target, user) of the parameter `tensor` expands, when its `axis` holds the units."""
+    user = None
+    while tensor.op == "call_method" and tensor.target in _VIEWS:
+        sizes = tensor.args[1:]
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        if tensor.target == "expand" and len(sizes) > axis and sizes[axis] != -1:
+            return None
+        if tensor.target == "repeat" and len(sizes) > axis and sizes[axis] != 1:
+            return None
+        user, tensor = tensor, tensor.args[0]
+    if tensor.op != "get_attr" or user is None:
         return None
-    ids = first.ids
-    for lay in layouts[1:]:
-        ids = walk.couple(ids, lay.ids, "concatenated along another axis")
-    return Layout(first.axis, ids)
+    shape = shape_of(tensor)
+    if shape is None or len(shape) != len(shape_of(user)) or shape[axis] != width:
+        return None
+    return tensor.target, user.name

@@ -26,12 +26,15 @@ def slice_dim(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
     return _take(walk, node, layout, dim % ndim, slice(start, end, step))
 
 
+def only_slices(index) -> bool:
+    """True for an index of slices and at most one Ellipsis (no ints, None or tensors)."""
+    index = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, slice) or i is Ellipsis for i in index) and index.count(...) <= 1
+
+
 def getitem_slices(walk: Propagation, node: Node, layout: Layout) -> Layout | None:
-    """`x[index]` where index holds only slices and one Ellipsis (no ints, None or tensors)."""
-    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-    if not all(isinstance(i, slice) or i is Ellipsis for i in index) or index.count(...) > 1:
-        return walk.cannot_slice(node)
-    index = full_index(index, len(shape_of(node.args[0])))
+    """`x[index]` where `only_slices(index)`."""
+    index = full_index(node.args[1], len(shape_of(node.args[0])))
     return _take(walk, node, layout, layout.axis, index[layout.axis])
 
 

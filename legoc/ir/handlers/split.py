@@ -12,7 +12,8 @@ import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
-from legoc.ir.handlers.slicing import getitem_slices
+from legoc.ir.handlers.index import index
+from legoc.ir.handlers.slicing import getitem_slices, only_slices
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -65,13 +66,13 @@ def part_sizes(node: Node, length: int) -> list[int]:
 
 
 def getitem(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
-    """A part of a split carries its units, a slice its slots; other indexing is not followed."""
+    """A part of a split carries its units, a slice its slots; other indexing: `index`."""
     if node.args[0].name in walk.split_parts:
         axis, parts = walk.split_parts[node.args[0].name]
         return Layout(axis, parts[node.args[1]])
     if not tracked:
         return None
     layout = walk.sole_layout(node, tracked)
-    if layout is not None and isinstance(node.args[1], (slice, tuple)):
-        return getitem_slices(walk, node, layout)
-    return walk.cannot_slice(node)
+    if layout is not None and only_slices(node.args[1]):
+        return getitem_slices(walk, node, layout)  # x[..., :d]: a slice of the unit axis too
+    return index(walk, node, tracked)  # x[:, 0] and the like
