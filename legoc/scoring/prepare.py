@@ -125,7 +125,9 @@ def prepare(
     splits = {}
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
-        splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+        splits[name] = load_split(
+            name, path, input_names, label, metric.needs_labels, task.spec.position
+        )
     for split_name, split in splits.items():
         _check_input_dtypes(loaded.module, split, split_name)
     example = _example_rows(splits["search"])
