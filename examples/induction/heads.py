@@ -11,7 +11,6 @@ Olsson et al. 2022 ("In-context Learning and Induction Heads"), on repeated rand
 from __future__ import annotations
 
 import torch
-
 from model import VOCAB
 
 SCORE_SEGMENT, SCORE_ROWS, SCORE_SEED = 16, 200, 7

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 IGNORE = -100  # a label that does not count (padding, positions outside the task): HF's value
 
 
