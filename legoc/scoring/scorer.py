@@ -391,7 +391,8 @@ class Scorer:
             for rows, inputs, y, extras, ref in self._labelled_batches():
                 logits = self._forward(inputs)
                 loss = self.metric.proxy_loss(logits, y, ref, **extras)
-                loss.backward()
+                if loss.requires_grad:  # else no kept unit reaches the output: nothing to rank
+                    loss.backward()
                 hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, **extras)
         self._active.zero_grad(set_to_none=True)
         self.charge_gradient(len(self.split))

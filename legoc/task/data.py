@@ -125,6 +125,12 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
                 "numeric arrays with np.savez"
             ) from None
+    if head[:1] == b"{":
+        raise LegocError(
+            f"{label}: {path} is a text split (JSON lines): it is tokenized by the model "
+            "folder's tokenizer, so give MODEL as a Hugging Face folder (config.json, "
+            "*.safetensors and a tokenizer); elsewhere save token ids with torch.save"
+        )
     try:
         mmap = head == b"PK\x03\x04"
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -195,10 +201,14 @@ def load_split(
     label: str,
     needs_labels: bool,
     position: str = "all",
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Split:
     """Read a split, map it onto the model's forward arguments and check it is usable;
-    `position` (the spec's) adds `at`, the position each row's task reads, to its extras."""
-    tensors, mapped = _read_tensor_dict(path, label)
+    `position` (the spec's) adds `at`, the position each row's task reads, to its extras.
+    `tensors`: the file's contents already read (a tokenized text split)."""
+    mapped = False
+    if tensors is None:
+        tensors, mapped = _read_tensor_dict(path, label)
     inputs: dict[str, torch.Tensor] = {}
     for arg in input_names:
         if arg in tensors:
