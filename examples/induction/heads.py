@@ -11,7 +11,6 @@ Olsson et al. 2022 ("In-context Learning and Induction Heads"), on repeated rand
 from __future__ import annotations
 
 import torch
-from model import VOCAB
 
 SCORE_SEGMENT, SCORE_ROWS, SCORE_SEED = 16, 200, 7
 
@@ -22,7 +21,8 @@ def head_name(layer: int, head: int) -> str:
 
 def head_scores(model, length: int = SCORE_SEGMENT, rows: int = SCORE_ROWS) -> dict:
     gen = torch.Generator().manual_seed(SCORE_SEED)
-    segment = torch.stack([torch.randperm(VOCAB, generator=gen)[:length] for _ in range(rows)])
+    vocab = model.embed.num_embeddings
+    segment = torch.stack([torch.randperm(vocab, generator=gen)[:length] for _ in range(rows)])
     ids = torch.cat([segment, segment], dim=1)
     heads = {}
     t = torch.arange(1, 2 * length)
