@@ -82,3 +82,18 @@ def test_ignored_items_and_positions_do_not_count():
     assert count == 2
     kl, count = METRICS["kl"].batch_sum(logits, y, logits)
     assert count == 2 and abs(kl) <= 1e-6
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "logit_diff", "kl"])
+def test_numpy_scores_leave_out_ignored_items_like_torch(metric):
+    from legoc.runtime.scores import metric_value
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 6, 5, generator=gen)
+    y = torch.randint(0, 5, (4, 6), generator=gen)
+    y[:, :2] = IGNORE
+    ref = logits + 0.1 * torch.randn(4, 6, 5, generator=gen)
+    total, count = METRICS[metric].batch_sum(logits, y, ref)
+    got = metric_value(metric, logits.numpy(), y.numpy(), ref.numpy())
+    assert count == 16
+    assert abs(got - total / count) <= 1e-5 * max(1.0, abs(got))
