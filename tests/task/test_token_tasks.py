@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from legoc.cli.app import app
 from legoc.task.metrics import IGNORE, METRICS
+from tests.helpers import assert_float_close
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,7 +80,13 @@ def test_ignored_items_and_positions_do_not_count():
     total, count = METRICS["accuracy"].batch_sum(logits, y, None, at=at)
     assert (total, count) == (1.0, 2)  # row 1 reads position 0: ignored
     diff, count = METRICS["logit_diff"].batch_sum(logits, y, None, at=at)
+    expected = 0.0
+    for row, pos in ((0, 1), (2, 3)):
+        scores = logits[row, pos]
+        label = int(y[row, pos])
+        expected += float(scores[label] - scores[torch.arange(5) != label].max())
     assert count == 2
+    assert_float_close(torch.tensor(diff), torch.tensor(expected))
     kl, count = METRICS["kl"].batch_sum(logits, y, logits)
     assert count == 2 and abs(kl) <= 1e-6
 
