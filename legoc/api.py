@@ -18,7 +18,7 @@ from legoc.errors import LegocError, TaskNotMet
 from legoc.export.block import After, Built, build_block, finetune_block, write_block
 from legoc.export.metadata import block_metadata, versions
 from legoc.export.result import ExtractResult, Found
-from legoc.frontend.load import forward_arg_names, load_model, trace
+from legoc.frontend.load import load_model, trace
 from legoc.ir.core import IR, build_ir
 from legoc.ir.frozen import nothing_removable
 from legoc.passes.base import PassContext, PassOptionError, Pipeline
@@ -196,6 +196,7 @@ def extract(
     device: str | None = None,
     ray: str | None = None,
     workers: int | None = None,
+    hf_class: str | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -213,7 +214,9 @@ def extract(
     each pass's name and IR (`ir_printer`). `device`: cpu | cuda | mps | auto (None: the
     spec's `device`), where scoring, gradients, mask training and fine-tuning run. `ray`:
     score candidates on `workers` Ray actors (None: as `search.backend` says; "local" starts
-    a cluster here, else an address to join); the block is the local run's.
+    a cluster here, else an address to join); the block is the local run's. `hf_class`: the
+    transformers class a Hugging Face model folder is loaded as (default: its config's
+    `architectures`).
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -238,7 +241,9 @@ def extract(
         resolve_device(device)  # a bad --device is reported before any loading
     if ray is not None:
         import_ray()  # missing Ray is reported before any loading
-    prep = prepare(model, task, arch, trust_model, model_output, progress, device)
+    prep = prepare(
+        model, task, arch, trust_model, model_output, progress, device=device, hf_class=hf_class
+    )
     if not prep.ir.removable_groups():
         raise TaskNotMet(nothing_removable(prep.ir))
     prep.ir.objective = objective
@@ -257,7 +262,14 @@ def extract(
         # the driver's thread count: kernels may split sums differently with another one
         threads = torch.get_num_threads()
         source = Source(
-            str(model), str(task), arch, trust_model, model_output, str(prep.device), threads
+            str(model),
+            str(task),
+            arch,
+            trust_model,
+            model_output,
+            str(prep.device),
+            threads,
+            hf_class,
         )
         workers = workers if workers is not None else spec.search.workers
         prep.scorer.backend = RayBackend(source, workers, ray)
@@ -361,14 +373,15 @@ def inspect_model(
     trust_model: bool = False,
     task: str | Path | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    hf_class: str | None = None,
 ) -> tuple[str, dict]:
     """The IR text of a model; with a task, also the full model's score on each split."""
     if task is not None:
-        prep = prepare(model, task, arch, trust_model)
+        prep = prepare(model, task, arch, trust_model, hf_class=hf_class)
         scores = score_splits(prep, prep.ir.mask_for([]))
         return prep.ir.text(source=True), {name: s.metric_full for name, s in scores.items()}
-    loaded = load_model(model, arch=arch, trust_model=trust_model)
-    input_names = forward_arg_names(loaded.module)
+    loaded = load_model(model, arch=arch, trust_model=trust_model, hf_class=hf_class)
+    input_names = loaded.inputs()
     input_shapes = input_shapes or {}
     missing = [n for n in input_names if n not in input_shapes]
     if missing:

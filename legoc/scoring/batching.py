@@ -61,7 +61,7 @@ class Batching:
         self.row_order: torch.Tensor | None = None  # scoring order of the rows (`reorder`)
 
     def labelled(self, reference: torch.Tensor | None, growing: bool = False):
-        """(rows, inputs, y, y_alt, reference rows or None) per batch of the split, in
+        """(rows, inputs, y, extras, reference rows or None) per batch of the split, in
         `row_order` when one is set; `growing` batches (for no-grad scoring) double from
         first_rows up to the memory cap."""
         cap = self.max_batch_size if growing else None
@@ -71,7 +71,7 @@ class Batching:
             for inputs, y, extras in self.split.batches(first, cap):
                 rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
                 ref = None if reference is None else reference[offset : offset + len(rows)]
-                yield rows, inputs, self.to_device(y), self.to_device(extras.get("y_alt")), ref
+                yield rows, inputs, self.to_device(y), self.extras_to_device(extras), ref
                 offset += len(rows)
             return
         start, size = 0, first
@@ -81,12 +81,16 @@ class Batching:
                 size = min(size * 2, cap)
             inputs, y, extras = self.split.take(rows)
             ref = None if reference is None else reference[rows]
-            yield rows, inputs, self.to_device(y), self.to_device(extras.get("y_alt")), ref
+            yield rows, inputs, self.to_device(y), self.extras_to_device(extras), ref
             start += len(rows)
 
     def to_device(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
         """A batch's labels where the scoring graph runs (inputs move in `Scorer._forward`)."""
         return None if tensor is None else tensor.to(self.device)
+
+    def extras_to_device(self, extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A batch's extras (`y_alt`, per-row positions `at`) where the scoring graph runs."""
+        return {k: v.to(self.device) for k, v in extras.items()}
 
     def reorder(self, hardness: torch.Tensor) -> bool:
         """Read the hardest rows first; True when the order changed (results computed per

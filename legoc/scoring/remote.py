@@ -51,6 +51,7 @@ class Source:
     model_output: str | None = None
     device: str = "cpu"
     threads: int = 1
+    hf_class: str | None = None
 
 
 def import_ray():
@@ -93,6 +94,7 @@ class Worker:
             source.trust_model,
             source.model_output,
             device=source.device,
+            hf_class=source.hf_class,
         )
 
     def score(self, row_order, base, masks, keep) -> list[tuple[float, bool]]:

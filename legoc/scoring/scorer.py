@@ -28,8 +28,8 @@ from legoc.scoring.checks import check_split_fits
 from legoc.scoring.journal import Journal, evaluation_key
 from legoc.scoring.prefix import PrefixCache
 from legoc.scoring.standin import StandIn
-from legoc.task.data import Split
-from legoc.task.metrics import Metric, faithfulness
+from legoc.task.data import TOKEN_MASK, Split
+from legoc.task.metrics import IGNORE, Metric, faithfulness
 
 if TYPE_CHECKING:
     from legoc.scoring.remote import BatchBackend
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
-
-TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
 
 
 def prefer_channels_last(gm: torch.fx.GraphModule, ablates: dict[str, Ablate]) -> None:
@@ -118,6 +116,7 @@ class Scorer:
         self.evaluations = 0  # candidate evaluations counted (the journal replays these)
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
         self.last_stopped_early = False
+        self.items: int | None = None  # items that count on the split (set by the full score)
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         # scores candidates elsewhere, a batch at a time (`legoc.scoring.remote`); None: here
         self.backend: BatchBackend | None = None
@@ -179,16 +178,17 @@ class Scorer:
                     module.token_mask = mask
                 logits = self._forward(inputs)
                 rows = slice(offset, offset + logits.shape[0])
-                y, y_alt = self.batching.to_device(y), self.batching.to_device(extras.get("y_alt"))
-                ref = logits if needs_ref else None
-                hardness[rows] = metric.row_hardness(logits, y, ref, y_alt).cpu()
-                s, c = metric.batch_sum(logits, y, ref, y_alt)
+                y, extras = self.batching.to_device(y), self.batching.extras_to_device(extras)
+                ref = logits if needs_ref else None  # all positions: metrics read theirs (`at`)
+                hardness[rows] = metric.row_hardness(logits, y, ref, **extras).cpu()
+                s, c = metric.batch_sum(logits, y, ref, **extras)
                 total, n, offset = total + s, n + c, rows.stop
                 if needs_ref:
                     outputs.append(logits)
         for module in self.ablates.values():
             module.token_mask = None
-        return total / max(n, 1), hardness, torch.cat(outputs) if needs_ref else None
+        self._count_items(n)  # items that count (labels not IGNORE at the positions read)
+        return total / n, hardness, torch.cat(outputs) if needs_ref else None
 
     def _means(self) -> dict[str, torch.Tensor]:
         """The per-unit means `_full_pass` accumulated (on the CPU: rewrites read them)."""
@@ -260,7 +260,7 @@ class Scorer:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
         inputs, y, extras = self.split.take(rows)
-        y, y_alt = self.batching.to_device(y), self.batching.to_device(extras.get("y_alt"))
+        y, extras = self.batching.to_device(y), self.batching.extras_to_device(extras)
         ref = self.reference.outputs
         for name, module in self.ablates.items():
             gate = gates.get(name)
@@ -272,7 +272,7 @@ class Scorer:
                 logits,
                 y,
                 None if ref is None else ref[rows],
-                y_alt,
+                **extras,
             )
         finally:
             for module in self.ablates.values():
@@ -281,7 +281,8 @@ class Scorer:
         return loss / len(rows)
 
     def _labelled_batches(self, growing: bool = False):
-        """(rows, inputs, y, y_alt, full model's outputs or None) per batch (`Batching`)."""
+        """(rows, inputs, y, extras (y_alt, at), full model's outputs or None) per batch
+        (`Batching`)."""
         return self.batching.labelled(self.reference.outputs, growing)
 
     def follow_rows(self, order: torch.Tensor | None) -> None:
@@ -413,7 +414,7 @@ class Scorer:
         prefix = self._prefix_cache() if self.cache_bytes > 0 else None
         sigs = prefix.signatures() if prefix is not None else None
         with torch.no_grad():
-            for batch, (rows, inputs, y, y_alt, ref) in enumerate(
+            for batch, (rows, inputs, y, extras, ref) in enumerate(
                 self._labelled_batches(growing=True)
             ):
                 if prefix is None:
@@ -421,10 +422,10 @@ class Scorer:
                 else:
                     logits = prefix.run(batch, self._on_device(inputs), sigs)
                 if hardness is not None:
-                    hardness[rows] = self.metric.row_hardness(logits, y, ref, y_alt).cpu()
-                s, c = self.metric.batch_sum(logits, y, ref, y_alt)
-                if items_total is None:
-                    items_total = c // logits.shape[0] * len(self.split)
+                    hardness[rows] = self.metric.row_hardness(logits, y, ref, **extras).cpu()
+                s, c = self.metric.batch_sum(logits, y, ref, **extras)
+                if items_total is None:  # the first (full) score has no target: it reads all
+                    items_total = self.items or c // logits.shape[0] * len(self.split)
                 total, n = total + s, n + c
                 if target is None or n >= items_total:
                     continue
@@ -435,7 +436,17 @@ class Scorer:
                 if not self.metric.higher_is_better and (total + rest * lo) / items_total > target:
                     total, n, self.last_stopped_early = total + rest * lo, items_total, True
                     break
+        if self.items is None:
+            self._count_items(n)
         return total / max(n, 1)
+
+    def _count_items(self, n: int) -> None:
+        if n == 0:
+            raise LegocError(
+                f"{self.label}: no item counts: every label is {IGNORE} (ignored) at the "
+                "positions the task reads; check `y` and `position`"
+            )
+        self.items = n
 
     def _prefix_cache(self) -> PrefixCache:
         """The active graph's cache; the others drop their values so that all of them
@@ -494,11 +505,12 @@ class Scorer:
             module.start_attribution()
         hardness = torch.zeros(len(self.split))
         with torch.enable_grad():
-            for rows, inputs, y, y_alt, ref in self._labelled_batches():
+            for rows, inputs, y, extras, ref in self._labelled_batches():
                 logits = self._forward(inputs)
-                loss = self.metric.proxy_loss(logits, y, ref, y_alt)
-                loss.backward()
-                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt).cpu()
+                loss = self.metric.proxy_loss(logits, y, ref, **extras)
+                if loss.requires_grad:  # else no kept unit reaches the output: nothing to rank
+                    loss.backward()
+                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, **extras).cpu()
         self._active.zero_grad(set_to_none=True)
         self.charge_gradient(len(self.split))
         self._order_rows(hardness)

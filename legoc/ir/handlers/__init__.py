@@ -19,6 +19,7 @@ from legoc.ir.handlers import (
     attention,
     binary,
     cat,
+    expand,
     norm,
     permute,
     pool,
@@ -27,6 +28,7 @@ from legoc.ir.handlers import (
     reshape,
     select,
     shape,
+    slicing,
     split,
     unary,
 )
@@ -43,6 +45,7 @@ HANDLERS: dict[str, Handler] = {
     "pool": pool.pool,
     "batch_norm": norm.batch_norm,
     "layer_norm": norm.layer_norm,
+    "carried_norm": norm.carried_norm,
     "binary": binary.binary,
     "cat": cat.cat,
     "reshape": reshape.reshape,
@@ -51,6 +54,9 @@ HANDLERS: dict[str, Handler] = {
     "select_outputs": select.select_outputs,
     "attention": attention.attention,
     "split": split.split,
+    "slice": slicing.slice_dim,
+    "unsqueeze": expand.unsqueeze,
+    "expand": expand.expand,
     "getitem": split.getitem,
     "size": shape.size,
 }

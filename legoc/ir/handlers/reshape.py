@@ -31,14 +31,33 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
         if len(out_shape) > axis and out_shape[axis] == in_shape[axis]:
             walk.reshapes.append(node.name)
             return layout
+        merged = merged_dims(in_shape, out_shape, axis)
+        if merged > 1:  # (kv heads, n_rep) -> query heads: each unit repeated over n_rep
+            walk.reshapes.append(node.name)
+            return Layout(axis, np.repeat(layout.ids, merged))
         if splits_axis(in_shape, out_shape, axis):  # channels -> (heads, head_dim)
             blocks = layout.ids.reshape(out_shape[axis], out_shape[axis + 1])
             for block in blocks:
                 walk.couple(np.full_like(block, block[0]), block, "attention head")
             walk.reshapes.append(node.name)
             return Layout(axis, blocks[:, 0].copy())
+    if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
+        walk.reshapes.append(node.name)
+        return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
+
+
+def regroups_positions(in_shape, out_shape, axis: int) -> bool:
+    """True when a reshape regroups only the dims before the unit axis (same total size), and
+    keeps the unit axis and every dim after it: each unit stays whole in its own slot."""
+    tail = len(in_shape) - axis
+    return (
+        len(out_shape) >= tail
+        and tuple(out_shape[-tail:]) == tuple(in_shape[axis:])
+        and int(np.prod(out_shape[:-tail], dtype=np.int64))
+        == int(np.prod(in_shape[:axis], dtype=np.int64))
+    )
 
 
 def splits_axis(in_shape, out_shape, axis: int) -> bool:
@@ -50,3 +69,14 @@ def splits_axis(in_shape, out_shape, axis: int) -> bool:
         and out_shape[axis + 2 :] == in_shape[axis + 1 :]
         and out_shape[axis] > 1
     )
+
+
+def merged_dims(in_shape, out_shape, axis: int) -> int:
+    """How many slots each unit gets when a reshape merges dim `axis` with some of the dims
+    after it and leaves the rest as they were (1 when it does not)."""
+    for end in range(axis + 2, len(in_shape)):
+        if list(out_shape[axis + 1 :]) == list(in_shape[end:]) and out_shape[axis] == int(
+            np.prod(in_shape[axis:end], dtype=np.int64)
+        ):
+            return int(np.prod(in_shape[axis + 1 : end], dtype=np.int64))
+    return 1
