@@ -151,12 +151,16 @@ class SliceUnits:
         gm.graph.erase_node(node)
 
     def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
-        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere)."""
+        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere),
+        writing the sizes back in the form the call had: `x.view(a, b, c)` (varargs) or
+        `torch.reshape(x, [a, b, c])` / `x.view((a, b, c))` (one sequence)."""
         if node.op == "call_module" or node.target in (torch.flatten, "flatten"):
             return 0
         shape_args = list(node.args[1:])
         if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
             shape_args = list(shape_args[0])
+        elif "shape" in node.kwargs or "size" in node.kwargs:
+            shape_args = list(node.kwargs.get("shape", node.kwargs.get("size")))
         layout = node.meta.get("legoc.layout")
         if layout is None or layout.axis >= len(shape_args):
             return 0
@@ -171,7 +175,7 @@ class SliceUnits:
                 with gm.graph.inserting_before(node):  # the batch: read it at run time
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
-        node.args = (node.args[0], *shape_args)
+        set_shape_args(node, shape_args)
         return 1
 
     def _rewrite_split(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
@@ -221,3 +225,17 @@ def _folded_ones_term(node: torch.fx.Node):
     if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
         return add, term
     return None
+
+
+def set_shape_args(node: torch.fx.Node, sizes: list) -> None:
+    """Give a view/reshape node new sizes in its own calling form: torch.reshape and aten take
+    one sequence, `Tensor.view`/`reshape` take varargs or one sequence."""
+    kwargs = {k: v for k, v in node.kwargs.items() if k not in ("shape", "size")}
+    varargs = node.op == "call_method" and not (
+        len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+    )
+    if varargs and not ({"shape", "size"} & set(node.kwargs)):
+        node.args = (node.args[0], *sizes)
+    else:
+        node.args = (node.args[0], list(sizes))
+    node.kwargs = kwargs

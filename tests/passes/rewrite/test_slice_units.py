@@ -233,3 +233,38 @@ def test_removing_one_residual_group_never_grows_the_block():
     masked_ir = masked(ir, groups_for(ir, {"conv1": [0]}), mean_ablation(ir, "cnn", [0, 3]))
     block = DeadCodeElimination().run(SliceUnits().run(FoldAblations().run(masked_ir).ir).ir).ir
     assert block.param_count() <= ir.param_count()
+
+
+class HeadViews(nn.Module):
+    """Channels viewed as (heads, head_dim) and back with a literal head count: the view's
+    sizes must follow the slicing in every calling form (issue 15: OPT, ViT, DeBERTa-v2)."""
+
+    def __init__(self, split):
+        super().__init__()
+        self.proj, self.out, self.split = nn.Linear(4, 8), nn.Linear(8, 3), split
+
+    def forward(self, x):
+        h = torch.relu(self.split(self.proj(x)))
+        return self.out(h.reshape(h.size(0), 3, 8)).mean(1)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        lambda h: h.view(h.size(0), 3, 2, 4),
+        lambda h: h.view(-1, 3, 2, 4),
+        lambda h: h.view((h.shape[0], 3, 2, 4)),
+        lambda h: torch.reshape(h, (-1, 3, 2, 4)),
+        lambda h: torch.reshape(h, [h.size(0), -1, 2, 4]),
+        lambda h: h.reshape(shape=(h.size(0), 3, 2, -1)),
+    ],
+    ids=["varargs-size", "varargs-minus-1", "tuple", "torch-tuple", "torch-list", "kwarg"],
+)
+def test_a_literal_head_count_follows_the_slicing_in_every_calling_form(split):
+    torch.manual_seed(0)
+    ir = model_ir(HeadViews(split).eval(), torch.randn(2, 3, 4))
+    head = groups_for(ir, {"proj": [0]})
+    assert len(ir.groups[head[0]].members) == 4  # a head's channels are one unit
+    result, diff = fold_and_slice(masked(ir, head, random_ablation(ir, 0)))
+    assert diff <= ATOL
+    assert result.stats["units_sliced"] == 4 and result.stats["shapes_rewritten"] >= 1
