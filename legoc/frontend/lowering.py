@@ -48,6 +48,9 @@ SAME_ARGS = {
     aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
     aten.scaled_dot_product_attention.default: F.scaled_dot_product_attention,
+    aten.matmul.default: torch.matmul,
+    aten.bmm.default: torch.bmm,
+    aten.baddbmm.default: torch.baddbmm,
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
@@ -72,6 +75,7 @@ SAME_ARGS[aten.arange.start] = torch.arange
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
     aten.layer_norm.default: (F.layer_norm, _layer_norm),
+    aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
 

@@ -140,6 +140,12 @@ KINDS: dict[str, Ops] = {
     "permute": _ops(functions=[torch.permute, torch.transpose], methods=["permute", "transpose"]),
     "select_outputs": _ops(functions=[ops.select_outputs]),
     "attention": _ops(functions=[F.scaled_dot_product_attention]),
+    # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)
+    "matmul": _ops(
+        functions=[torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul],
+        methods=["matmul", "bmm", "baddbmm"],
+    ),
+    "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "split": _ops(functions=[torch.split]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)

@@ -17,6 +17,7 @@ import torch.fx
 
 from legoc.ir.handlers import (
     attention,
+    attention_scores,
     binary,
     cat,
     norm,
@@ -50,6 +51,8 @@ HANDLERS: dict[str, Handler] = {
     "permute": permute.permute,
     "select_outputs": select.select_outputs,
     "attention": attention.attention,
+    "matmul": attention_scores.matmul,
+    "softmax": attention_scores.softmax,
     "split": split.split,
     "getitem": split.getitem,
     "size": shape.size,
