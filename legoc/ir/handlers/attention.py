@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.head_bias import per_head_mask_follows
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -30,4 +31,6 @@ def attention(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
         return None
     ids = walk.couple(layouts[0].ids, layouts[1].ids, "attention head")
     ids = walk.couple(ids, layouts[2].ids, "attention head")
+    if not per_head_mask_follows(walk, node, head_axis, ids):
+        return None
     return Layout(head_axis, ids)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from legoc.ir.graph import op_name, shape_of
+from legoc.ir.handlers.head_bias import slice_head_bias
 from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
@@ -257,6 +258,8 @@ def _per_head_operands(walk, node, reads, scores: Scores, operands) -> None:
             continue
         if other.op == "get_attr":
             walk.channel_params.append(ChannelParam(other.target, node.name, dim, scores.ids))
+            continue
+        if slice_head_bias(walk, other, dim, scores.ids):
             continue
         return _freeze(walk, node, reads, "a per-head attention bias computed in the graph")
     walk.scores[node.name] = scores
