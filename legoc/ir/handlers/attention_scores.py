@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from legoc.ir.graph import op_name, shape_of
-from legoc.ir.handlers.head_bias import slice_head_bias
+from legoc.ir.handlers.head_bias import one_unit, slice_head_bias
 from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def matmul(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
         ids = walk.couple(la.ids, lb.ids, "attention head")
         scores = Scores(out_s.index(letter_a), ids)
     elif letter_a in contracted and len(contracted) == 1:  # one head: its channels contracted
-        ids = _one_unit(walk, np.concatenate([la.ids, lb.ids]))
+        ids = one_unit(walk, np.concatenate([la.ids, lb.ids]))
         scores = Scores(None, ids[:1])
     else:
         return _freeze_all(walk, node, "attention over units that are not whole heads")
@@ -168,22 +168,12 @@ def _values(walk, node, scores: Scores, la_s, lb_s, out_s, v: Node) -> Layout | 
         walk.freeze(scores.ids, "attention values contracted along their unit axis")
         return _freeze_all(walk, node, "attention over values that are not whole heads")
     if scores.axis is None:  # one head: every value channel joins it
-        ids = _one_unit(walk, np.concatenate([scores.ids, lv.ids]))[1:]
+        ids = one_unit(walk, np.concatenate([scores.ids, lv.ids]))[1:]
         return Layout(out_s.index(letter), ids)
     if la_s[scores.axis] != letter or len(lv.ids) != len(scores.ids):
         walk.freeze(scores.ids, "attention heads of probabilities and values differ")
         return _freeze_all(walk, node, "attention over values that are not whole heads")
     return Layout(out_s.index(letter), walk.couple(scores.ids, lv.ids, "attention head"))
-
-
-def _one_unit(walk: Propagation, ids: np.ndarray) -> np.ndarray:
-    """Couple every id into one group (a one-head attention layer is one unit)."""
-    ids = ids.copy()
-    units = ids[ids >= 0]
-    if len(units) < len(ids):  # a non-unit channel in the head: it cannot go
-        walk.freeze(units, "one-head attention over channels that are not all units")
-        return ids
-    return walk.couple(np.full_like(units, units[0]), units, "attention head")
 
 
 def softmax(walk: Propagation, node: Node, tracked: list[Node]) -> None:

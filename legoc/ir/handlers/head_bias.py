@@ -1,4 +1,4 @@
-"""A per-head attention bias or mask (T5's relative position bias, ALiBi-like tables): after
+"""Helpers of the attention handlers. A per-head attention bias or mask (T5's relative position bias, ALiBi-like tables): after
 slicing, it must lose the removed heads too. When it is looked up from a weight (an embedding
 whose last dim is the heads) through per-head ops, that weight is sliced with the heads; a
 bias shared by several layers (T5 computes it once) couples their heads slot by slot. Anything
@@ -104,3 +104,14 @@ def per_head_mask_follows(walk: Propagation, node: Node, head_axis: int, ids: np
         return True
     walk.freeze(ids, "a per-head attention mask computed in the graph")
     return False
+
+
+def one_unit(walk: Propagation, ids: np.ndarray) -> np.ndarray:
+    """Couple every id into one group: a one-head attention layer is one unit."""
+    ids = ids.copy()
+    units = ids[ids >= 0]
+    if len(units) < len(ids):  # a channel that is not a unit: the head cannot go
+        walk.freeze(units, "one-head attention over channels that are not all units")
+        return ids
+    walk.couple(np.full_like(units, units[0]), units, "attention head")
+    return ids
