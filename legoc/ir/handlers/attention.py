@@ -28,8 +28,10 @@ def attention(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
         for lay in layouts
     )
     last = len(shape_of(q)) - 1
-    if not extra and shape_of(q)[head_axis] == 1 and all(
-        lay is not None and lay.axis == last for lay in layouts
+    if (
+        not extra
+        and shape_of(q)[head_axis] == 1
+        and all(lay is not None and lay.axis == last for lay in layouts)
     ):  # one head: every q, k and v channel is one unit
         ids = one_unit(walk, np.concatenate([lay.ids for lay in layouts]))
         return Layout(last, ids[-len(layouts[2].ids) :])

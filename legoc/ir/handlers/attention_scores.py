@@ -107,7 +107,12 @@ def letters(node: Node) -> tuple[str, str, str, list] | None:
     else:
         operands = list(node.args[:2])
     shapes = [shape_of(o) if isinstance(o, Node) else None for o in operands]
-    if len(shapes) != 2 or any(s is None for s in shapes) or len(shapes[0]) != len(shapes[1]) or len(shapes[0]) < 2:
+    if (
+        len(shapes) != 2
+        or any(s is None for s in shapes)
+        or len(shapes[0]) != len(shapes[1])
+        or len(shapes[0]) < 2
+    ):
         return None
     batch = "abcdefgh"[: len(shapes[0]) - 2]
     if shapes[0][:-2] != shapes[1][:-2]:
@@ -121,7 +126,7 @@ def matmul(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     them with the heads of v; any other matmul of units is not followed."""
     spec = letters(node)
     operands = spec[3] if spec else []
-    a, b = (operands + [None, None])[:2]
+    a, b = [*operands, None, None][:2]
     if spec is None or not all(isinstance(o, Node) for o in (a, b)):
         return _freeze_all(walk, node, "a matmul legoc does not follow")
     la_s, lb_s, out_s, _ = spec

@@ -1,4 +1,6 @@
-"""Helpers of the attention handlers. A per-head attention bias or mask (T5's relative position bias, ALiBi-like tables): after
+"""Helpers of the attention handlers.
+
+A per-head attention bias or mask (T5's relative position bias, ALiBi-like tables): after
 slicing, it must lose the removed heads too. When it is looked up from a weight (an embedding
 whose last dim is the heads) through per-head ops, that weight is sliced with the heads; a
 bias shared by several layers (T5 computes it once) couples their heads slot by slot. Anything
