@@ -14,6 +14,8 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc.frontend.unfold_heads import unfold_mha_heads
+
 aten = torch.ops.aten
 
 
@@ -113,6 +115,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
+    unfold_mha_heads(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()
     lowered.recompile()
