@@ -25,7 +25,7 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
-from legoc.frontend.lowering import is_aten_graph, lower_aten
+from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,22 @@ log = logging.getLogger(__name__)
 SAFE_FORM = "save a state dict (torch.save(model.state_dict()) or .safetensors) and pass --arch"
 
 # Modules traced *through*, so their parameters appear as get_attr nodes the passes can slice.
-TRACE_THROUGH = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+TRACE_THROUGH = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.GroupNorm,
+)
+
+
+def _opens(m: nn.Module) -> bool:
+    """Only the built-in classes themselves are lowered: a subclass (torchvision's LayerNorm2d
+    permutes around its layer norm) may override forward, so it is traced through instead."""
+    return type(m) in TRACE_THROUGH
 
 
 @dataclass(frozen=True)
@@ -242,7 +257,7 @@ class _Tracer(torch.fx.Tracer):
     can slice those weights; other modules trace as usual."""
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
-        if not isinstance(m, TRACE_THROUGH) or kwargs or len(args) != 1:
+        if not _opens(m) or kwargs or len(args) != 1:
             return super().call_module(m, forward, args, kwargs)
         qualname = self.path_of_module(m)
 
@@ -278,6 +293,12 @@ class _Tracer(torch.fx.Tracer):
                 m.eps,
             )
             return self.create_proxy("call_function", F.batch_norm, bn_args, {})
+        if isinstance(m, nn.GroupNorm):
+            gn_args = (x, m.num_groups, attr("weight"), attr("bias"), m.eps)
+            return self.create_proxy("call_function", F.group_norm, gn_args, {})
+        if isinstance(m, nn.RMSNorm):
+            rms_args = (x, tuple(m.normalized_shape), attr("weight"), m.eps)
+            return self.create_proxy("call_function", F.rms_norm, rms_args, {})
         ln_args = (x, tuple(m.normalized_shape), attr("weight"), attr("bias"), m.eps)
         return self.create_proxy("call_function", F.layer_norm, ln_args, {})
 
@@ -309,15 +330,13 @@ def trace(
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
     gm.graph.eliminate_dead_code()
+    fuse_rms_norm(gm)
     gm.recompile()
     return gm
 
 
 def _has_modules_to_open(gm: torch.fx.GraphModule) -> bool:
-    return any(
-        n.op == "call_module" and isinstance(gm.get_submodule(n.target), TRACE_THROUGH)
-        for n in gm.graph.nodes
-    )
+    return any(n.op == "call_module" and _opens(gm.get_submodule(n.target)) for n in gm.graph.nodes)
 
 
 def _describe_trace_failure(exc: Exception) -> str:

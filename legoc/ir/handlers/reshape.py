@@ -41,6 +41,9 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
     if moved is not None:  # (B, T, C) <-> (B, T, 1, C): one head, its channels stay put
         walk.reshapes.append(node.name)
         return Layout(moved, layout.ids)
+    if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
+        walk.reshapes.append(node.name)
+        return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
 
@@ -52,6 +55,18 @@ def size_one_dims_only(in_shape, out_shape, axis: int) -> int | None:
         return None
     rank = sum(d != 1 for d in in_shape[:axis])
     return [i for i, d in enumerate(out_shape) if d != 1][rank]
+
+
+def regroups_positions(in_shape, out_shape, axis: int) -> bool:
+    """True when a reshape regroups only the dims before the unit axis (same total size), and
+    keeps the unit axis and every dim after it: each unit stays whole in its own slot."""
+    tail = len(in_shape) - axis
+    return (
+        len(out_shape) >= tail
+        and tuple(out_shape[-tail:]) == tuple(in_shape[axis:])
+        and int(np.prod(out_shape[:-tail], dtype=np.int64))
+        == int(np.prod(in_shape[:axis], dtype=np.int64))
+    )
 
 
 def splits_axis(in_shape, out_shape, axis: int) -> bool:
