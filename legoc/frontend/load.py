@@ -25,6 +25,7 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
+from legoc.frontend.hf import is_hf_folder, load_hf_folder
 from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
@@ -56,7 +57,13 @@ class LoadedModel:
     module: nn.Module
     sha256: str
     path: Path
-    kind: str  # state-dict | safetensors | pickled-module | exported-program
+    kind: str  # state-dict | safetensors | pickled-module | exported-program | hf-folder
+    input_names: list[str] | None = None  # a folder's: what its tokenizer produces
+    tokenizer: object | None = None  # a folder's tokenizer, for text (.jsonl) splits
+
+    def inputs(self) -> list[str]:
+        """The model's input names: a folder's tokenizer inputs, else its forward arguments."""
+        return list(self.input_names) if self.input_names else forward_arg_names(self.module)
 
     def param_count(self) -> int:
         """The model's parameters: its trainable tensors, what
@@ -155,9 +162,26 @@ def _build_from_state_dict(state: dict, arch: str | None, path: Path) -> nn.Modu
     return module
 
 
-def load_model(path: str | Path, arch: str | None = None, trust_model: bool = False) -> LoadedModel:
-    """Load any accepted model file into an eval-mode nn.Module."""
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    trust_model: bool = False,
+    hf_class: str | None = None,
+) -> LoadedModel:
+    """Load any accepted model file (or Hugging Face folder) into an eval-mode nn.Module."""
     path = Path(path)
+    if is_hf_folder(path):
+        if arch is not None:
+            raise LegocError(f"{path} is a Hugging Face folder: drop --arch (or use --hf-class)")
+        hf = load_hf_folder(path, hf_class, trust_model)
+        return LoadedModel(hf.module, hf.sha256, path, "hf-folder", hf.input_names, hf.tokenizer)
+    if hf_class is not None:
+        raise LegocError(f"--hf-class: {path} is not a Hugging Face folder (config.json)")
+    if path.is_dir():
+        raise LegocError(
+            f"model {path}: a folder without config.json; give a model file, or a folder that "
+            "save_pretrained wrote"
+        )
     if not path.is_file():
         raise LegocError(f"model file {path}: not found")
     if path.stat().st_size == 0:
