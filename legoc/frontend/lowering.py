@@ -14,6 +14,8 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc.frontend.unfold_heads import unfold_mha_heads
+
 aten = torch.ops.aten
 
 
@@ -48,6 +50,9 @@ SAME_ARGS = {
     aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
     aten.scaled_dot_product_attention.default: F.scaled_dot_product_attention,
+    aten.matmul.default: torch.matmul,
+    aten.bmm.default: torch.bmm,
+    aten.baddbmm.default: torch.baddbmm,
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
@@ -72,6 +77,7 @@ SAME_ARGS[aten.arange.start] = torch.arange
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
     aten.layer_norm.default: (F.layer_norm, _layer_norm),
+    aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
 
@@ -109,6 +115,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
+    unfold_mha_heads(lowered)
     fuse_rms_norm(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()
