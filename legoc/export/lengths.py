@@ -4,8 +4,7 @@ parity check ran at, so the metadata records exactly those (`legoc.sequence_leng
 
 from __future__ import annotations
 
-import torch
-
+from legoc.ir.tokens import with_length
 from legoc.task.data import Split
 
 EXTRA_ROWS = 16  # rows of `search` checked at each length other than its own
@@ -22,20 +21,6 @@ def checked_lengths(length: int, low: int, high: int | None) -> list[int]:
     cap = high if high is not None else UNBOUNDED_FACTOR * length
     wanted = {max(length // 2, 1), length, 2 * length, 4 * length, cap}
     return sorted(n for n in wanted if max(low, 1) <= n <= cap)
-
-
-def with_length(inputs: dict[str, torch.Tensor], tokens: list[str], length: int) -> dict:
-    """The inputs cut or right-padded with zeros (padding, with a zero attention mask) to
-    `length` tokens; other inputs as they are."""
-    resized = dict(inputs)
-    for name in tokens:
-        x = inputs[name]
-        if x.shape[1] >= length:
-            resized[name] = x[:, :length]
-        else:
-            pad = x.new_zeros((x.shape[0], length - x.shape[1]))
-            resized[name] = torch.cat([x, pad], dim=1)
-    return resized
 
 
 def resized_split(split: Split, tokens: list[str], length: int) -> Split:

@@ -14,9 +14,9 @@ import onnxruntime as ort
 import torch
 
 from legoc.errors import LegocError, TaskNotMet
-from legoc.export.lengths import checked_lengths, resized_split, search_length, with_length
-from legoc.frontend.sequence import SEQUENCE, sequence_of
+from legoc.export.lengths import checked_lengths, resized_split, search_length
 from legoc.ir.core import IR
+from legoc.ir.tokens import SEQUENCE, dynamic_tokens, other_length, sequence_of, with_length
 from legoc.runtime.files import atomic_file
 from legoc.task.spec import Split
 
@@ -26,13 +26,6 @@ PARITY_TOLERANCE = 1e-4
 OPSET = 17
 OUTPUT_NAME = "logits"
 TOKEN_AXIS = "tokens"
-
-
-def dynamic_tokens(lengths: dict | None) -> list[str]:
-    """The inputs whose token axis is dynamic (none when the capture fixed it)."""
-    if lengths is None or lengths["min"] == lengths["max"]:
-        return []
-    return list(lengths["inputs"])
 
 
 def output_token_axes(
@@ -47,7 +40,7 @@ def output_token_axes(
     if not tokens:
         return []
     length = int(example_inputs[tokens[0]].shape[1])
-    other = length - 1 if length - 1 >= lengths["min"] else length + 1
+    other = other_length(length, lengths)
     shapes = []
     with torch.no_grad():
         for n in (length, other):

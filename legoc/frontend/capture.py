@@ -22,12 +22,8 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.lowering import lower_aten
-from legoc.frontend.sequence import (
-    SEQUENCE,
-    accepted_lengths,
-    fixed_lengths,
-    token_inputs,
-)
+from legoc.frontend.sequence import accepted_lengths, fixed_lengths, token_inputs
+from legoc.ir.tokens import SEQUENCE
 
 log = logging.getLogger(__name__)
 

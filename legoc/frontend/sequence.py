@@ -4,7 +4,7 @@ A block from a language model must take sentences of any length, not only the se
 Inputs that are integer tensors of shape (batch, tokens) (`input_ids`, `attention_mask`,
 `token_type_ids`, ...) share one dynamic token axis when captured; the accepted range comes from
 the exported graph's constraints (e.g. a position-embedding table of 512 rows) and the model's
-configured position limit. The range travels with the graph in `gm.meta[SEQUENCE]`.
+configured position limit. The range travels with the graph (`legoc.ir.tokens`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SEQUENCE = "legoc.sequence_lengths"  # gm.meta key; the block metadata key of the same name
 POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len")
 
 
@@ -48,12 +47,6 @@ def accepted_lengths(
 def fixed_lengths(tokens: list[str], length: int, reason: str) -> dict:
     """A capture whose token axis could not be left dynamic: the one length, and why."""
     return {"inputs": list(tokens), "min": length, "max": length, "fixed": reason[:300]}
-
-
-def sequence_of(gm: torch.fx.GraphModule) -> dict | None:
-    """The token inputs and accepted lengths a capture recorded on its graph (None: no token
-    axis, e.g. an image model or a graph torch.fx traced)."""
-    return gm.meta.get(SEQUENCE)
 
 
 def position_limit(module: nn.Module) -> int | None:

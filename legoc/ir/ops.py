@@ -7,6 +7,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from legoc.ir.tokens import positional
+
 
 @torch.fx.wrap
 def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
@@ -15,12 +17,26 @@ def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.fx.wrap
-def broadcast_constant(reference: torch.Tensor, value: torch.Tensor, axis: int = 0) -> torch.Tensor:
+def broadcast_constant(
+    reference: torch.Tensor, value: torch.Tensor, axis: int = 0, token_axis: int | None = None
+) -> torch.Tensor:
     """A constant with the batch size of `reference` (on `axis` of the constant): what a layer
-    becomes when all its inputs were removed and only their folded ablation constant is left."""
+    becomes when all its inputs were removed and only their folded ablation constant is left.
+    With `token_axis`, `reference` is a (batch, tokens) input and the constant's positions
+    follow its token count (`legoc.ir.tokens.positional`)."""
     shape = list(value.shape)
     shape[axis] = reference.shape[0]
+    if token_axis is not None:
+        value = positional(value, token_axis, reference.shape[1])
+        shape[token_axis] = reference.shape[1]
     return value.expand(*shape)
+
+
+@torch.fx.wrap
+def token_constant(reference: torch.Tensor, table: torch.Tensor, axis: int) -> torch.Tensor:
+    """A folded constant that varies over positions, cut to `reference`'s token count on
+    `axis` (`table`: the search data's positions, then the tail for positions past them)."""
+    return positional(table, axis, reference.shape[axis])
 
 
 class Ablate(nn.Module):

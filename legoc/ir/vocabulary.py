@@ -143,7 +143,9 @@ KINDS: dict[str, Ops] = {
     "split": _ops(functions=[torch.split]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
-    "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),
+    "size": _ops(
+        functions=[ops.constant_channel_conv, ops.token_constant], methods=["size", "dim"]
+    ),
 }
 
 _FUNCTIONS = {f: kind for kind, o in KINDS.items() for f in o.functions}

@@ -19,6 +19,7 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
+from legoc.ir.tokens import token_axis
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
@@ -27,6 +28,7 @@ from legoc.passes.rewrite.graph_edit import (
     first_placeholder,
     nodes_by_name,
     set_tensor,
+    token_placeholder,
 )
 
 
@@ -138,11 +140,19 @@ class SliceUnits:
                 kernel = get_attr_tensor(gm, term.args[1].target)
                 value = value + ops.constant_channel_conv(zeros, kernel, *term.args[2:])
             output = add
+        reference, positions = first_placeholder(gm), token_axis(output)
+        tokens = token_placeholder(gm)
+        if tokens is not None and positions is not None and _uniform(value, positions):
+            # the same at every position: one entry, repeated to the actual token count
+            reference, value = tokens, value.narrow(positions, 0, 1)
+        else:
+            positions = None
         target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
+            extra = () if positions is None else (positions,)
             replacement = gm.graph.call_function(
-                ops.broadcast_constant, (first_placeholder(gm), const, axis)
+                ops.broadcast_constant, (reference, const, axis, *extra)
             )
         output.replace_all_uses_with(replacement)
         if output is not node:
@@ -221,3 +231,7 @@ def _folded_ones_term(node: torch.fx.Node):
     if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
         return add, term
     return None
+
+
+def _uniform(value: torch.Tensor, axis: int) -> bool:
+    return bool((value - value.narrow(axis, 0, 1)).abs().max() <= 1e-7 * (1 + value.abs().max()))
