@@ -12,6 +12,7 @@ import torch
 from legoc.errors import LegocError
 from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.ir.tokens import sequence_of
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS, Metric
 from legoc.task.spec import Split, Task, load_split, load_task
@@ -147,6 +148,11 @@ def prepare(
         raise LegocError(
             f"scope: {task.spec.scope} matches no prunable module; "
             f"prunable modules are {sorted(ir.spaces)}"
+        )
+    if task.spec.ablation == "mean-per-position" and sequence_of(ir.gm) is None:
+        raise LegocError(
+            "ablation: mean-per-position needs a model with token inputs (integer tensors of "
+            "shape (batch, tokens), captured with torch.export); use mean for this model"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
     prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
