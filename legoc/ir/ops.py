@@ -74,21 +74,27 @@ class Ablate(nn.Module):
         self.all_kept = bool(self.keep.all())
         if value is None:
             return
-        if value.dim() == 2:
+        if value.dim() == 2 and self._token_layout():
             self.value = value.to(self.value.dtype).clone()  # positions x units
         else:
             self.value = value.reshape(self.keep.shape).to(self.value.dtype).clone()
 
     def _value_for(self, x: torch.Tensor) -> torch.Tensor:
         """The ablation value broadcastable to `x` (per-position values cut to its length)."""
-        if self.value.dim() == 2 and x.dim() == 3 and self.axis == 2:
+        if self._per_position_value():
             return positional(self.value, 0, x.shape[1])
         return self.value
+
+    def _token_layout(self) -> bool:
+        return self.ndim == 3 and self.axis == 2  # (batch, tokens, units)
+
+    def _per_position_value(self) -> bool:
+        return self._token_layout() and self.value.dim() == 2
 
     def start_means(self, per_position: bool = False) -> None:
         self.mean_sum, self.mean_count = torch.zeros(self.keep.shape[0], dtype=torch.float64), 0
         self.position_sum = self.position_count = None
-        self._per_position = per_position and self.ndim == 3 and self.axis == 2
+        self._per_position = per_position and self._token_layout()
 
     def start_attribution(self) -> None:
         self.attribution = torch.zeros(self.keep.shape[0], dtype=torch.float64)
@@ -138,7 +144,7 @@ class Ablate(nn.Module):
                 self.mean_sum += flat.sum(dim=(0, 1))
                 self.mean_count += flat.shape[0] * flat.shape[1]
         if self.attribution is not None and x.requires_grad:
-            value = self.value[-1] if self.value.dim() == 2 else self.value.reshape(-1)
+            value = self.value[-1] if self._per_position_value() else self.value.reshape(-1)
             detached = self._unit_last(x.detach())
 
             def accumulate(grad: torch.Tensor) -> None:
@@ -148,10 +154,10 @@ class Ablate(nn.Module):
             x.register_hook(accumulate)
         if self.gate is None and self.all_kept:
             return x
-        value = self._value_for(x)
+        replacement = self._value_for(x)  # (`value` above is the attribution hook's)
         if self.gate is not None:
-            return value + self.gate.reshape(self.keep.shape) * (x - value)
-        return torch.where(self.keep, x, value)
+            return replacement + self.gate.reshape(self.keep.shape) * (x - replacement)
+        return torch.where(self.keep, x, replacement)
 
 
 @torch.fx.wrap
