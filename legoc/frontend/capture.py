@@ -55,8 +55,11 @@ def capture(
     allows it, see `legoc.frontend.sequence`) and lower it to functional ops."""
     module.eval()
     kwargs = {name: example[name] for name in input_names}
-    if "use_cache" in inspect.signature(module.forward).parameters:
-        kwargs["use_cache"] = False  # a block is stateless: no key/value cache in or out
+    # a block is stateless: no key/value cache in or out; a model with a config has it
+    # switched off there (_without_cache), since a use_cache argument would become an input
+    takes_cache = "use_cache" in inspect.signature(module.forward).parameters
+    if takes_cache and not hasattr(getattr(module, "config", None), "use_cache"):
+        kwargs["use_cache"] = False
     tokens = token_inputs(example, input_names)
     try:
         program, lengths = _export(module, kwargs, input_names, tokens)
