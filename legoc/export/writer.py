@@ -57,7 +57,10 @@ def to_onnx_model(block: IR) -> onnx.ModelProto:
 
 
 def keep_every_input(
-    model: onnx.ModelProto, input_names: list[str], example_inputs: dict[str, torch.Tensor]
+    model: onnx.ModelProto,
+    input_names: list[str],
+    example_inputs: dict[str, torch.Tensor],
+    tokens: list[str] | None = None,
 ) -> onnx.ModelProto:
     """Put back the inputs the exporter dropped because the block no longer reads them (an
     attention mask once every head is removed): a block takes every model input (§3.3)."""
@@ -68,6 +71,8 @@ def keep_every_input(
         example = example_inputs[name]
         elem = onnx.helper.np_dtype_to_tensor_dtype(example.numpy().dtype)
         shape = ["batch", *example.shape[1:]]
+        if name in (tokens or []):  # a dynamic token axis, as on the inputs it kept
+            shape[1] = TOKEN_AXIS
         info = onnx.helper.make_tensor_value_info(name, elem, shape)
         model.graph.input.insert(position, info)
     return model
@@ -105,7 +110,7 @@ def module_to_onnx(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
-            return keep_every_input(onnx.load(str(path)), input_names, example_inputs)
+            return keep_every_input(onnx.load(str(path)), input_names, example_inputs, tokens)
     except OSError as exc:  # the export goes through a temporary file: a full disk, a quota
         raise LegocError(
             f"export: cannot write the temporary ONNX file in {tempfile.gettempdir()} "
