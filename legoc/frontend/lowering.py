@@ -64,6 +64,14 @@ SAME_ARGS = {
 }
 
 
+def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
+    """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
+    exporter runs the graph (the aten overload would bake in the example's token count, e.g.
+    `position_ids[:, :tokens]`)."""
+    dim = dim % x.dim()
+    return x[(slice(None),) * dim + (slice(start, end, step),)]
+
+
 def _layer_norm(args):
     return tuple(args[:5])  # drops aten's trailing cudnn_enable flag
 
@@ -72,6 +80,7 @@ def _layer_norm(args):
 # the traced sizes the ONNX exporter passes, where aten overloads demand Python ints
 AS_METHOD = {aten.expand.default: "expand", aten.new_ones.default: "new_ones"}
 SAME_ARGS[aten.arange.default] = torch.arange
+SAME_ARGS[aten.slice.Tensor] = slice_axis
 SAME_ARGS[aten.arange.start] = torch.arange
 
 REORDERED = {

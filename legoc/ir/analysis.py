@@ -188,7 +188,8 @@ class Propagation:
         for node in self.gm.graph.nodes:
             self.current = node
             reads_values = not (
-                node.op == "call_function" and node.target is ops.constant_channel_conv
+                node.op == "call_function"
+                and node.target in (ops.constant_channel_conv, ops.token_constant)
             )
             if node.op == "placeholder" or (
                 reads_values and any(a.name in self.input_dependent for a in node.all_input_nodes)

@@ -163,7 +163,9 @@ KINDS: dict[str, Ops] = {
     "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
-    "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),
+    "size": _ops(
+        functions=[ops.constant_channel_conv, ops.token_constant], methods=["size", "dim"]
+    ),
 }
 
 _FUNCTIONS = {f: kind for kind, o in KINDS.items() for f in o.functions}

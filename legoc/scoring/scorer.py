@@ -56,6 +56,16 @@ def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     return gm.eval(), ablates
 
 
+def attention_spaces(ir: IR) -> set[str]:
+    """Spaces whose units are attention heads' queries, keys or values."""
+    return {
+        space
+        for group in ir.groups
+        if "attention head" in group.coupled_by
+        for space, _ in group.members
+    }
+
+
 @dataclass
 class Reference:
     """The full model on the search split: its metric, outputs (for kl) and ablation values."""
@@ -134,8 +144,11 @@ class Scorer:
     def _ablation_values(self, ablation: str) -> dict[str, torch.Tensor]:
         if ablation == "zero":
             return {name: torch.zeros(m.keep.shape[0]) for name, m in self.ablates.items()}
-        for module in self.ablates.values():
-            module.start_means()
+        through_attention = attention_spaces(self.ir)
+        for name, module in self.ablates.items():
+            # a per-position constant passed through attention would depend on the padding
+            # mask, so could not be folded into a constant: heads keep one mean per unit
+            module.start_means(ablation == "mean-per-position" and name not in through_attention)
         with torch.no_grad():
             for inputs, _, _ in self.split.batches(self.batch_size):
                 mask = inputs.get(TOKEN_MASK)
@@ -146,7 +159,7 @@ class Scorer:
             module.token_mask = None
         values = {}
         for name, module in self.ablates.items():
-            values[name] = (module.mean_sum / max(module.mean_count, 1)).float()
+            values[name] = module.means()
             module.stop()
         return values
 
@@ -199,7 +212,7 @@ class Scorer:
         for name, module in ablates.items():
             module.set(
                 torch.ones(len(index[name]), dtype=torch.bool),
-                self.values[name][torch.from_numpy(index[name])],
+                self.values[name][..., torch.from_numpy(index[name])],
             )
         for old in self._stand_ins.values():
             self._drop_prefix_cache(old)
