@@ -14,6 +14,8 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc.frontend.unfold_heads import unfold_mha_heads
+
 aten = torch.ops.aten
 
 
@@ -48,6 +50,9 @@ SAME_ARGS = {
     aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
     aten.scaled_dot_product_attention.default: F.scaled_dot_product_attention,
+    aten.matmul.default: torch.matmul,
+    aten.bmm.default: torch.bmm,
+    aten.baddbmm.default: torch.baddbmm,
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
@@ -59,6 +64,14 @@ SAME_ARGS = {
 }
 
 
+def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
+    """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
+    exporter runs the graph (the aten overload would bake in the example's token count, e.g.
+    `position_ids[:, :tokens]`)."""
+    dim = dim % x.dim()
+    return x[(slice(None),) * dim + (slice(start, end, step),)]
+
+
 def _layer_norm(args):
     return tuple(args[:5])  # drops aten's trailing cudnn_enable flag
 
@@ -67,11 +80,13 @@ def _layer_norm(args):
 # the traced sizes the ONNX exporter passes, where aten overloads demand Python ints
 AS_METHOD = {aten.expand.default: "expand", aten.new_ones.default: "new_ones"}
 SAME_ARGS[aten.arange.default] = torch.arange
+SAME_ARGS[aten.slice.Tensor] = slice_axis
 SAME_ARGS[aten.arange.start] = torch.arange
 
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
     aten.layer_norm.default: (F.layer_norm, _layer_norm),
+    aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
 
@@ -109,6 +124,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
+    unfold_mha_heads(lowered)
     fuse_rms_norm(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()

@@ -24,6 +24,7 @@ from legoc.ir import ops
 from legoc.ir.cost import output_positions, unit_costs
 from legoc.ir.graph import get_attr_tensor, is_param, module_name_of, op_name, shape_of
 from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported
+from legoc.ir.handlers.attention_scores import Scores, score_op
 from legoc.ir.units import (
     Analysis,
     ChannelParam,
@@ -115,6 +116,7 @@ class Propagation:
         self.splits: list[str] = []
         self.split_parts: dict[str, tuple[int, list[np.ndarray]]] = {}  # split -> axis, parts
         self.input_dependent: set[str] = set()
+        self.scores: dict[str, Scores] = {}  # attention scores: their heads (attention_scores)
         self.normed: dict[str, str] = {}  # node -> the norm over units whose output it carries
         self.norm_readers: dict[str, str] = {}  # Linear/Conv node -> the norm it reads
         for space in self.spaces.values():
@@ -186,7 +188,8 @@ class Propagation:
         for node in self.gm.graph.nodes:
             self.current = node
             reads_values = not (
-                node.op == "call_function" and node.target is ops.constant_channel_conv
+                node.op == "call_function"
+                and node.target in (ops.constant_channel_conv, ops.token_constant)
             )
             if node.op == "placeholder" or (
                 reads_values and any(a.name in self.input_dependent for a in node.all_input_nodes)
@@ -205,6 +208,8 @@ class Propagation:
         self.current = None
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
+        if self.scores and any(a.name in self.scores for a in node.all_input_nodes):
+            return score_op(self, node, tracked)
         kind = classify(self.gm, node)
         if not tracked and kind not in SOURCES:
             return None

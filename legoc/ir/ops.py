@@ -7,6 +7,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from legoc.ir.tokens import positional
+
 
 @torch.fx.wrap
 def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
@@ -15,12 +17,26 @@ def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.fx.wrap
-def broadcast_constant(reference: torch.Tensor, value: torch.Tensor, axis: int = 0) -> torch.Tensor:
+def broadcast_constant(
+    reference: torch.Tensor, value: torch.Tensor, axis: int = 0, token_axis: int | None = None
+) -> torch.Tensor:
     """A constant with the batch size of `reference` (on `axis` of the constant): what a layer
-    becomes when all its inputs were removed and only their folded ablation constant is left."""
+    becomes when all its inputs were removed and only their folded ablation constant is left.
+    With `token_axis`, `reference` is a (batch, tokens) input and the constant's positions
+    follow its token count (`legoc.ir.tokens.positional`)."""
     shape = list(value.shape)
     shape[axis] = reference.shape[0]
+    if token_axis is not None:
+        value = positional(value, token_axis, reference.shape[1])
+        shape[token_axis] = reference.shape[1]
     return value.expand(*shape)
+
+
+@torch.fx.wrap
+def token_constant(reference: torch.Tensor, table: torch.Tensor, axis: int) -> torch.Tensor:
+    """A folded constant that varies over positions, cut to `reference`'s token count on
+    `axis` (`table`: the search data's positions, then the tail for positions past them)."""
+    return positional(table, axis, reference.shape[axis])
 
 
 class Ablate(nn.Module):
@@ -38,6 +54,10 @@ class Ablate(nn.Module):
         self.register_buffer("value", torch.zeros(shape))
         self.mean_sum: torch.Tensor | None = None
         self.mean_count = 0
+        # mean-per-position: sums and real-token counts per (position, unit) of (batch,
+        # tokens, units) activations; None when not collected or the layout is not that
+        self.position_sum: torch.Tensor | None = None
+        self.position_count: torch.Tensor | None = None
         self.attribution: torch.Tensor | None = None
         self.token_mask: torch.Tensor | None = None  # (batch, positions) real tokens, if any
         self.gate: torch.Tensor | None = None  # soft 0..1 keep per unit (learned masks)
@@ -45,26 +65,70 @@ class Ablate(nn.Module):
         # hand 4-d activations on in channels-last layout: pooling and convolutions run several
         # times faster in it on CPU, and a conv over a 1-channel input cannot choose it itself
         self.channels_last = False
+        self._per_position = False
 
     def set(self, keep: torch.Tensor, value: torch.Tensor | None = None) -> None:
+        """`value`: one per unit, or (positions + 1, units) per position with the tail last
+        (mean-per-position, `legoc.ir.tokens.positional`; (batch, tokens, units) layouts)."""
         self.keep.copy_(keep.reshape(self.keep.shape))
         self.all_kept = bool(self.keep.all())
-        if value is not None:
-            self.value.copy_(value.reshape(self.value.shape).to(self.value.dtype))
+        if value is None:
+            return
+        like = {"dtype": self.value.dtype, "device": self.keep.device}  # values come from the CPU
+        if value.dim() == 2 and self._token_layout():
+            self.value = value.to(**like).clone()  # positions x units
+        else:
+            self.value = value.reshape(self.keep.shape).to(**like).clone()
+
+    def _value_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The ablation value broadcastable to `x` (per-position values cut to its length)."""
+        if self._per_position_value():
+            return positional(self.value, 0, x.shape[1])
+        return self.value
+
+    def _token_layout(self) -> bool:
+        return self.ndim == 3 and self.axis == 2  # (batch, tokens, units)
+
+    def _per_position_value(self) -> bool:
+        return self._token_layout() and self.value.dim() == 2
 
     def _accumulator(self) -> torch.Tensor:
         """Per-unit sums on the module's device (float64; MPS has no float64)."""
         dtype = torch.float32 if self.keep.device.type == "mps" else torch.float64
         return torch.zeros(self.keep.shape[0], dtype=dtype, device=self.keep.device)
 
-    def start_means(self) -> None:
+    def start_means(self, per_position: bool = False) -> None:
         self.mean_sum, self.mean_count = self._accumulator(), 0
+        self.position_sum = self.position_count = None
+        self._per_position = per_position and self._token_layout()
 
     def start_attribution(self) -> None:
         self.attribution = self._accumulator()
 
+    def _add_positions(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        if self.position_sum is None:
+            self.position_sum, self.position_count = sums, counts
+            return
+        grow = sums.shape[0] - self.position_sum.shape[0]  # batches of different lengths
+        if grow > 0:
+            self.position_sum = F.pad(self.position_sum, (0, 0, 0, grow))
+            self.position_count = F.pad(self.position_count, (0, grow))
+        self.position_sum[: sums.shape[0]] += sums
+        self.position_count[: counts.shape[0]] += counts
+
+    def means(self) -> torch.Tensor:
+        """The collected means: per unit, or (positions + 1, units) when collected per position
+        (positions no real token reached, and the tail, take the overall mean)."""
+        overall = self.mean_sum / max(self.mean_count, 1)
+        if self.position_sum is None:
+            return overall.float()
+        counts = self.position_count.unsqueeze(-1)
+        table = torch.where(counts > 0, self.position_sum / counts.clamp(min=1), overall)
+        return torch.cat([table, overall.unsqueeze(0)]).float()
+
     def stop(self) -> None:
         self.mean_sum, self.attribution = None, None
+        self.position_sum = self.position_count = None
 
     def _unit_last(self, t: torch.Tensor) -> torch.Tensor:
         """View as (batch, other positions..., units) so reductions are uniform."""
@@ -80,11 +144,13 @@ class Ablate(nn.Module):
                 weights = mask.to(flat.dtype).unsqueeze(-1)  # padding never enters a mean
                 self.mean_sum += (flat * weights).sum(dim=(0, 1))
                 self.mean_count += float(weights.sum())
+                if self._per_position:
+                    self._add_positions((flat * weights).sum(dim=0), weights.sum(dim=0)[:, 0])
             else:
                 self.mean_sum += flat.sum(dim=(0, 1))
                 self.mean_count += flat.shape[0] * flat.shape[1]
         if self.attribution is not None and x.requires_grad:
-            value = self.value.reshape(-1)
+            value = self.value[-1] if self._per_position_value() else self.value.reshape(-1)
             detached = self._unit_last(x.detach())
 
             def accumulate(grad: torch.Tensor) -> None:
@@ -92,11 +158,12 @@ class Ablate(nn.Module):
                 self.attribution += per_item.abs().sum(dim=0).to(self.attribution.dtype)
 
             x.register_hook(accumulate)
-        if self.gate is not None:
-            return self.value + self.gate.reshape(self.keep.shape) * (x - self.value)
-        if self.all_kept:
+        if self.gate is None and self.all_kept:
             return x
-        return torch.where(self.keep, x, self.value)
+        replacement = self._value_for(x)  # (`value` above is the attribution hook's)
+        if self.gate is not None:
+            return replacement + self.gate.reshape(self.keep.shape) * (x - replacement)
+        return torch.where(self.keep, x, replacement)
 
 
 @torch.fx.wrap

@@ -155,9 +155,17 @@ KINDS: dict[str, Ops] = {
     "slice": _ops(functions=[aten.slice.Tensor]),  # getitem's slices go to "getitem"
     "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
     "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
+    # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)
+    "matmul": _ops(
+        functions=[torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul],
+        methods=["matmul", "bmm", "baddbmm"],
+    ),
+    "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
-    "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),
+    "size": _ops(
+        functions=[ops.constant_channel_conv, ops.token_constant], methods=["size", "dim"]
+    ),
 }
 
 _FUNCTIONS = {f: kind for kind, o in KINDS.items() for f in o.functions}

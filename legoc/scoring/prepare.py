@@ -13,6 +13,7 @@ from legoc.errors import LegocError
 from legoc.frontend.hf import with_segments
 from legoc.frontend.load import LoadedModel, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.ir.tokens import sequence_of
 from legoc.scoring.batching import ACTIVATION_BUDGET_BYTES
 from legoc.scoring.checks import check_measurable_gap
 from legoc.scoring.scorer import Scorer
@@ -162,6 +163,11 @@ def prepare(
         raise LegocError(
             f"scope: {task.spec.scope} matches no prunable module; "
             f"prunable modules are {sorted(ir.spaces)}"
+        )
+    if task.spec.ablation == "mean-per-position" and sequence_of(ir.gm) is None:
+        raise LegocError(
+            "ablation: mean-per-position needs a model with token inputs (integer tensors of "
+            "shape (batch, tokens), captured with torch.export); use mean for this model"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation, device=where)
     # with no removable group, extract names what froze instead; higher-is-better metrics

@@ -66,6 +66,16 @@ def _scoring_graph(
     return gm.eval(), ablates
 
 
+def attention_spaces(ir: IR) -> set[str]:
+    """Spaces whose units are attention heads' queries, keys or values."""
+    return {
+        space
+        for group in ir.groups
+        if "attention head" in group.coupled_by
+        for space, _ in group.members
+    }
+
+
 @dataclass
 class Reference:
     """The full model on the search split: its metric and outputs (for kl); the emptied
@@ -124,7 +134,8 @@ class Scorer:
         self.remote_answers = 0  # scores taken from the backend's answers
         check_split_fits(self.gm, ir, split, metric, label, self.device)
         means = values is None and ablation != "zero"
-        full, hardness, outputs = self._full_pass(means)  # one forward pass, means included
+        per_position = ablation == "mean-per-position"
+        full, hardness, outputs = self._full_pass(means, per_position)  # one pass, means too
         if values is None:
             values = self._means() if means else self._zeros()
         self.values = values
@@ -159,14 +170,20 @@ class Scorer:
     def _on_device(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [inputs[name].to(self.device) for name in self.ir.input_names]
 
-    def _full_pass(self, means: bool) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+    def _full_pass(
+        self, means: bool, per_position: bool = False
+    ) -> tuple[float, torch.Tensor, torch.Tensor | None]:
         """The full model's metric, per-row hardness and (for kl) outputs in one pass over the
         split, accumulating the per-unit means on the way when `means` (set-up costs one
-        forward pass, not three)."""
+        forward pass, not three); `per_position` (mean-per-position): a mean per unit and
+        token position where the layout has tokens."""
         metric, needs_ref = self.metric, self.metric.needs_reference
         if means:
-            for module in self.ablates.values():
-                module.start_means()
+            through_attention = attention_spaces(self.ir) if per_position else set()
+            for name, module in self.ablates.items():
+                # a per-position constant passed through attention would depend on the padding
+                # mask, so could not be folded into a constant: heads keep one mean per unit
+                module.start_means(per_position and name not in through_attention)
         hardness = torch.zeros(len(self.split))
         total, n, offset, outputs = 0.0, 0, 0, []
         self._active = self.gm
@@ -194,7 +211,7 @@ class Scorer:
         """The per-unit means `_full_pass` accumulated (on the CPU: rewrites read them)."""
         values = {}
         for name, module in self.ablates.items():
-            values[name] = (module.mean_sum / max(module.mean_count, 1)).float().cpu()
+            values[name] = module.means().cpu()
             module.stop()
         return values
 
@@ -248,7 +265,7 @@ class Scorer:
         for name, module in ablates.items():
             module.set(
                 torch.ones(len(index[name]), dtype=torch.bool),
-                self.values[name][torch.from_numpy(index[name])],
+                self.values[name][..., torch.from_numpy(index[name])],
             )
         for old in self._stand_ins.values():
             self._drop_prefix_cache(old)

@@ -134,8 +134,11 @@ class TaskSpec(_Strict):
         "attention mask), or the name of a tensor in the data files holding one position "
         "index per row.",
     )
-    ablation: Literal["mean", "zero"] = Field(
-        "mean", description="What a removed unit is replaced by: its mean activation, or zero."
+    ablation: Literal["mean", "zero", "mean-per-position"] = Field(
+        "mean",
+        description="What a removed unit is replaced by: its mean activation, zero, or its mean "
+        "at each token position (over real tokens; attention heads keep one mean; positions "
+        "past the search data's take the overall mean).",
     )
     scope: list[str] | None = Field(
         None, description="Globs of module names that may be pruned (default: all)."

@@ -17,6 +17,7 @@ import torch.fx
 
 from legoc.ir.handlers import (
     attention,
+    attention_scores,
     binary,
     cat,
     expand,
@@ -53,6 +54,8 @@ HANDLERS: dict[str, Handler] = {
     "permute": permute.permute,
     "select_outputs": select.select_outputs,
     "attention": attention.attention,
+    "matmul": attention_scores.matmul,
+    "softmax": attention_scores.softmax,
     "split": split.split,
     "slice": slicing.slice_dim,
     "unsqueeze": expand.unsqueeze,

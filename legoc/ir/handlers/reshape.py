@@ -41,11 +41,24 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
                 walk.couple(np.full_like(block, block[0]), block, "attention head")
             walk.reshapes.append(node.name)
             return Layout(axis, blocks[:, 0].copy())
+    moved = size_one_dims_only(in_shape, out_shape, axis)
+    if moved is not None:  # (B, T, C) <-> (B, T, 1, C): one head, its channels stay put
+        walk.reshapes.append(node.name)
+        return Layout(moved, layout.ids)
     if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
         walk.reshapes.append(node.name)
         return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
+
+
+def size_one_dims_only(in_shape, out_shape, axis: int) -> int | None:
+    """The unit axis after a reshape that only inserts or drops size-1 dims (a one-head
+    split or merge), or None for any other reshape."""
+    if in_shape[axis] == 1 or [d for d in in_shape if d != 1] != [d for d in out_shape if d != 1]:
+        return None
+    rank = sum(d != 1 for d in in_shape[:axis])
+    return [i for i, d in enumerate(out_shape) if d != 1][rank]
 
 
 def regroups_positions(in_shape, out_shape, axis: int) -> bool:

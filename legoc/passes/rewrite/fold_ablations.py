@@ -22,6 +22,7 @@ from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
 from legoc.ir.handlers.norm import norm_args
 from legoc.ir.masking import masked_model
+from legoc.ir.tokens import dynamic_tokens, sequence_of, token_axis, with_length
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
@@ -45,9 +46,17 @@ def removed_ids(ir: IR) -> np.ndarray:
 
 
 def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
-    """First argument of each named node, in the masked model on one example row."""
-    rows = [ir.example_inputs[name][:1] for name in ir.input_names]
-    return first_arguments(masked_model(ir), rows, node_names)
+    """First argument of each named node, in the masked model on one example row; with a
+    dynamic token axis, one position longer than the search data where the graph accepts it,
+    so a constant that varies over positions also has its tail (`legoc.ir.tokens`)."""
+    rows = {name: ir.example_inputs[name][:1] for name in ir.input_names}
+    lengths = sequence_of(ir.gm)
+    tokens = dynamic_tokens(lengths)
+    if tokens:
+        longer = int(rows[tokens[0]].shape[1]) + 1
+        if lengths["max"] is None or longer <= lengths["max"]:
+            rows = with_length(rows, tokens, longer)
+    return first_arguments(masked_model(ir), [rows[n] for n in ir.input_names], node_names)
 
 
 def first_arguments(
@@ -153,13 +162,18 @@ class FoldAblations:
                 const = gm.graph.call_function(
                     ops.constant_channel_conv, (node.args[0], param, *node.args[3:6])
                 )
+        elif token_axis(node) is not None:  # over token positions: cut to the actual count
+            with gm.graph.inserting_after(node):
+                table = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
+            with gm.graph.inserting_after(table):
+                const = gm.graph.call_function(ops.token_constant, (node, table, token_axis(node)))
         else:  # constants that vary over positions: store the map itself
             with gm.graph.inserting_after(node):
                 const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
         with gm.graph.inserting_after(const):
             added = gm.graph.call_function(operator.add, (node, const))
         added.meta[FOLDED] = True  # the reader's units now come out of this node
-        node.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
+        node.replace_all_uses_with(added, delete_user_cb=lambda user: user not in (added, const))
         stats["constants_added"] += 1
 
     @staticmethod

@@ -21,6 +21,7 @@ from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
 from legoc.ir.handlers.slicing import full_index
 from legoc.ir.handlers.split import part_sizes
+from legoc.ir.tokens import token_axis
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.carry_norms import apply_carried, plan_carried
 from legoc.passes.rewrite.fold_ablations import removed_ids
@@ -31,6 +32,7 @@ from legoc.passes.rewrite.graph_edit import (
     first_placeholder,
     nodes_by_name,
     set_tensor,
+    token_placeholder,
 )
 
 aten = torch.ops.aten
@@ -155,11 +157,19 @@ class SliceUnits:
                 kernel = get_attr_tensor(gm, term.args[1].target)
                 value = value + ops.constant_channel_conv(zeros, kernel, *term.args[2:])
             output = add
+        reference, positions = first_placeholder(gm), token_axis(output)
+        tokens = token_placeholder(gm)
+        if tokens is not None and positions is not None and _uniform(value, positions):
+            # the same at every position: one entry, repeated to the actual token count
+            reference, value = tokens, value.narrow(positions, 0, 1)
+        else:
+            positions = None
         target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
+            extra = () if positions is None else (positions,)
             replacement = gm.graph.call_function(
-                ops.broadcast_constant, (first_placeholder(gm), const, axis)
+                ops.broadcast_constant, (reference, const, axis, *extra)
             )
         output.replace_all_uses_with(replacement)
         if output is not node:
@@ -280,6 +290,10 @@ def _rewrite_slice(node: torch.fx.Node, kept_at: np.ndarray) -> int:
         index[axis] = new
         node.args = (node.args[0], tuple(index))
     return 1
+
+
+def _uniform(value: torch.Tensor, axis: int) -> bool:
+    return bool((value - value.narrow(axis, 0, 1)).abs().max() <= 1e-7 * (1 + value.abs().max()))
 
 
 def _unit_sizes_as_literals(gm: torch.fx.GraphModule, analysis) -> None:
