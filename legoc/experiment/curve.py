@@ -79,7 +79,7 @@ def crossing(sizes: np.ndarray, differences: np.ndarray) -> tuple[str, float | N
     order = np.argsort(-sizes, kind="stable")
     s, d = np.log(sizes[order]), differences[order]
     if d[0] <= 0:
-        return ABOVE, float(np.exp(s[0]))
+        return ABOVE, float(sizes[order[0]])
     for i in range(1, len(d)):
         if d[i] <= 0:
             t = d[i - 1] / (d[i - 1] - d[i])

@@ -72,6 +72,10 @@ class DataSpec(_Strict):
 
 
 class SearchSpec(_Strict):
+    # `validate` is spelled validate_fraction in Python (BaseModel.validate exists); dumps
+    # write the spec's spelling so they validate again
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, serialize_by_alias=True)
+
     method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = Field(
         "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
     )
