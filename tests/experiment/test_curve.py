@@ -66,7 +66,7 @@ def test_noisy_runs_give_an_interval_around_the_crossover():
     result = _result(_curve_runs([0.9, 0.8, 0.6], noise=0.05))
     c = curve.crossover(result, "iid", "A")
     assert c["kind"] == curve.CROSSES
-    assert c["low"] < c["size"] < c["high"] and 10 < c["low"] and c["high"] < 100
+    assert c["low"] < c["size"] < c["high"] and c["low"] > 10 and c["high"] < 100
     assert sum(c["share"].values()) == pytest.approx(1.0)
 
 

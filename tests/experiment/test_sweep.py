@@ -112,7 +112,7 @@ def test_looser_levels_start_from_the_stricter_rationale(sweep):
 
 def test_a_scope_set_prunes_only_its_modules(sweep):
     out, _, report, _ = sweep
-    for keep, run in _runs(report, "B", "first").items():
+    for run in _runs(report, "B", "first").values():
         rationale = Block.load(out / run["path"]).meta("legoc.rationale")
         for module in ("fc2", "head"):  # outside the set: kept whole
             assert len(rationale["kept"][module]) == rationale["total"][module]
