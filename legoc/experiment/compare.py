@@ -298,10 +298,12 @@ def _seed_runs(
         "faithfulness": found.faithfulness,
         "evaluations": found.evaluations,
         "started_from_kept": level.started_from,
+        "search_seconds": level.seconds,
         "kept_share": layer_shares(found.ir.kept, cell.sizes),
         **gap,
     }
-    runs = [cell.run("B", seed, path_b, seconds=time.perf_counter() - started, details=details_b)]
+    seconds = time.perf_counter() - started + level.seconds  # the search, then the export
+    runs = [cell.run("B", seed, path_b, seconds=seconds, details=details_b)]
     step.done()
 
     if "C" in options:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class Level:
     prep: api.Prepared
     found: api.Found
     started_from: int | None
+    seconds: float = 0.0  # the search's wall time
 
 
 @dataclass
@@ -69,21 +71,20 @@ def build_variants(
     `validate` every variant searches on the search part only, so the guard's comparison is
     on equal data and every block has a search-vs-validate gap."""
 
-    def held(base: api.Prepared, guard: bool) -> tuple[api.Prepared, Held | None]:
+    def held(base: api.Prepared) -> tuple[api.Prepared, Held | None]:
         if validate is None:
             return base, None
-        part = hold_out(base, validate, validate_seed, guard)
+        part = hold_out(base, validate, validate_seed, guard=False)
         return part.prep, part
 
-    plain_prep, plain_part = held(prep, False)
+    plain_prep, plain_part = held(prep)
     out = [Variant(PLAIN, plain_prep, ("B", "C", "A"), plain_part)]
     for name, globs in (scope_sets or {}).items():
-        scoped_prep = scoped(prep, name, globs)
-        part_prep, part = held(scoped_prep, False)
+        part_prep, part = held(scoped(prep, name, globs))
         out.append(Variant(name, part_prep, ("B", "C"), part, list(globs)))
-    if validate is not None:
-        part_prep, part = held(prep, True)
-        out.append(Variant(GUARD, part_prep, ("B",), part))
+    if plain_part is not None:  # the plain variant's parts and scorers, guarded
+        guarded = plain_part.guarded()
+        out.append(Variant(GUARD, guarded.prep, ("B",), guarded))
     return out
 
 
@@ -131,8 +132,10 @@ def chained_searches(
             if progress is not None:
                 progress(keep, stage, done, total)
 
+        started = time.perf_counter()
         found = api.search_rationale(level_prep, method, budget, seed, report)
-        yield Level(keep, level_prep, found, None if start is None else _kept_count(start))
+        seconds = time.perf_counter() - started
+        yield Level(keep, level_prep, found, None if start is None else _kept_count(start), seconds)
         if found.faithfulness >= keep:
             start = found.ir
 

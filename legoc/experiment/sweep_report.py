@@ -111,8 +111,27 @@ def markdown(result: CompareResult, plots: list[Path]) -> list[str]:
         text += _guard_section(result, data)
     if data["gaps"]:
         text += _gaps_section(data["gaps"])
+    text += _work_section(result)
     text += ["Curves: " + ", ".join(f"[{p.name}]({p.name})" for p in plots), ""]
     return text
+
+
+def _work_section(result: CompareResult) -> list[str]:
+    """What each level's searches cost: the chain makes the looser levels cheaper."""
+    head = ["variant", "keep", "B runs", "search s (mean)", "evaluations (mean)", "started from"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in result.variants:
+        for keep in result.levels:
+            runs = result.ok_runs("B", keep, variant)
+            if not runs:
+                continue
+            seconds = sum(r.details.get("search_seconds", 0.0) for r in runs) / len(runs)
+            evaluations = sum(r.details.get("evaluations", 0) for r in runs) / len(runs)
+            starts = {r.details.get("started_from_kept") for r in runs}
+            start = "full model" if starts == {None} else "the stricter level's rationale"
+            cells = [variant, f"{keep:g}", str(len(runs)), f"{seconds:.0f}", f"{evaluations:.0f}"]
+            lines.append("| " + " | ".join([*cells, start]) + " |")
+    return ["## Search work per level", "", "\n".join(lines), ""]
 
 
 def _curve_table(points: list[dict], result: CompareResult) -> str:
@@ -166,8 +185,10 @@ def _guard_section(result: CompareResult, data: dict) -> list[str]:
         "## Validation guard",
         "",
         f"`validate`: {fraction:g} of the search rows (seeded) held out; every variant searched "
-        "on the rest, and the guarded B accepted a candidate only if it was faithful on both "
-        "parts. Positive differences favour the guard.",
+        "(and C retrained) on the rest, A trained on all of `search` as always, and the "
+        "guarded B accepted a candidate only if it was faithful on both parts. Positive "
+        "differences favour the guard; at equal size, the plain B's curve is interpolated (in "
+        "log size) at the guarded block's size.",
         "",
     ]
     head = ["split", "keep", "size plain → guard", "guard − plain, same keep [95% CI]", "answer"]

@@ -107,6 +107,12 @@ class Held:
     def gap(self, kept: dict) -> dict[str, float]:
         return faithfulness_gap(self.search, self.validate, kept)
 
+    def guarded(self) -> Held:
+        """The same parts and scorers (nothing re-scored), accepting only candidates faithful
+        on both."""
+        guard = GuardedScorer(self.search, self.validate)
+        return Held(dataclasses.replace(self.prep, scorer=guard), self.search, self.validate)
+
 
 def hold_out(prep: Prepared, fraction: float, seed: int, guard: bool) -> Held:
     """`prep` searching on the search part only; with `guard`, accepting only candidates
