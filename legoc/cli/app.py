@@ -207,8 +207,8 @@ def _print_ir(text: str) -> None:
 
 def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:
     """The one line `extract` prints: params as source -> block (stored, if alignment padded
-    zeros in), faithfulness per split, the budget used and what stopped the search, and whether
-    the block is proven 1-minimal."""
+    zeros in), faithfulness per split, the budget used and what stopped the search, whether
+    the block is proven 1-minimal, and how many units in scope the analysis froze."""
     share = result.params_block / result.params_source
     stored = ""
     if result.params_stored != result.params_block:
@@ -225,6 +225,9 @@ def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: st
             f" (search part {held['faithfulness_search']:.3f}, validate "
             f"{held['faithfulness_validate']:.3f}, gap {held['overfit_gap']:+.3f})"
         )
+    frozen = result.frozen or {}
+    if frozen.get("units"):
+        minimal += f" | {frozen['units']}/{frozen['in_scope']} units frozen (see inspect)"
     return (
         f"{result.output}: kept {kept} | params {result.params_source:,} -> "
         f"{result.params_block:,} ({share:.1%}{stored}) | faithfulness {evals} | "
