@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from legoc.errors import LegocError
+from legoc.scoring.checks import check_measurable_gap
 from legoc.scoring.prepare import Prepared
 from legoc.scoring.scorer import Scorer
 from legoc.task.data import Split
 
+SEARCH_LABEL = "data.search (search part)"
 VALIDATE_LABEL = "data.search (validate part)"
 
 
@@ -119,7 +121,7 @@ def hold_out(prep: Prepared, fraction: float, seed: int, guard: bool) -> Held:
     faithful on the validate part too. Ablation values come from the search part."""
     search_split, validate_split = split_validate(prep.splits["search"], fraction, seed)
     spec = prep.task.spec
-    search = Scorer(prep.ir, search_split, prep.metric, spec.ablation)
+    search = Scorer(prep.ir, search_split, prep.metric, spec.ablation, label=SEARCH_LABEL)
     validate = Scorer(  # no prefix cache: it would hold on to every stand-in it saw
         prep.ir,
         validate_split,
@@ -128,5 +130,7 @@ def hold_out(prep: Prepared, fraction: float, seed: int, guard: bool) -> Held:
         label=VALIDATE_LABEL,
         cache_bytes=0,
     )
+    for part in (search, validate):  # a part too small to measure faithfulness on is an error
+        check_measurable_gap(prep.metric, part.reference.full, part.reference.empty, part.label)
     scorer = GuardedScorer(search, validate) if guard else search
     return Held(dataclasses.replace(prep, scorer=scorer, eval_scorers={}), search, validate)
