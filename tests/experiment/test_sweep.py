@@ -14,6 +14,7 @@ from legoc import api
 from legoc.cli.app import app
 from legoc.experiment.sweep import layer_of, layer_shares
 from legoc.runtime.block import Block
+from tests.experiment.test_compare import compare_args
 from tests.helpers import assert_one_error_line, write_task
 
 runner = CliRunner()
@@ -21,23 +22,7 @@ LEVELS = (0.95, 0.8)
 
 
 def _args(task, out, *extra):
-    return [
-        "compare",
-        str(task["model"]),
-        "--task",
-        str(task["spec"]),
-        "--arch",
-        task["arch"],
-        "-o",
-        str(out),
-        "--baseline-epochs",
-        "2",
-        "--finetune-epochs",
-        "1",
-        "--seeds",
-        "1",
-        *extra,
-    ]
+    return compare_args(task, out, "--finetune-epochs", "1", "--seeds", "1", *extra)
 
 
 @pytest.fixture(scope="module")
