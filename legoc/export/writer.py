@@ -30,6 +30,23 @@ def to_onnx_model(block: IR) -> onnx.ModelProto:
     return module_to_onnx(block.gm, block.input_names, block.example_inputs)
 
 
+def keep_every_input(
+    model: onnx.ModelProto, input_names: list[str], example_inputs: dict[str, torch.Tensor]
+) -> onnx.ModelProto:
+    """Put back the inputs the exporter dropped because the block no longer reads them (an
+    attention mask once every head is removed): a block takes every model input (§3.3)."""
+    present = {i.name for i in model.graph.input}
+    for position, name in enumerate(input_names):
+        if name in present:
+            continue
+        example = example_inputs[name]
+        elem = onnx.helper.np_dtype_to_tensor_dtype(example.numpy().dtype)
+        shape = ["batch", *example.shape[1:]]
+        info = onnx.helper.make_tensor_value_info(name, elem, shape)
+        model.graph.input.insert(position, info)
+    return model
+
+
 def module_to_onnx(
     module: torch.nn.Module, input_names: list[str], example_inputs: dict[str, torch.Tensor]
 ) -> onnx.ModelProto:
@@ -53,7 +70,7 @@ def module_to_onnx(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
-            return onnx.load(str(path))
+            return keep_every_input(onnx.load(str(path)), input_names, example_inputs)
     except OSError as exc:  # the export goes through a temporary file: a full disk, a quota
         raise LegocError(
             f"export: cannot write the temporary ONNX file in {tempfile.gettempdir()} "

@@ -49,8 +49,11 @@ def capture(
     module.eval()
     batch = torch.export.Dim("batch")
     kwargs = {name: example[name] for name in input_names}
-    if "use_cache" in inspect.signature(module.forward).parameters:
-        kwargs["use_cache"] = False  # a block is stateless: no key/value cache in or out
+    # a block is stateless: no key/value cache in or out; a model with a config has it
+    # switched off there (_without_cache), since a use_cache argument would become an input
+    takes_cache = "use_cache" in inspect.signature(module.forward).parameters
+    if takes_cache and not hasattr(getattr(module, "config", None), "use_cache"):
+        kwargs["use_cache"] = False
     dynamic = {name: {0: batch} for name in input_names}
     try:
         # grad mode on: torch's transformer layers skip their fused inference fast path

@@ -107,3 +107,70 @@ def constant_channel_conv(
     ones = torch.ones_like(reference[:, :1])
     conv = F.conv2d if reference.dim() == 4 else F.conv1d
     return conv(ones, kernel, None, stride, padding, dilation)
+
+
+@torch.fx.wrap
+def held_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    keep: torch.Tensor,
+    const: torch.Tensor,
+    eps: float | None,
+    rms: bool,
+) -> torch.Tensor:
+    """A layer (or RMS) norm over the last dim whose removed channels (`keep` 0) read their
+    ablation constant `const` whatever `x` holds there: what fold-ablations makes of a norm
+    over units, so its statistics are the masked model's while the removed wires are cut."""
+    x = torch.where(keep.bool(), x, const)
+    shape = (x.shape[-1],)
+    if rms:
+        return F.rms_norm(x, shape, weight, eps)
+    return F.layer_norm(x, shape, weight, bias, eps)
+
+
+@torch.fx.wrap
+def carried_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    sums: torch.Tensor,
+    basis: torch.Tensor,
+    removed: int,
+    eps: float | None,
+    rms: bool,
+    direct: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A layer (or RMS) norm over the kept channels of the last dim, with the removed ones'
+    constants folded into the statistics (`sums[..., 0]` = their sum, `sums[..., 1]` = their
+    sum of squares, `removed` = how many), followed by the *carriers* that let each reader
+    recompute what the removed channels would have given it: `rstd * basis` (the constants,
+    factored over positions), `-mean * rstd` (layer norm only) and ones (for the norm's bias).
+    Each reader holds one column per carrier, so the block stays exact with the removed
+    channels gone. Where the constants vary too much over positions for that to be smaller,
+    `direct` holds the removed channels' scale and shift and `basis` their constants: the
+    carriers are then the removed channels' outputs themselves."""
+    n = x.shape[-1] + removed
+    s1, s2 = sums[..., :1], sums[..., 1:2]
+    if rms:
+        mean = torch.zeros_like(x[..., :1])
+        var = ((x * x).sum(-1, keepdim=True) + s2) / n
+    else:
+        mean = (x.sum(-1, keepdim=True) + s1) / n
+        centred = x - mean
+        var = ((centred * centred).sum(-1, keepdim=True) + s2 - 2 * mean * s1) / n
+        var = var + removed * mean * mean / n
+    rstd = torch.rsqrt(var + (torch.finfo(x.dtype).eps if eps is None else eps))
+    y = (x - mean) * rstd
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    if direct is not None:
+        carriers = [(basis - mean) * rstd * direct[0] + direct[1]]
+    else:
+        carriers = [rstd * basis] if basis.shape[-1] else []
+        if not rms:
+            carriers.append(-mean * rstd)
+        carriers.append(torch.ones_like(rstd))
+    return torch.cat([y, *(c.expand(*y.shape[:-1], c.shape[-1]) for c in carriers)], dim=-1)

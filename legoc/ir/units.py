@@ -75,6 +75,7 @@ class Analysis:
     unit_group: np.ndarray  # global unit id -> group index
     reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
     splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
+    norm_readers: dict[str, str] = field(default_factory=dict)  # Linear/Conv -> norm it reads
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():

@@ -63,7 +63,7 @@ KINDS: dict[str, Ops] = {
             F.logsigmoid,
             F.softsign,
         ],
-        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach"],
+        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "to", "float"],
         modules=[
             nn.ReLU,
             nn.GELU,
@@ -113,7 +113,11 @@ KINDS: dict[str, Ops] = {
         ],
     ),
     "batch_norm": _ops(functions=[F.batch_norm]),
-    "layer_norm": _ops(functions=[F.layer_norm, F.group_norm]),
+    # a norm over the unit axis: its statistics fold the removed channels' constants
+    "layer_norm": _ops(
+        functions=[F.layer_norm, F.group_norm, F.rms_norm, torch.rms_norm, ops.held_norm]
+    ),
+    "carried_norm": _ops(functions=[ops.carried_norm]),
     "binary": _ops(
         functions=[
             operator.add,

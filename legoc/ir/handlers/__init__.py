@@ -43,6 +43,7 @@ HANDLERS: dict[str, Handler] = {
     "pool": pool.pool,
     "batch_norm": norm.batch_norm,
     "layer_norm": norm.layer_norm,
+    "carried_norm": norm.carried_norm,
     "binary": binary.binary,
     "cat": cat.cat,
     "reshape": reshape.reshape,

@@ -37,8 +37,23 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
                 walk.couple(np.full_like(block, block[0]), block, "attention head")
             walk.reshapes.append(node.name)
             return Layout(axis, blocks[:, 0].copy())
+    if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
+        walk.reshapes.append(node.name)
+        return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
+
+
+def regroups_positions(in_shape, out_shape, axis: int) -> bool:
+    """True when a reshape regroups only the dims before the unit axis (same total size), and
+    keeps the unit axis and every dim after it: each unit stays whole in its own slot."""
+    tail = len(in_shape) - axis
+    return (
+        len(out_shape) >= tail
+        and tuple(out_shape[-tail:]) == tuple(in_shape[axis:])
+        and int(np.prod(out_shape[:-tail], dtype=np.int64))
+        == int(np.prod(in_shape[:axis], dtype=np.int64))
+    )
 
 
 def splits_axis(in_shape, out_shape, axis: int) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.index import index
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -46,4 +47,4 @@ def getitem(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
         return Layout(axis, parts[node.args[1]])
     if not tracked:
         return None
-    return walk.cannot_slice(node)
+    return index(walk, node, tracked)  # x[:, 0] and the like

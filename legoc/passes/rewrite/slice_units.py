@@ -20,6 +20,7 @@ from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
 from legoc.passes.base import PassContext, PassResult
+from legoc.passes.rewrite.carry_norms import apply_carried, plan_carried
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
@@ -59,13 +60,19 @@ class SliceUnits:
         for name, space in analysis.spaces.items():
             if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
-        columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
+        norms = plan_carried(ir, removed)
+        carried = {r: w for norm in norms for r, w in norm.readers.items()}
+        columns = {
+            use.node: keep_positions(use.ids)
+            for use in analysis.consumers
+            if use.node not in carried  # kept columns and the norm's carriers
+        }
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
         for name, node in nodes.items():
-            if name not in rows and name not in columns:
+            if name not in rows and name not in columns and name not in carried:
                 continue
             weight_node = node.args[1]
-            weight = get_attr_tensor(gm, weight_node.target).detach()
+            weight = carried.get(name, get_attr_tensor(gm, weight_node.target).detach())
             if name in rows:
                 weight = weight.index_select(0, rows[name])
                 bias_node = node.args[2] if len(node.args) > 2 else None
@@ -84,6 +91,10 @@ class SliceUnits:
                 if attr_node.op == "get_attr" and attr_node.target == param.target:
                     tensor = get_attr_tensor(gm, attr_node.target).detach()
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
+        for norm in norms:
+            apply_carried(gm, norm)
+        if norms:  # reported only where the model has a norm over units
+            stats["norms_carried"] = len(norms)
         for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts.get(node.args[0].name)
@@ -103,6 +114,7 @@ class SliceUnits:
         for name in constant_readers:
             self._make_constant(gm, nodes[name])
             stats["readers_made_constant"] += 1
+        _unit_sizes_as_literals(gm, analysis)
         for name in analysis.reshapes:
             stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         for name in analysis.splits:
@@ -160,7 +172,8 @@ class SliceUnits:
         layout = node.meta.get("legoc.layout")
         if layout is None or layout.axis >= len(shape_args):
             return 0
-        if not isinstance(shape_args[layout.axis], int) or shape_args[layout.axis] == -1:
+        size = shape_args[layout.axis]  # a literal, or a size read off another tensor
+        if not isinstance(size, (int, torch.fx.Node)) or size == -1:
             return 0
         out_shape = node.meta["legoc.shape"]
         for i, value in enumerate(shape_args):
@@ -221,3 +234,37 @@ def _folded_ones_term(node: torch.fx.Node):
     if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
         return add, term
     return None
+
+
+def _unit_sizes_as_literals(gm: torch.fx.GraphModule, analysis) -> None:
+    """A size read off a unit axis (`b, h, w, c = x.shape`; `x.size(-1)`) keeps the value it
+    had: a model may compute other shapes from it (Swin's head_dim = c // heads), which slicing
+    must not change; reshapes on unit paths then get -1 there (`_rewrite_reshape`)."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
+            tensor, dim = node.args
+        elif (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and isinstance(node.args[0], torch.fx.Node)
+            and node.args[0].op == "call_function"
+            and node.args[0].target is getattr
+            and node.args[0].args[1] == "shape"
+            and isinstance(node.args[1], int)
+        ):
+            tensor, dim = node.args[0].args[0], node.args[1]
+        else:
+            continue
+        layout = analysis.layouts.get(tensor.name) if isinstance(tensor, torch.fx.Node) else None
+        shape = shape_of(tensor) if layout is not None else None
+        if shape is None or dim % len(shape) != layout.axis:
+            continue
+        value = int(shape[layout.axis])
+        for user in list(node.users):
+            user.args = torch.fx.node.map_arg(
+                user.args, lambda a, n=node, v=value: v if a is n else a
+            )
+            user.kwargs = torch.fx.node.map_arg(
+                user.kwargs, lambda a, n=node, v=value: v if a is n else a
+            )
+        gm.graph.erase_node(node)
