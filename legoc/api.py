@@ -27,6 +27,7 @@ from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.search.base import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
 from legoc.scoring.budget import Budget
+from legoc.scoring.guard import hold_out
 from legoc.scoring.journal import checkpointed, run_header
 from legoc.scoring.prepare import Prepared, Progress, SplitScore, prepare, score_splits
 from legoc.scoring.remote import RayBackend, Source, import_ray
@@ -248,6 +249,10 @@ def extract(
         raise TaskNotMet(nothing_removable(prep.ir))
     prep.ir.objective = objective
     spec = prep.task.spec
+    held = None
+    if spec.search.validate_fraction is not None:  # the guard: faithful on both parts
+        held = hold_out(prep, spec.search.validate_fraction, spec.search.seed, guard=True)
+        prep = held.prep
     method = passes or method or spec.search.method
     limit = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
@@ -258,7 +263,12 @@ def extract(
             prep.loaded.sha256, prep.task.sha256, prep.task.split_paths(), method, limit, seed
         )
     work = Budget(limit, prep.scorer, deadline)
-    if ray is not None or spec.search.backend == "ray":
+    remote = ray is not None or spec.search.backend == "ray"
+    local_note = None
+    if remote and held is not None:  # workers would score the whole search split, not its part
+        remote = False
+        local_note = "Ray not used: with search.validate the candidates are scored here"
+    if remote:
         # the driver's thread count: kernels may split sums differently with another one
         threads = torch.get_num_threads()
         source = Source(
@@ -283,9 +293,16 @@ def extract(
         )
         found.budget["time_limit"] = time_limit
         run.stage = "export"
+        extra = None
+        if held is not None:
+            gap = {"fraction": spec.search.validate_fraction, **held.gap(found.ir.kept)}
+            extra = {"legoc.validate": gap}
         result = _finish(
-            prep, found, method, seed, finetune, output, progress, align_channels, after
+            prep, found, method, seed, finetune, output, progress, align_channels, after, extra
         )
+        result.validate = extra["legoc.validate"] if extra else None
+        if local_note is not None:
+            result.warnings.append(local_note)
     result.replayed, result.paid = run.replayed, run.paid
     result.remote_answers = prep.scorer.remote_answers
     result.seconds = time.perf_counter() - started
@@ -318,8 +335,10 @@ def _finish(
     progress: Progress | None,
     align_channels: int = DEFAULT_MULTIPLE,
     after: After | None = None,
+    extra: dict | None = None,
 ) -> ExtractResult:
-    """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
+    """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it (with
+    `extra` metadata keys)."""
     spec = prep.task.spec
     progress = progress or (lambda phase, done, total: None)
     timed_out = found.stopped_by == "time-limit"
@@ -347,7 +366,7 @@ def _finish(
         progress("finetune", 1, 1)
     if output is not None:
         progress("export", 0, 1)
-        write_block(prep, built, Path(output), align=align_channels, after=after)
+        write_block(prep, built, Path(output), extra, align=align_channels, after=after)
         progress("export", 1, 1)
     return built.result
 

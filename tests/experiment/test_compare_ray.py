@@ -1,5 +1,6 @@
-"""`legoc compare --ray`: seeds as Ray tasks give the report a local compare gives (wall times
-and the folder aside). Skipped where Ray is not installed (`pip install 'legoc[ray]'`)."""
+"""`legoc compare --ray`: each variant's seeds as Ray tasks give the report a local compare
+gives (wall times and the folder aside), plain or swept over keep levels with the guard.
+Skipped where Ray is not installed (`pip install 'legoc[ray]'`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from tests.helpers import write_task
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'legoc[ray]'")
 runner = CliRunner()
-VARIES = {"seconds", "output", "command"}  # wall times, where the report was written (-o)
+# wall times, where the report was written (-o)
+VARIES = {"seconds", "search_seconds", "output", "command"}
 
 
 def _stable(value):
@@ -24,14 +26,19 @@ def _stable(value):
     return value
 
 
-def test_compare_on_ray_writes_the_local_report(tmp_path):
+@pytest.mark.parametrize(
+    "sweep",
+    [[], ["--seeds", "1", "--keep", "0.9,0.8", "--validate", "0.25"]],
+    ids=["plain", "sweep"],
+)
+def test_compare_on_ray_writes_the_local_report(tmp_path, sweep):
     task = write_task(tmp_path / "task", "mlp", spec={"finetune": {"epochs": 2, "lr": 0.003}})
     reports = {}
     for name, extra in (("local", []), ("ray", ["--ray", "local"])):
         out = tmp_path / name
         args = ["compare", str(task["model"]), "--task", str(task["spec"]), "--arch", task["arch"]]
         args += ["-o", str(out), "--baseline-epochs", "2", "--seeds", "2", "--budget", "40"]
-        result = runner.invoke(app, [*args, *extra])
+        result = runner.invoke(app, [*args, *sweep, *extra])
         assert result.exit_code == 0, result.output
         reports[name] = json.loads((out / "report.json").read_text())
     ray.shutdown()

@@ -52,3 +52,14 @@ def test_a_killed_actor_is_replaced_and_its_share_resubmitted(cluster, task):
         backend.close()
     assert answers == local
     assert backend.resubmitted == 1
+
+
+def test_a_guarded_search_is_scored_here_and_says_so(cluster, tmp_path):
+    # the workers would score the whole search split, not the guard's search part
+    task = write_task(tmp_path / "task", "mlp", spec={"search": {"validate": 0.25}})
+    local = _extract(task, tmp_path / "local.onnx")
+    remote = _extract(task, tmp_path / "ray.onnx", ray="local", workers=2)
+    assert (tmp_path / "ray.onnx").read_bytes() == (tmp_path / "local.onnx").read_bytes()
+    assert remote.evaluations == local.evaluations
+    assert remote.remote_answers == 0
+    assert any("Ray not used" in w for w in remote.warnings)
