@@ -15,6 +15,7 @@ import torch.fx
 import torch.nn.functional as F
 
 from legoc.frontend.unfold_heads import unfold_mha_heads
+from legoc.ir.ops import slice_axis
 
 aten = torch.ops.aten
 
@@ -62,14 +63,6 @@ SAME_ARGS = {
     aten.reshape.default: torch.reshape,
     aten.view.default: torch.reshape,
 }
-
-
-def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
-    """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
-    exporter runs the graph (the aten overload would bake in the example's token count, e.g.
-    `position_ids[:, :tokens]`)."""
-    dim = dim % x.dim()
-    return x[(slice(None),) * dim + (slice(start, end, step),)]
 
 
 def _layer_norm(args):

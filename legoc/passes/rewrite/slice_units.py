@@ -195,12 +195,15 @@ class SliceUnits:
         if not isinstance(size, (int, torch.fx.Node)) or size == -1:
             return 0
         out_shape = node.meta["legoc.shape"]
+        in_shape = node.args[0].meta.get("legoc.shape", ())
         for i, value in enumerate(shape_args):
             if value == -1 and i != layout.axis:
-                if out_shape[i] != "N":
+                # the batch, or a dim the reshape keeps from its input (a dynamic token axis
+                # among them): read it at run time; anything else had one traced value
+                if out_shape[i] != "N" and tuple(in_shape[: i + 1]) != tuple(out_shape[: i + 1]):
                     shape_args[i] = out_shape[i]
                     continue
-                with gm.graph.inserting_before(node):  # the batch: read it at run time
+                with gm.graph.inserting_before(node):
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
         set_shape_args(node, shape_args)
@@ -211,7 +214,7 @@ class SliceUnits:
         k, v of a fused projection keep the same heads, but nothing here assumes it)."""
         ids = analysis.layouts[node.args[0].name].ids
         kept_at = (ids < 0) | ~removed[np.maximum(ids, 0)]
-        if node.target in (aten.slice.Tensor, operator.getitem):
+        if node.target in (aten.slice.Tensor, ops.slice_axis, operator.getitem):
             return _rewrite_slice(node, kept_at)
         sizes = part_sizes(node, len(ids))
         bounds = np.cumsum([0, *sizes])
