@@ -32,7 +32,14 @@ from legoc.ir.units import (
     Layout,
     UnitSpace,
 )
-from legoc.ir.vocabulary import CONV_OPS, LINEAR_OPS, bias_target, classify, producer_kind
+from legoc.ir.vocabulary import (
+    CONV_OPS,
+    LINEAR_OPS,
+    bias_target,
+    classify,
+    conv_groups,
+    producer_kind,
+)
 
 # names other stages import from here
 __all__ = [
@@ -95,8 +102,9 @@ class Propagation:
                 if is_param(gm, weight_target)
                 else (get_attr_tensor(gm, weight_target).shape[0])
             )
+            groups = conv_groups(node) if kind.startswith("grouped_") else 1
             self.spaces[name] = UnitSpace(
-                name, node.name, kind, size, offset, weight_target, bias_target(node)
+                name, node.name, kind, size, offset, weight_target, bias_target(node), groups
             )
             offset += size
         self.n_units = offset

@@ -26,11 +26,12 @@ class UnitSpace:
 
     name: str
     node: str
-    kind: str  # linear | conv1d | conv2d
+    kind: str  # linear | conv1d | conv2d | grouped_conv1d | grouped_conv2d
     size: int
     offset: int  # first global unit id
     weight: str  # get_attr target of the weight
     bias: str | None
+    groups: int = 1  # a grouped conv's groups: its units go a whole group at a time
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class SliceUnits:
         for name, space in analysis.spaces.items():
             if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
+                if space.groups > 1:  # whole groups go (coupled): the conv keeps the rest
+                    kept_groups = space.groups * len(rows[space.node]) // space.size
+                    _set_groups(nodes[space.node], kept_groups)
         columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
         for name, node in nodes.items():
@@ -209,6 +212,13 @@ class SliceUnits:
             return 1
         node.args = (keep, *node.args[1:])
         return 1
+
+
+def _set_groups(node: torch.fx.Node, groups: int) -> None:
+    if len(node.args) > 6:
+        node.args = (*node.args[:6], groups, *node.args[7:])
+    else:
+        node.kwargs = {**node.kwargs, "groups": groups}
 
 
 def _folded_ones_term(node: torch.fx.Node):
