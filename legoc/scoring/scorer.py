@@ -382,7 +382,8 @@ class Scorer:
             for rows, inputs, y, y_alt, ref in self._labelled_batches():
                 logits = self._forward(inputs)
                 loss = self.metric.proxy_loss(logits, y, ref, y_alt)
-                loss.backward()
+                if loss.requires_grad:  # else no kept unit reaches the output: all score 0
+                    loss.backward()
                 hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt)
         self._active.zero_grad(set_to_none=True)
         self.charge_gradient(len(self.split))

@@ -368,3 +368,18 @@ def test_after_an_attribution_the_rows_it_finds_hardest_are_scored_first():
     assert read["ordered"][1] == read["plain"][1]
     assert any(ok for ok, _ in read["plain"][1]) and not all(ok for ok, _ in read["plain"][1])
     assert read["ordered"][0] < 0.8 * read["plain"][0]
+
+
+def test_attribution_on_a_stand_in_with_every_unit_removed_scores_zero():
+    """When the emptied model already meets keep, minimize ranks an all-removed mask on its
+    sliced stand-in, whose output no kept unit reaches: every attribution is 0, no backward
+    through a graph without gradients (GoogLeNet, MobileNetV2 crashed; issue 15)."""
+    model = trained_model("cnn")
+    data = labelled_data("cnn", 32, seed=5)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    scorer = Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS["accuracy"])
+    empty = ir.mask_for(ir.removable_groups())
+    base = scorer.stand_in(empty)
+    scores = scorer.attribution(empty, base=base)
+    assert set(scores) == set(ir.spaces)
+    assert all(not values.any() for values in scores.values())
