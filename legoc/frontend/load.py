@@ -25,6 +25,7 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
+from legoc.frontend.identities import drop_identities
 from legoc.frontend.lowering import is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
@@ -308,6 +309,7 @@ def trace(
             "flow from forward (or move that part into a function marked with torch.fx.wrap)"
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
+    drop_identities(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm

@@ -27,6 +27,7 @@ from legoc.ir.handlers import HANDLERS, SOURCES, unsupported
 from legoc.ir.units import (
     Analysis,
     ChannelParam,
+    ChannelPermutation,
     ConsumerUse,
     Group,
     Layout,
@@ -120,6 +121,8 @@ class Propagation:
         self.splits: list[str] = []
         self.split_parts: dict[str, tuple[int, list[np.ndarray]]] = {}  # split -> axis, parts
         self.input_dependent: set[str] = set()
+        self.permutations: list[ChannelPermutation] = []
+        self.forwarded: dict[str, Layout] = {}  # a layout decided ahead (end of a shuffle)
         if scope is not None:
             for space in self.spaces.values():
                 if not any(fnmatch.fnmatchcase(space.name, pattern) for pattern in scope):
@@ -189,6 +192,8 @@ class Propagation:
                 node.meta["legoc.layout"] = layout
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
+        if node.name in self.forwarded:
+            return self.forwarded.pop(node.name)
         kind = classify(self.gm, node)
         if not tracked and kind not in SOURCES:
             return None
@@ -237,4 +242,5 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         unit_group,
         walk.reshapes,
         walk.splits,
+        walk.permutations,
     )

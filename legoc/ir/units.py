@@ -52,6 +52,18 @@ class ChannelParam:
     ids: np.ndarray
 
 
+@dataclass(frozen=True)
+class ChannelPermutation:
+    """Nodes `first`..`last` only reorder the unit axis (a channel shuffle): output slot k holds
+    input slot `order[k]`; `ids` is the input's layout. Slicing replaces them by one gather."""
+
+    first: str
+    last: str
+    axis: int
+    order: np.ndarray
+    ids: np.ndarray
+
+
 @dataclass
 class Group:
     """Units that must be removed together; `frozen` says why they cannot be removed at all."""
@@ -75,6 +87,7 @@ class Analysis:
     unit_group: np.ndarray  # global unit id -> group index
     reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
     splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
+    permutations: list[ChannelPermutation] = field(default_factory=list)
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():

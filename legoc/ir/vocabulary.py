@@ -140,7 +140,7 @@ KINDS: dict[str, Ops] = {
     "permute": _ops(functions=[torch.permute, torch.transpose], methods=["permute", "transpose"]),
     "select_outputs": _ops(functions=[ops.select_outputs]),
     "attention": _ops(functions=[F.scaled_dot_product_attention]),
-    "split": _ops(functions=[torch.split]),
+    "split": _ops(functions=[torch.split, torch.chunk], methods=["split", "chunk"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
     "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),

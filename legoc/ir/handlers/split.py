@@ -1,4 +1,4 @@
-"""torch.split and the getitem nodes that take its parts: each part of a split along the unit
+"""torch.split / chunk and the getitem nodes that take its parts: each part of a split along the unit
 axis gets its slice of the units; a split along another axis hands every part the same units."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
@@ -21,12 +22,11 @@ def split(walk: Propagation, node: Node, tracked: list[Node]) -> None:
     layout = walk.sole_layout(node, tracked)
     if layout is None:
         return walk.cannot_slice(node)
-    size = node.args[1]
     dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(
         shape_of(node.args[0])
     )
     length = shape_of(node.args[0])[dim]
-    sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-length // size)
+    sizes = split_sizes(node, length)
     if dim != layout.axis:
         walk.split_parts[node.name] = (layout.axis, [layout.ids] * len(sizes))
         return None
@@ -37,6 +37,20 @@ def split(walk: Propagation, node: Node, tracked: list[Node]) -> None:
     )
     walk.splits.append(node.name)
     return None
+
+
+def is_chunk(node: Node) -> bool:
+    return node.target in ("chunk", torch.chunk)
+
+
+def split_sizes(node: Node, length: int) -> list[int]:
+    """The parts' lengths of a split (sizes or one size) or a chunk (a number of parts)."""
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+    if is_chunk(node):
+        size = -(-length // size)  # torch.chunk: parts of ceil(length / chunks)
+    if isinstance(size, (list, tuple)):
+        return list(size)
+    return [min(size, length - start) for start in range(0, length, size)]
 
 
 def getitem(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:

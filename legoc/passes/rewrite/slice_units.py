@@ -18,6 +18,7 @@ import torch.fx
 
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
+from legoc.ir.handlers.split import split_sizes
 from legoc.ir.core import IR
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import removed_ids
@@ -110,6 +111,8 @@ class SliceUnits:
             stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         for name in analysis.splits:
             stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
+        for perm in analysis.permutations:
+            stats["shapes_rewritten"] += self._gather_permutation(gm, nodes, perm, removed)
         gm.graph.lint()
         gm.recompile()
         out.kept = {}
@@ -181,8 +184,7 @@ class SliceUnits:
         """A split along the unit axis takes the kept count of each part (q, k, v of a fused
         projection keep the same heads, but nothing here assumes it)."""
         ids = analysis.layouts[node.args[0].name].ids
-        size = node.args[1]
-        sizes = list(size) if isinstance(size, (list, tuple)) else [size] * -(-len(ids) // size)
+        sizes = split_sizes(node, len(ids))
         bounds = np.cumsum([0, *sizes])
         kept = [
             int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
@@ -190,7 +192,28 @@ class SliceUnits:
         ]
         if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0
-        node.args = (node.args[0], kept, *node.args[2:])
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        # a chunk of kept parts is a split by their sizes (torch.split, whatever the node was)
+        node.op, node.target = "call_function", torch.split
+        node.args, node.kwargs = (node.args[0], kept, dim), {}
+        return 1
+
+    def _gather_permutation(self, gm, nodes, perm, removed: np.ndarray) -> int:
+        """A channel shuffle of the kept channels is no shuffle of fewer channels: gather the
+        kept ones in the shuffled order instead (the split/transpose/merge nodes go to dce)."""
+        gone = (perm.ids >= 0) & removed[np.maximum(perm.ids, 0)]
+        if not gone.any() or gone.all():
+            return 0
+        rank = np.cumsum(~gone) - 1  # input slot -> its position among the kept slots
+        order = [int(rank[i]) for i in perm.order if not gone[i]]
+        first, last = nodes[perm.first], nodes[perm.last]
+        target = add_tensor(gm, f"legoc_shuffle_{perm.first}", torch.tensor(order))
+        with gm.graph.inserting_before(last):
+            index = gm.graph.get_attr(target)
+            gathered = gm.graph.call_function(
+                torch.index_select, (first.args[0], perm.axis, index)
+            )
+        last.replace_all_uses_with(gathered)
         return 1
 
     def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
