@@ -18,8 +18,8 @@ import torch.fx
 
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
-from legoc.ir.handlers.split import split_sizes
 from legoc.ir.core import IR
+from legoc.ir.handlers.split import split_sizes
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
@@ -200,7 +200,7 @@ class SliceUnits:
 
     def _gather_permutation(self, gm, nodes, perm, removed: np.ndarray) -> int:
         """A channel shuffle of the kept channels is no shuffle of fewer channels: gather the
-        kept ones in the shuffled order instead (the split/transpose/merge nodes go to dce)."""
+        kept ones in the shuffled order instead (the split/transpose/merge nodes are erased)."""
         gone = (perm.ids >= 0) & removed[np.maximum(perm.ids, 0)]
         if not gone.any() or gone.all():
             return 0
@@ -214,6 +214,12 @@ class SliceUnits:
                 torch.index_select, (first.args[0], perm.axis, index)
             )
         last.replace_all_uses_with(gathered)
+        node = last
+        while node is not first:  # the shuffle's own nodes: they would reshape the wrong sizes
+            before = node.args[0]
+            gm.graph.erase_node(node)
+            node = before
+        gm.graph.erase_node(first)
         return 1
 
     def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
