@@ -1,5 +1,6 @@
 """torch.split / chunk and the getitem nodes that take its parts: each part of a split along
-the unit axis gets its slice of the units; a split along another axis hands every part the same units."""
+the unit axis gets its slice of the units; a split along another axis hands every part the
+same units."""
 
 from __future__ import annotations
 

@@ -210,9 +210,7 @@ class SliceUnits:
         target = add_tensor(gm, f"legoc_shuffle_{perm.first}", torch.tensor(order))
         with gm.graph.inserting_before(last):
             index = gm.graph.get_attr(target)
-            gathered = gm.graph.call_function(
-                torch.index_select, (first.args[0], perm.axis, index)
-            )
+            gathered = gm.graph.call_function(torch.index_select, (first.args[0], perm.axis, index))
         last.replace_all_uses_with(gathered)
         node = last
         while node is not first:  # the shuffle's own nodes: they would reshape the wrong sizes

@@ -242,9 +242,7 @@ def _scramble_norms(model: nn.Module, seed: int) -> nn.Module:
 
 BLOCKS = {
     "mobilenet_v2": lambda: Net([InvertedResidual(8, 8, 4), InvertedResidual(8, 12, 1, 2)], 8, 12),
-    "mobilenet_v3": lambda: Net(
-        [InvertedResidual(8, 8, 2, se=True, act=nn.Hardswish)], 8, 8
-    ),
+    "mobilenet_v3": lambda: Net([InvertedResidual(8, 8, 2, se=True, act=nn.Hardswish)], 8, 8),
     "efficientnet": lambda: Net([MBConv(8, 8, 2), MBConv(8, 12, 2, stride=2)], 8, 12),
     "shufflenet_v2": lambda: Net([ShuffleUnit(8, 16, 2), ShuffleUnit(16, 16, 1)], 8, 16),
     "resnext": lambda: Net([ResNeXtBottleneck(8, 8, 16, groups=4)], 8, 16),
