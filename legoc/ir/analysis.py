@@ -213,12 +213,13 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
     by_root: dict[int, list[int]] = {}
     for u in range(n):
         by_root.setdefault(int(roots[u]), []).append(u)
-    spaces = list(walk.spaces.values())
+    spaces = sorted(walk.spaces.values(), key=lambda s: s.offset)
+    offsets = np.array([s.offset for s in spaces], dtype=np.int64)
     for root in sorted(by_root):
         units = by_root[root]
         members = []
-        for u in units:
-            space = next(s for s in spaces if s.offset <= u < s.offset + s.size)
+        for u in units:  # the space holding u: the last one starting at or before it
+            space = spaces[int(np.searchsorted(offsets, u, side="right")) - 1]
             members.append((space.name, u - space.offset))
         reasons = sorted({walk.frozen[u] for u in units if u in walk.frozen})
         coupled = sorted(set().union(*(walk.coupled.get(u, set()) for u in units)))
