@@ -20,6 +20,7 @@ from legoc.export.metadata import block_metadata, versions
 from legoc.export.result import ExtractResult, Found
 from legoc.frontend.load import forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir
+from legoc.ir.frozen import nothing_removable
 from legoc.passes.base import PassContext, PassOptionError, Pipeline
 from legoc.passes.registry import METHODS, PASSES, extract_pipeline, parse_pipeline
 from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
@@ -226,6 +227,8 @@ def extract(
     if passes is not None:
         passes = str(search_pipeline("auto", passes=passes))  # checked before any loading
     prep = prepare(model, task, arch, trust_model, model_output, progress)
+    if not prep.ir.removable_groups():
+        raise TaskNotMet(nothing_removable(prep.ir))
     prep.ir.objective = objective
     spec = prep.task.spec
     method = passes or method or spec.search.method

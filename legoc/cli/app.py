@@ -207,8 +207,8 @@ def _print_ir(text: str) -> None:
 
 def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: str) -> str:
     """The one line `extract` prints: params as source -> block (stored, if alignment padded
-    zeros in), faithfulness per split, the budget used and what stopped the search, and whether
-    the block is proven 1-minimal."""
+    zeros in), faithfulness per split, the budget used and what stopped the search, whether
+    the block is proven 1-minimal, and how many units in scope the analysis froze."""
     share = result.params_block / result.params_source
     stored = ""
     if result.params_stored != result.params_block:
@@ -219,6 +219,9 @@ def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: st
         "time-limit": f" (stopped by the time limit, {spent.get('time_limit') or 0:g} s)",
     }.get(spent.get("stopped_by"), "")
     minimal = "proven 1-minimal" if result.one_minimal else "not proven 1-minimal"
+    frozen = result.frozen or {}
+    if frozen.get("units"):
+        minimal += f" | {frozen['units']}/{frozen['in_scope']} units frozen (see inspect)"
     return (
         f"{result.output}: kept {kept} | params {result.params_source:,} -> "
         f"{result.params_block:,} ({share:.1%}{stored}) | faithfulness {evals} | "

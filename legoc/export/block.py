@@ -14,6 +14,7 @@ from legoc.export.metadata import block_metadata
 from legoc.export.result import ExtractResult, Found
 from legoc.export.writer import export_block
 from legoc.ir.core import IR
+from legoc.ir.frozen import frozen_report, frozen_warning
 from legoc.ir.masking import masked_model
 from legoc.passes.base import PassContext
 from legoc.passes.registry import parse_pipeline
@@ -65,7 +66,8 @@ def build_block(
         trace=found.trace,
         seed=seed,
         budget=found.budget,
-        warnings=list(found.warnings),
+        warnings=[*found.warnings, *filter(None, [frozen_warning(prep.ir)])],
+        frozen=frozen_report(prep.ir),
     )
     return Built(block, masked_model(rationale), result)
 

@@ -33,6 +33,7 @@ class ExtractResult:
     paid: int = 0  # evaluations that ran the model
     budget: dict = field(default_factory=dict)  # Found.budget: the work charged and its limits
     warnings: list[str] = field(default_factory=list)
+    frozen: dict = field(default_factory=dict)  # legoc.ir.frozen.frozen_report: what froze
 
     @property
     def params_stored(self) -> int:
@@ -58,6 +59,7 @@ class ExtractResult:
             "evaluations": self.evaluations,
             "budget": self.budget,
             "warnings": self.warnings,
+            "frozen": self.frozen,
             "method": self.method,
             "one_minimal": self.one_minimal,
             "seconds": round(self.seconds, 2),

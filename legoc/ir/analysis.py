@@ -112,6 +112,8 @@ class Propagation:
         self.producer_of = {s.node: s for s in self.spaces.values()}
         self.unions = _Unions(offset)
         self.frozen: dict[int, str] = {}
+        self.frozen_at: dict[int, str] = {}  # unit -> the op and node that froze it
+        self.current: Node | None = None  # the node being visited (what a freeze names)
         self.read = np.zeros(offset, dtype=bool)
         self.coupled: dict[int, set[str]] = {}
         self.layouts: dict[str, Layout] = {}
@@ -131,8 +133,14 @@ class Propagation:
 
     # -- what handlers record ------------------------------------------------------------
     def freeze(self, ids: np.ndarray, reason: str) -> None:
+        at = (
+            None if self.current is None else f"{op_name(self.current)} at node {self.current.name}"
+        )
         for u in ids[ids >= 0]:
-            self.frozen.setdefault(int(u), reason)
+            if int(u) not in self.frozen:
+                self.frozen[int(u)] = reason
+                if at is not None:
+                    self.frozen_at[int(u)] = at
             self.read[u] = True
 
     def freeze_inputs(self, node: Node, reason: str) -> None:
@@ -173,6 +181,7 @@ class Propagation:
     # -- walk --------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
+            self.current = node
             reads_values = not (
                 node.op == "call_function" and node.target is ops.constant_channel_conv
             )
@@ -190,6 +199,7 @@ class Propagation:
             if layout is not None and (layout.ids >= 0).any():
                 self.layouts[node.name] = layout
                 node.meta["legoc.layout"] = layout
+        self.current = None
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
         if node.name in self.forwarded:
@@ -222,11 +232,16 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
             space = spaces[int(np.searchsorted(offsets, u, side="right")) - 1]
             members.append((space.name, u - space.offset))
         reasons = sorted({walk.frozen[u] for u in units if u in walk.frozen})
+        frozen_at = next(
+            (walk.frozen_at.get(u) for u in units if reasons and walk.frozen.get(u) == reasons[0]),
+            None,
+        )
         coupled = sorted(set().union(*(walk.coupled.get(u, set()) for u in units)))
         group = Group(
             index=len(groups),
             members=tuple(members),
             frozen=reasons[0] if reasons else None,
+            frozen_at=frozen_at,
             dead=not reasons and not walk.read[units].any(),
             params=int(sum(unit_params[u] for u in units)),
             coupled_by=tuple(coupled),

@@ -39,4 +39,6 @@ def op_name(node: Node) -> str:
         return node.target
     if node.op == "call_method":
         return f".{node.target}()"
+    if isinstance(node.target, torch._ops.OpOverload):  # torch.export's aten ops: aten.expand
+        return f"{node.target.namespace}.{node.target._opname}"
     return getattr(node.target, "__name__", str(node.target))

@@ -83,7 +83,13 @@ def ir_text(ir: IR, source: bool = False) -> str:
     for name, space in sorted(ir.spaces.items()):
         groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
         coupled = sorted({c for g in set(groups) for c in ir.groups[g].coupled_by})
-        frozen = sorted({ir.groups[g].frozen for g in set(groups) if ir.groups[g].frozen})
+        frozen = sorted(
+            {
+                _frozen_note(ir.groups[g].frozen, ir.groups[g].frozen_at)
+                for g in set(groups)
+                if ir.groups[g].frozen
+            }
+        )
         dead = sum(ir.groups[g].dead for g in set(groups))
         kept = int(ir.kept[name].sum())
         notes = []
@@ -109,3 +115,12 @@ def ir_text(ir: IR, source: bool = False) -> str:
     note = f" (+ {buffers} in buffers)" if buffers else ""
     lines.append(f"params: {ir.param_count() - buffers}{note}")
     return "\n".join(lines) + "\n"
+
+
+def _frozen_note(why: str, at: str | None) -> str:
+    """A frozen reason with the op and node that froze it (none for scope and the output)."""
+    return (
+        f"{why} (by {at})"
+        if at and why not in ("outside scope", "reaches the model output")
+        else why
+    )

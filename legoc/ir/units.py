@@ -75,6 +75,7 @@ class Group:
     params: int
     coupled_by: tuple[str, ...] = ()
     macs: int = 0  # multiply-accumulates per input row its units account for
+    frozen_at: str | None = None  # the op and node that froze it, e.g. "expand at node x_3"
 
 
 @dataclass

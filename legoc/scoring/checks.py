@@ -58,3 +58,24 @@ def check_split_fits(
             f"{label}: labels 'y' range over [{low}, {high}] but the task has "
             f"{n_classes} outputs (labels index into `outputs` when the spec gives them)"
         )
+
+
+# a lower-is-better metric's full-vs-emptied gap must exceed this many float32 steps at the
+# values' magnitude: below it, rounding alone moves faithfulness by more than its whole range
+GAP_STEPS = 64
+
+
+def check_measurable_gap(metric: Metric, full: float, empty: float, label: str) -> None:
+    """For kl and mse, faithfulness divides by m(empty) - m(full): when removing every
+    prunable unit barely changes the metric, that ratio is rounding noise, not a score."""
+    if metric.higher_is_better:
+        return
+    gap = empty - full
+    floor = GAP_STEPS * float(np.finfo(np.float32).eps) * max(1.0, abs(full), abs(empty))
+    if gap <= floor:
+        raise LegocError(
+            f"{label}: the emptied model scores {empty:.4g} and the full model {full:.4g} "
+            f"({metric.name}), a gap of {gap:.2g}: too small to measure faithfulness (it must "
+            f"exceed {floor:.1g}); the task must be one that removing units changes — check "
+            "`outputs`, `scope` and the data"
+        )

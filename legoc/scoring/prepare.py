@@ -12,6 +12,7 @@ import torch
 from legoc.errors import LegocError
 from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.scoring.checks import check_measurable_gap
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS, Metric
 from legoc.task.spec import Split, Task, load_split, load_task
@@ -149,6 +150,9 @@ def prepare(
             f"prunable modules are {sorted(ir.spaces)}"
         )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
+    if ir.removable_groups():  # with none, extract names what froze instead
+        ref = scorer.reference
+        check_measurable_gap(metric, ref.full, ref.empty, "data.search")
     prep = Prepared(loaded, task, metric, input_names, splits, ir, scorer)
     for name in splits:  # shapes, dtypes and labels of the eval splits, before any search
         prep.scorer_for(name)
