@@ -6,9 +6,9 @@ point (its *cut*) can be kept from an earlier pass over the same batch and only 
 the graph runs. A pass from the inputs runs one compiled copy of the graph; a pass from a later
 cut interprets the graph's nodes from that cut on (one compiled module per cut made the setup
 quadratic in the graph: 224 of DenseNet-121's 258 s of prepare). Either also returns the values
-crossing every later cut, which are cached under the mask prefix that produced them. Sweeps that remove one group at a time from the same mask then pay only for
-the layers from the removed group onwards. Exact: the suffix runs the same ops on the same
-tensors as the full graph would.
+crossing every later cut, which are cached under the mask prefix that produced them. Sweeps
+that remove one group at a time from the same mask then pay only for the layers from the
+removed group onwards. Exact: the same ops run on the same tensors as in the full graph.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class PrefixCache:
         env = {n: None for n in self.nodes[:start]}  # before the cut: not run
         env.update(zip(self.live[k], values))
         out = runner.run(initial_env=env, enable_io_processing=False)
-        later = [runner.captured[n] for j in range(k + 1, len(self.live)) for n in self.live[j]]
+        known = {**dict(zip(self.live[k], values)), **runner.captured}  # crossing both cuts
+        later = [known[n] for j in range(k + 1, len(self.live)) for n in self.live[j]]
         return out, later
 
     def clear(self) -> None:
