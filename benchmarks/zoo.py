@@ -37,8 +37,8 @@ MODELS = {  # name -> (input side, builder kwargs)
     "alexnet": (64, {}),
     "squeezenet1_0": (64, {}),
     "densenet121": (64, {}),
-    "googlenet": (64, {"aux_logits": False, "init_weights": True}),
-    "inception_v3": (75, {"aux_logits": False, "init_weights": True}),  # its minimum
+    "googlenet": (64, {"aux_logits": False, "init_weights": False}),  # its init: flat logits
+    "inception_v3": (75, {"aux_logits": False, "init_weights": False}),  # 75: its minimum
     "mobilenet_v2": (64, {}),
     "mobilenet_v3_small": (64, {}),
     "mnasnet0_5": (64, {}),
