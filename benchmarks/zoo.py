@@ -1,6 +1,7 @@
 """The torchvision classification zoo through legoc: units, what froze, and what a search keeps.
 
-Each model is built with random weights (seeded), written as a state dict with an `--arch`
+Each model is built with random weights (seeded; BatchNorm statistics taken on the search
+rows), written as a state dict with an `--arch`
 factory of this file, and given a teacher-defined task it cannot meet emptied: the labels are
 the full model's argmax over a few of its classes, chosen so that the labels are as balanced as
 the model's outputs allow (a constant, emptied model gets one class right). Then, as
@@ -85,6 +86,18 @@ def balanced_classes(logits: torch.Tensor, k: int) -> list[int]:
     return sorted(chosen)
 
 
+def calibrate_norms(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """BatchNorm statistics of the data, as a trained model has: at random init (mean 0, var 1)
+    some models' logits hardly depend on the input, and every row gets one label."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the calibration passes
+    model.train()
+    model(x)
+    model.eval()
+
+
 def write_case(
     name: str, folder: Path, rows: int, budget: int, keep: float
 ) -> tuple[Path, Path, float]:
@@ -92,6 +105,7 @@ def write_case(
     model = build(name)
     x = torch.randn(rows, 3, side, side, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
+        calibrate_norms(model, x)
         logits = model(x)
     classes = balanced_classes(logits, CLASSES)
     y = logits[:, classes].argmax(1)
