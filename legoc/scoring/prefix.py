@@ -131,7 +131,8 @@ class PrefixCache:
         wanted = {n for j in range(k + 1, len(self.live)) for n in self.live[j]}
         start = self.starts[k]
         runner = _From(self.gm, wanted)
-        env = {n: None for n in self.nodes[:start]}  # before the cut: not run
+        # before the cut: not run, but weights are fetched again where read after it
+        env = {n: None for n in self.nodes[:start] if n.op != "get_attr"}
         env.update(zip(self.live[k], values))
         out = runner.run(initial_env=env, enable_io_processing=False)
         known = {**dict(zip(self.live[k], values)), **runner.captured}  # crossing both cuts
