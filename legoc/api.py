@@ -18,7 +18,7 @@ from legoc.errors import LegocError, TaskNotMet
 from legoc.export.block import After, Built, build_block, finetune_block, write_block
 from legoc.export.metadata import block_metadata, versions
 from legoc.export.result import ExtractResult, Found
-from legoc.frontend.load import forward_arg_names, load_model, trace
+from legoc.frontend.load import load_model, trace
 from legoc.ir.core import IR, build_ir
 from legoc.ir.frozen import nothing_removable
 from legoc.passes.base import PassContext, PassOptionError, Pipeline
@@ -191,6 +191,7 @@ def extract(
     time_limit: float | None = None,
     passes: str | None = None,
     after: After | None = None,
+    hf_class: str | None = None,
 ) -> ExtractResult:
     """Search the rationale of `model` for `task` and write it as an ONNX block to `output`.
 
@@ -205,7 +206,8 @@ def extract(
     rationale found so far (the block is then built and written); TaskNotMet if by then it has
     removed nothing. Without it, the same seed gives the same block. `passes`: a pipeline of
     search passes run instead of the method's (`legoc.passes.registry`); `after`: called with
-    each pass's name and IR (`ir_printer`).
+    each pass's name and IR (`ir_printer`). `hf_class`: the transformers class a Hugging Face
+    model folder is loaded as (default: its config's `architectures`).
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -226,7 +228,7 @@ def extract(
     check_seed(seed)
     if passes is not None:
         passes = str(search_pipeline("auto", passes=passes))  # checked before any loading
-    prep = prepare(model, task, arch, trust_model, model_output, progress)
+    prep = prepare(model, task, arch, trust_model, model_output, progress, hf_class)
     if not prep.ir.removable_groups():
         raise TaskNotMet(nothing_removable(prep.ir))
     prep.ir.objective = objective
@@ -329,14 +331,15 @@ def inspect_model(
     trust_model: bool = False,
     task: str | Path | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    hf_class: str | None = None,
 ) -> tuple[str, dict]:
     """The IR text of a model; with a task, also the full model's score on each split."""
     if task is not None:
-        prep = prepare(model, task, arch, trust_model)
+        prep = prepare(model, task, arch, trust_model, hf_class=hf_class)
         scores = score_splits(prep, prep.ir.mask_for([]))
         return prep.ir.text(source=True), {name: s.metric_full for name, s in scores.items()}
-    loaded = load_model(model, arch=arch, trust_model=trust_model)
-    input_names = forward_arg_names(loaded.module)
+    loaded = load_model(model, arch=arch, trust_model=trust_model, hf_class=hf_class)
+    input_names = loaded.inputs()
     input_shapes = input_shapes or {}
     missing = [n for n in input_names if n not in input_shapes]
     if missing:

@@ -27,8 +27,14 @@ app = typer.Typer(
 
 ModelArg = typer.Argument(
     ...,
-    help="Model file: a state dict (with --arch) or, with --trust-model, "
-    "a pickled module or ExportedProgram.",
+    help="Model file: a state dict (with --arch), a Hugging Face model folder "
+    "(config.json + safetensors) or, with --trust-model, a pickled module or ExportedProgram.",
+)
+HFClassOpt = typer.Option(
+    None,
+    "--hf-class",
+    help="The transformers class to load a Hugging Face folder as (e.g. "
+    "AutoModelForSequenceClassification); default: the config's architectures.",
 )
 ArchOpt = typer.Option(
     None,
@@ -84,6 +90,7 @@ def extract(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the ONNX block."),
     arch: str | None = ArchOpt,
     trust_model: bool = TrustOpt,
+    hf_class: str | None = HFClassOpt,
     method: str | None = typer.Option(
         None, help="Override search.method: auto | mask | mcts | attribution | greedy."
     ),
@@ -179,6 +186,7 @@ def extract(
             time_limit=time_limit,
             passes=passes,
             after=after,
+            hf_class=hf_class,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -239,6 +247,7 @@ def inspect(
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="NAME=D1,D2,... per input, without the batch."
     ),
+    hf_class: str | None = HFClassOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Print the IR: nodes, shapes, prunable units, groups, params.
@@ -249,7 +258,12 @@ def inspect(
     with reporting(debug):
         shapes = api.parse_input_shapes(input_shape)
         text, scores = api.inspect_model(
-            model, arch=arch, trust_model=trust_model, task=task, input_shapes=shapes
+            model,
+            arch=arch,
+            trust_model=trust_model,
+            task=task,
+            input_shapes=shapes,
+            hf_class=hf_class,
         )
     typer.echo(text, nl=False)
     if scores:

@@ -226,7 +226,8 @@ def _like_block(path: str | Path):
 
 def _data_input_names(task: Task) -> list[str]:
     path = task.data_path(task.spec.data.search)
-    names = [k for k in data_keys(path, "data.search") if k not in LABEL_KEYS]
+    skip = (*LABEL_KEYS, task.spec.position)  # a per-row position index is not an input
+    names = [k for k in data_keys(path, "data.search") if k not in skip]
     if not names:
         raise LegocError(f"data.search: {path} holds no inputs besides the labels")
     return names
@@ -236,5 +237,7 @@ def _load_splits(task: Task, input_names: list[str], metric: Metric) -> dict[str
     splits = {}
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
-        splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+        splits[name] = load_split(
+            name, path, input_names, label, metric.needs_labels, task.spec.position
+        )
     return splits

@@ -16,6 +16,7 @@ from legoc.export.writer import export_block
 from legoc.ir.core import IR
 from legoc.ir.frozen import frozen_report, frozen_warning
 from legoc.ir.masking import masked_model
+from legoc.ir.tokens import sequence_of
 from legoc.passes.base import PassContext
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE, layout_pipeline
@@ -106,6 +107,12 @@ def write_block(
     split = prep.splits["search"]
     built.result.parity_max_abs_diff = export_block(block, built.reference, split, output, metadata)
     built.result.output = str(output)
+    lengths = sequence_of(block.gm)
+    if lengths is not None and "fixed" in lengths:
+        built.result.warnings.append(
+            f"the block takes {lengths['min']} tokens only: the model fixes the token length "
+            f"when captured ({lengths['fixed']})"
+        )
 
 
 def _aligned(built: Built, align: int, after: After | None = None) -> IR:

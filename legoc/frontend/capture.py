@@ -2,7 +2,8 @@
 
 Hugging Face models (and torch's own fused transformer layers) are full of Python control flow
 on tensors that symbolic tracing cannot follow; torch.export runs the real code on example
-inputs instead, with the batch axis left dynamic, and its nodes keep the module they came from.
+inputs instead, with the batch axis left dynamic (and the token axis of token inputs, where the
+model allows it), and its nodes keep the module they came from.
 The result is lowered onto the same functional ops fx gives, so every later pass sees one
 vocabulary. The model's output (a tuple, dict or Hugging Face output object) is reduced here to
 the one tensor the task reads.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 
 import torch
 import torch.fx
@@ -20,6 +22,10 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.lowering import lower_aten
+from legoc.frontend.sequence import accepted_lengths, fixed_lengths, token_inputs
+from legoc.ir.tokens import SEQUENCE
+
+log = logging.getLogger(__name__)
 
 # Modules whose forward fx cannot follow (fast paths, shape checks on tensors): always export.
 EXPORT_FIRST = (
@@ -45,30 +51,64 @@ def capture(
     input_names: list[str],
     model_output: str | None = None,
 ) -> torch.fx.GraphModule:
-    """Export `module` on `example` (batch axis dynamic) and lower it to functional ops."""
+    """Export `module` on `example` (batch axis dynamic; the token axis too where the model
+    allows it, see `legoc.frontend.sequence`) and lower it to functional ops."""
     module.eval()
-    batch = torch.export.Dim("batch")
     kwargs = {name: example[name] for name in input_names}
-    if "use_cache" in inspect.signature(module.forward).parameters:
-        kwargs["use_cache"] = False  # a block is stateless: no key/value cache in or out
-    dynamic = {name: {0: batch} for name in input_names}
+    # a block is stateless: no key/value cache in or out; a model with a config has it
+    # switched off there (_without_cache), since a use_cache argument would become an input
+    takes_cache = "use_cache" in inspect.signature(module.forward).parameters
+    if takes_cache and not hasattr(getattr(module, "config", None), "use_cache"):
+        kwargs["use_cache"] = False
+    tokens = token_inputs(example, input_names)
     try:
-        # grad mode on: torch's transformer layers skip their fused inference fast path
-        with torch.enable_grad(), _without_cache(module):
-            program = torch.export.export(module, (), kwargs, dynamic_shapes=dynamic, strict=False)
+        program, lengths = _export(module, kwargs, input_names, tokens)
     except Exception as exc:  # report the exporter's reason in one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LegocError(
-            f"neither torch.fx nor torch.export can capture the model: {reason[:300]}"
+            f"neither torch.fx nor torch.export can capture the model: {first_line(exc)[:300]}"
         ) from None
     leaf = _output_leaf(program.call_spec.out_spec, model_output)
     gm = lower_aten(program.module())
+    if lengths is not None:
+        gm.meta[SEQUENCE] = lengths
     out = next(n for n in gm.graph.nodes if n.op == "output")
     leaves = out.args[0] if isinstance(out.args[0], (tuple, list)) else (out.args[0],)
     out.args = (leaves[leaf],)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _export(module: nn.Module, kwargs: dict, input_names: list[str], tokens: list[str]):
+    """torch.export with a dynamic token axis on `tokens`; where the model specialises on the
+    length, again with the length fixed, the exporter's reason recorded."""
+    batch = torch.export.Dim("batch")
+    fixed = {name: {0: batch} for name in input_names}
+    if not tokens:
+        return _run_export(module, kwargs, fixed), None
+    dynamic = {
+        name: {0: batch, **({1: torch.export.Dim.DYNAMIC} if name in tokens else {})}
+        for name in input_names
+    }
+    try:
+        program = _run_export(module, kwargs, dynamic)
+    except Exception as exc:
+        reason = first_line(exc)
+        log.info("the token axis stays fixed: %s", reason)
+        length = int(kwargs[tokens[0]].shape[1])
+        return _run_export(module, kwargs, fixed), fixed_lengths(tokens, length, reason)
+    return program, accepted_lengths(program, tokens, module)
+
+
+def _run_export(module: nn.Module, kwargs: dict, dynamic: dict):
+    # grad mode on: torch's transformer layers skip their fused inference fast path
+    with torch.enable_grad(), _without_cache(module):
+        return torch.export.export(module, (), kwargs, dynamic_shapes=dynamic, strict=False)
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -25,8 +25,9 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
+from legoc.frontend.hf import is_hf_folder, load_hf_folder
 from legoc.frontend.identities import drop_identities
-from legoc.frontend.lowering import is_aten_graph, lower_aten
+from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,22 @@ log = logging.getLogger(__name__)
 SAFE_FORM = "save a state dict (torch.save(model.state_dict()) or .safetensors) and pass --arch"
 
 # Modules traced *through*, so their parameters appear as get_attr nodes the passes can slice.
-TRACE_THROUGH = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+TRACE_THROUGH = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.GroupNorm,
+)
+
+
+def _opens(m: nn.Module) -> bool:
+    """Only the built-in classes themselves are lowered: a subclass (torchvision's LayerNorm2d
+    permutes around its layer norm) may override forward, so it is traced through instead."""
+    return type(m) in TRACE_THROUGH
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,13 @@ class LoadedModel:
     module: nn.Module
     sha256: str
     path: Path
-    kind: str  # state-dict | safetensors | pickled-module | exported-program
+    kind: str  # state-dict | safetensors | pickled-module | exported-program | hf-folder
+    input_names: list[str] | None = None  # a folder's: what its tokenizer produces
+    tokenizer: object | None = None  # a folder's tokenizer, for text (.jsonl) splits
+
+    def inputs(self) -> list[str]:
+        """The model's input names: a folder's tokenizer inputs, else its forward arguments."""
+        return list(self.input_names) if self.input_names else forward_arg_names(self.module)
 
     def param_count(self) -> int:
         """The model's parameters: its trainable tensors, what
@@ -141,9 +163,26 @@ def _build_from_state_dict(state: dict, arch: str | None, path: Path) -> nn.Modu
     return module
 
 
-def load_model(path: str | Path, arch: str | None = None, trust_model: bool = False) -> LoadedModel:
-    """Load any accepted model file into an eval-mode nn.Module."""
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    trust_model: bool = False,
+    hf_class: str | None = None,
+) -> LoadedModel:
+    """Load any accepted model file (or Hugging Face folder) into an eval-mode nn.Module."""
     path = Path(path)
+    if is_hf_folder(path):
+        if arch is not None:
+            raise LegocError(f"{path} is a Hugging Face folder: drop --arch (or use --hf-class)")
+        hf = load_hf_folder(path, hf_class, trust_model)
+        return LoadedModel(hf.module, hf.sha256, path, "hf-folder", hf.input_names, hf.tokenizer)
+    if hf_class is not None:
+        raise LegocError(f"--hf-class: {path} is not a Hugging Face folder (config.json)")
+    if path.is_dir():
+        raise LegocError(
+            f"model {path}: a folder without config.json; give a model file, or a folder that "
+            "save_pretrained wrote"
+        )
     if not path.is_file():
         raise LegocError(f"model file {path}: not found")
     if path.stat().st_size == 0:
@@ -243,7 +282,7 @@ class _Tracer(torch.fx.Tracer):
     can slice those weights; other modules trace as usual."""
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
-        if not isinstance(m, TRACE_THROUGH) or kwargs or len(args) != 1:
+        if not _opens(m) or kwargs or len(args) != 1:
             return super().call_module(m, forward, args, kwargs)
         qualname = self.path_of_module(m)
 
@@ -279,6 +318,12 @@ class _Tracer(torch.fx.Tracer):
                 m.eps,
             )
             return self.create_proxy("call_function", F.batch_norm, bn_args, {})
+        if isinstance(m, nn.GroupNorm):
+            gn_args = (x, m.num_groups, attr("weight"), attr("bias"), m.eps)
+            return self.create_proxy("call_function", F.group_norm, gn_args, {})
+        if isinstance(m, nn.RMSNorm):
+            rms_args = (x, tuple(m.normalized_shape), attr("weight"), m.eps)
+            return self.create_proxy("call_function", F.rms_norm, rms_args, {})
         ln_args = (x, tuple(m.normalized_shape), attr("weight"), attr("bias"), m.eps)
         return self.create_proxy("call_function", F.layer_norm, ln_args, {})
 
@@ -311,15 +356,13 @@ def trace(
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
     drop_identities(gm)
     gm.graph.eliminate_dead_code()
+    fuse_rms_norm(gm)
     gm.recompile()
     return gm
 
 
 def _has_modules_to_open(gm: torch.fx.GraphModule) -> bool:
-    return any(
-        n.op == "call_module" and isinstance(gm.get_submodule(n.target), TRACE_THROUGH)
-        for n in gm.graph.nodes
-    )
+    return any(n.op == "call_module" and _opens(gm.get_submodule(n.target)) for n in gm.graph.nodes)
 
 
 def _describe_trace_failure(exc: Exception) -> str:

@@ -14,6 +14,9 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc.frontend.unfold_heads import unfold_mha_heads
+from legoc.ir.ops import slice_axis
+
 aten = torch.ops.aten
 
 
@@ -48,6 +51,9 @@ SAME_ARGS = {
     aten.adaptive_avg_pool1d.default: F.adaptive_avg_pool1d,
     aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
     aten.scaled_dot_product_attention.default: F.scaled_dot_product_attention,
+    aten.matmul.default: torch.matmul,
+    aten.bmm.default: torch.bmm,
+    aten.baddbmm.default: torch.baddbmm,
     aten.mean.dim: torch.mean,
     aten.sum.dim_IntList: torch.sum,
     aten.permute.default: torch.permute,
@@ -67,11 +73,13 @@ def _layer_norm(args):
 # the traced sizes the ONNX exporter passes, where aten overloads demand Python ints
 AS_METHOD = {aten.expand.default: "expand", aten.new_ones.default: "new_ones"}
 SAME_ARGS[aten.arange.default] = torch.arange
+SAME_ARGS[aten.slice.Tensor] = slice_axis
 SAME_ARGS[aten.arange.start] = torch.arange
 
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
     aten.layer_norm.default: (F.layer_norm, _layer_norm),
+    aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
 
@@ -109,6 +117,8 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
+    unfold_mha_heads(lowered)
+    fuse_rms_norm(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()
     lowered.recompile()
@@ -221,3 +231,67 @@ def _mha_heads_visible(gm: torch.fx.GraphModule) -> None:
                         batch = graph.call_method("size", (user, 1))
                     merge.args = (user, [tokens, batch, -1])
     graph.eliminate_dead_code()
+
+
+def _is(node, functions=(), methods=()) -> bool:
+    if not isinstance(node, torch.fx.Node):
+        return False
+    if node.op == "call_function":
+        return node.target in functions
+    return node.op == "call_method" and node.target in methods
+
+
+def _other(node: torch.fx.Node, one) -> object:
+    a, b = node.args[:2]
+    return b if a is one else a if b is one else None
+
+
+def fuse_rms_norm(gm: torch.fx.GraphModule) -> int:
+    """`weight * (x * rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))`, the RMS norm Hugging Face
+    models write out (LlamaRMSNorm and its copies), becomes one `F.rms_norm`: the analysis
+    folds a norm over units, but not the reduction and division it is written with. Returns
+    how many were fused; anything that differs from the pattern is left as it was."""
+    fused = 0
+    for node in list(gm.graph.nodes):
+        if not _is(node, (torch.rsqrt, aten.rsqrt.default), ("rsqrt",)):
+            continue
+        add = node.args[0]
+        if not _is(add, (operator.add, torch.add), ("add",)) or len(add.users) != 1:
+            continue
+        mean, eps = add.args[:2]
+        if not isinstance(eps, float) or not _is(mean, (torch.mean,), ("mean",)):
+            continue
+        dims = mean.args[1] if len(mean.args) > 1 else mean.kwargs.get("dim")
+        keepdim = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
+        if list(dims if isinstance(dims, (list, tuple)) else [dims]) != [-1] or not keepdim:
+            continue
+        square = mean.args[0]
+        if not _is(square, (torch.pow,), ("pow",)) or square.args[1] != 2:
+            continue
+        x = square.args[0]
+        scaled = next((u for u in node.users if _is(u, (operator.mul, torch.mul), ("mul",))), None)
+        if scaled is None or _other(scaled, node) is not x or len(scaled.users) != 1:
+            continue
+        prev, out = scaled, next(iter(scaled.users))
+        if _is(out, (), ("to",)) and len(out.users) == 1:
+            prev, out = out, next(iter(out.users))  # back to the input dtype (float32 here)
+        if not _is(out, (operator.mul, torch.mul), ("mul",)) or prev not in out.args[:2]:
+            continue
+        weight = out.args[1] if out.args[0] is prev else out.args[0]
+        if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr"):
+            continue
+        shape = tuple(_attr(gm, weight.target).shape)
+        with gm.graph.inserting_before(out):
+            norm = gm.graph.call_function(F.rms_norm, (x, shape, weight, eps))
+        norm.meta = dict(out.meta)
+        out.replace_all_uses_with(norm)
+        fused += 1
+    if fused:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return fused
+
+
+def _attr(gm: torch.nn.Module, target: str) -> torch.Tensor:
+    owner, _, name = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.fx
 
-from legoc.ir import ops
 from legoc.ir.cost import output_positions, unit_costs
 from legoc.ir.graph import get_attr_tensor, is_param, module_name_of, op_name, shape_of
-from legoc.ir.handlers import HANDLERS, SOURCES, unsupported
+from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported
+from legoc.ir.handlers.attention_scores import Scores, score_op
 from legoc.ir.units import (
     Analysis,
     ChannelParam,
@@ -89,6 +89,7 @@ class Propagation:
     def __init__(self, gm: torch.fx.GraphModule, scope: list[str] | None):
         self.gm = gm
         self.spaces: dict[str, UnitSpace] = {}
+        self.weight_uses = _weight_uses(gm)
         offset = 0
         for node in gm.graph.nodes:
             kind = producer_kind(gm, node)
@@ -96,7 +97,7 @@ class Propagation:
                 continue
             weight_target = node.args[1].target
             name = module_name_of(weight_target)
-            if name in self.spaces:  # a weight applied twice: treat the second use as plain op
+            if name in self.spaces:  # a weight applied twice: its units are frozen (below)
                 continue
             size = (
                 gm.get_parameter(weight_target).shape[0]
@@ -125,11 +126,25 @@ class Propagation:
         self.input_dependent: set[str] = set()
         self.permutations: list[ChannelPermutation] = []
         self.forwarded: dict[str, Layout] = {}  # a layout decided ahead (end of a shuffle)
+        self.scores: dict[str, Scores] = {}  # attention scores: their heads (attention_scores)
+        self.normed: dict[str, str] = {}  # node -> the norm over units whose output it carries
+        self.norm_readers: dict[str, str] = {}  # Linear/Conv node -> the norm it reads
+        for space in self.spaces.values():
+            shared = self.shared_uses(space.weight)
+            if shared:  # one row serves every use: it cannot be sliced for one of them
+                self.freeze(np.arange(space.offset, space.offset + space.size), shared)
         if scope is not None:
             for space in self.spaces.values():
                 if not any(fnmatch.fnmatchcase(space.name, pattern) for pattern in scope):
                     for u in range(space.offset, space.offset + space.size):
                         self.frozen.setdefault(u, "outside scope")
+
+    def shared_uses(self, weight: str) -> str | None:
+        """Why `weight` cannot be sliced for one use: it is used by several nodes."""
+        users = self.weight_uses.get(id(get_attr_tensor(self.gm, weight)), [])
+        if len(users) < 2:
+            return None
+        return f"weight {weight} is used {len(users)} times ({', '.join(users)})"
 
     # -- what handlers record ------------------------------------------------------------
     def freeze(self, ids: np.ndarray, reason: str) -> None:
@@ -182,9 +197,9 @@ class Propagation:
     def run(self) -> None:
         for node in self.gm.graph.nodes:
             self.current = node
-            reads_values = not (
-                node.op == "call_function" and node.target is ops.constant_channel_conv
-            )
+            # a size read (x.size(1), token_constant...) sees the input's shape, not its values:
+            # positions computed from it (RoPE's cos/sin over arange(T)) are no row's data
+            reads_values = classify(self.gm, node) != "size"
             if node.op == "placeholder" or (
                 reads_values and any(a.name in self.input_dependent for a in node.all_input_nodes)
             ):
@@ -204,10 +219,28 @@ class Propagation:
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
         if node.name in self.forwarded:
             return self.forwarded.pop(node.name)
+        if self.scores and any(a.name in self.scores for a in node.all_input_nodes):
+            return score_op(self, node, tracked)
         kind = classify(self.gm, node)
         if not tracked and kind not in SOURCES:
             return None
-        return HANDLERS.get(kind, unsupported)(self, node, tracked)
+        layout = HANDLERS.get(kind, unsupported)(self, node, tracked)
+        normed = [a for a in tracked if a.name in self.normed]
+        return norm.follow(self, node, kind, normed, layout) if normed else layout
+
+
+def _weight_uses(gm: torch.fx.GraphModule) -> dict[int, list[str]]:
+    """id of a tensor -> the nodes that read it, as a get_attr's users or inside a module's
+    forward: a shared layer or a tied embedding (one tensor, two names) has several."""
+    uses: dict[int, list[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            tensor = get_attr_tensor(gm, node.target)
+            uses.setdefault(id(tensor), []).extend(user.name for user in node.users)
+        elif node.op == "call_module":
+            for tensor in gm.get_submodule(node.target).parameters():
+                uses.setdefault(id(tensor), []).append(node.name)
+    return uses
 
 
 def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysis:
@@ -259,4 +292,5 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         walk.reshapes,
         walk.splits,
         walk.permutations,
+        norm_readers=walk.norm_readers,
     )

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from legoc.ir import ops
 from legoc.ir.core import IR
 from legoc.ir.ops import Ablate
 
@@ -43,11 +44,16 @@ def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
 
 def unit_output(node: torch.fx.Node) -> torch.fx.Node:
     """Where a producer's units are complete: after any constant fold-ablations added to it."""
-    users = list(node.users)
+    users = _value_users(node)
     while len(users) == 1 and users[0].meta.get("legoc.folded"):
         node = users[0]
-        users = list(node.users)
+        users = _value_users(node)
     return node
+
+
+def _value_users(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """Users that read the value (a token_constant reads only its shape)."""
+    return [u for u in node.users if u.target is not ops.token_constant]
 
 
 def set_masks(

@@ -9,6 +9,7 @@ import torch
 import torch.fx
 
 from legoc.ir.graph import shape_of
+from legoc.ir.tokens import TOKEN_AXES, dynamic_tokens, other_length, sequence_of, with_length
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,39 @@ def propagate_shapes(
             node.meta["legoc.shape"] = tuple("N" if a != b else a for a, b in zip(s1, s2))
         else:
             node.meta.pop("legoc.shape", None)
+    _mark_token_axes(gm, example, input_names, shapes1)
+
+
+def _mark_token_axes(
+    gm: torch.fx.GraphModule,
+    example: dict[str, torch.Tensor],
+    input_names: list[str],
+    one_row: dict[str, tuple[int, ...] | None],
+) -> None:
+    """node.meta[TOKEN_AXES]: the axes that change when one row (`one_row`: its shapes) runs
+    at a second token length (graphs captured with a dynamic token axis only)."""
+    lengths = sequence_of(gm)
+    tokens = [name for name in dynamic_tokens(lengths) if name in example]
+    if not tokens:
+        return
+    length = int(example[tokens[0]].shape[1])
+    resized = with_length(
+        {n: example[n][:1] for n in input_names}, tokens, other_length(length, lengths)
+    )
+    shapes = {}
+
+    class Shapes(torch.fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                shapes[n.name] = tuple(result.shape)
+            return result
+
+    with torch.no_grad():
+        Shapes(gm).run(*[resized[name] for name in input_names])
+    for node in gm.graph.nodes:
+        here, there = one_row.get(node.name), shapes.get(node.name)
+        if here is not None and there is not None and len(here) == len(there):
+            node.meta[TOKEN_AXES] = tuple(i for i, (a, b) in enumerate(zip(here, there)) if a != b)
+        else:
+            node.meta.pop(TOKEN_AXES, None)

@@ -89,6 +89,7 @@ class Analysis:
     reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
     splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
     permutations: list[ChannelPermutation] = field(default_factory=list)
+    norm_readers: dict[str, str] = field(default_factory=dict)  # Linear/Conv -> norm it reads
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():

@@ -18,6 +18,7 @@ from torch import nn
 from legoc.ir import ops
 
 Node = torch.fx.Node
+aten = torch.ops.aten
 
 LINEAR_OPS = {F.linear}
 CONV_OPS = {F.conv1d: 1, F.conv2d: 2}
@@ -62,8 +63,11 @@ KINDS: dict[str, Ops] = {
             F.celu,
             F.logsigmoid,
             F.softsign,
+            torch.neg,
+            operator.neg,
+            torch.ops.aten.neg.default,
         ],
-        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach"],
+        methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "to", "float", "neg"],
         modules=[
             nn.ReLU,
             nn.GELU,
@@ -113,7 +117,11 @@ KINDS: dict[str, Ops] = {
         ],
     ),
     "batch_norm": _ops(functions=[F.batch_norm]),
-    "layer_norm": _ops(functions=[F.layer_norm, F.group_norm]),
+    # a norm over the unit axis: its statistics fold the removed channels' constants
+    "layer_norm": _ops(
+        functions=[F.layer_norm, F.group_norm, F.rms_norm, torch.rms_norm, ops.held_norm]
+    ),
+    "carried_norm": _ops(functions=[ops.carried_norm]),
     "binary": _ops(
         functions=[
             operator.add,
@@ -140,10 +148,25 @@ KINDS: dict[str, Ops] = {
     "permute": _ops(functions=[torch.permute, torch.transpose], methods=["permute", "transpose"]),
     "select_outputs": _ops(functions=[ops.select_outputs]),
     "attention": _ops(functions=[F.scaled_dot_product_attention]),
-    "split": _ops(functions=[torch.split, torch.chunk], methods=["split", "chunk"]),
+    "split": _ops(
+        functions=[torch.split, torch.chunk, torch.unbind, aten.chunk.default, aten.unbind.int],
+        methods=["split", "chunk", "unbind"],
+    ),
+    # getitem's slices go to "getitem"
+    "slice": _ops(functions=[aten.slice.Tensor, ops.slice_axis]),
+    "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
+    "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
+    # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)
+    "matmul": _ops(
+        functions=[torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul],
+        methods=["matmul", "bmm", "baddbmm"],
+    ),
+    "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
-    "size": _ops(functions=[ops.constant_channel_conv], methods=["size", "dim"]),
+    "size": _ops(
+        functions=[ops.constant_channel_conv, ops.token_constant], methods=["size", "dim"]
+    ),
 }
 
 _FUNCTIONS = {f: kind for kind, o in KINDS.items() for f in o.functions}

@@ -103,8 +103,27 @@ def metric_value(
     reference: np.ndarray | None = None,
     y_alt: np.ndarray | None = None,
 ) -> float:
-    """The mean of the metric over items (accuracy as a fraction, not points)."""
-    return float(_metric_items(metric, logits, y, reference, y_alt).mean())
+    """The mean of the metric over the items that count (accuracy as a fraction, not points):
+    an item labelled IGNORE (-100) does not (`legoc.task.metrics`)."""
+    items = _metric_items(metric, logits, y, reference, y_alt)
+    counted = _counted(metric, items, y, y_alt)
+    return float(items.mean() if counted is None else items[counted].mean())
+
+
+IGNORE = -100  # a label that does not count (legoc.task.metrics.IGNORE)
+
+
+def _counted(metric: str, items: np.ndarray, y, y_alt) -> np.ndarray | None:
+    """Which items count (None: all): those whose integer labels are not IGNORE."""
+    if metric == "mse" or y is None or np.asarray(y).dtype.kind not in "iu":
+        return None
+    labels = np.asarray(y).reshape(-1)
+    if labels.size != items.size:
+        return None
+    counted = labels != IGNORE
+    if metric == "logit_diff" and y_alt is not None:
+        counted &= np.asarray(y_alt).reshape(-1) != IGNORE
+    return counted
 
 
 def _flat(logits: np.ndarray) -> np.ndarray:
@@ -156,11 +175,11 @@ def _metric_items(metric, logits, y, reference, y_alt) -> np.ndarray:
         raise LegocError(f"metric {metric}: the data has no labels 'y'")
     if metric == "accuracy":
         return (_flat(logits).argmax(-1) == np.asarray(y).reshape(-1)).astype(np.float64)
-    if metric == "logit_diff":
-        flat, labels = _flat(logits), np.asarray(y).reshape(-1)
+    if metric == "logit_diff":  # IGNORE labels read index 0; those items do not count
+        flat, labels = _flat(logits), np.maximum(np.asarray(y).reshape(-1), 0)
         index = np.arange(flat.shape[0])
         if y_alt is not None:
-            other = flat[index, np.asarray(y_alt).reshape(-1)]
+            other = flat[index, np.maximum(np.asarray(y_alt).reshape(-1), 0)]
         else:
             masked = flat.copy()
             masked[index, labels] = -np.inf

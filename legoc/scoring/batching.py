@@ -54,7 +54,7 @@ class Batching:
         self.row_order: torch.Tensor | None = None  # scoring order of the rows (`reorder`)
 
     def labelled(self, reference: torch.Tensor | None, growing: bool = False):
-        """(rows, inputs, y, y_alt, reference rows or None) per batch of the split, in
+        """(rows, inputs, y, extras, reference rows or None) per batch of the split, in
         `row_order` when one is set; `growing` batches (for no-grad scoring) double from
         first_rows up to the memory cap."""
         cap = self.max_batch_size if growing else None
@@ -64,7 +64,7 @@ class Batching:
             for inputs, y, extras in self.split.batches(first, cap):
                 rows = torch.arange(offset, offset + next(iter(inputs.values())).shape[0])
                 ref = None if reference is None else reference[offset : offset + len(rows)]
-                yield rows, inputs, y, extras.get("y_alt"), ref
+                yield rows, inputs, y, extras, ref
                 offset += len(rows)
             return
         start, size = 0, first
@@ -74,7 +74,7 @@ class Batching:
                 size = min(size * 2, cap)
             inputs, y, extras = self.split.take(rows)
             ref = None if reference is None else reference[rows]
-            yield rows, inputs, y, extras.get("y_alt"), ref
+            yield rows, inputs, y, extras, ref
             start += len(rows)
 
     def reorder(self, hardness: torch.Tensor) -> bool:

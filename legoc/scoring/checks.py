@@ -9,7 +9,7 @@ import torch.fx
 from legoc.errors import LegocError
 from legoc.ir.core import IR, run_quietly
 from legoc.task.data import Split
-from legoc.task.metrics import Metric
+from legoc.task.metrics import IGNORE, Metric, at_position
 
 
 def check_split_fits(
@@ -34,7 +34,17 @@ def check_split_fits(
             f"{label}: inputs (per row) {shapes} do not fit the model, which expects "
             f"{example}: {msg}"
         ) from None
+    at = first[2].get("at")
+    if at is not None:
+        if out.dim() < 3:
+            raise LegocError(
+                f"position: {label}: the task reads one position per row but the model's output "
+                f"{tuple(out.shape[1:])} per row has no token axis; use position: all"
+            )
+        out = at_position(at, out, None, None, None)[0]
     y = split.y
+    if y is not None and at is not None and y.dim() >= 2:  # per-position labels: read at `at`
+        y = y[:, 0]
     if y is None or metric.name == "mse":
         if y is not None and tuple(y.shape[1:]) != tuple(out.shape[1:]):
             raise LegocError(
@@ -52,11 +62,12 @@ def check_split_fits(
             f"outputs {tuple(out.shape[1:])} per row: give one class index per "
             f"{'row' if per_row == 1 else 'position'} (y of shape {(len(y), *out.shape[1:-1])})"
         )
-    low, high = split.value_range(y)
+    low, high = split.value_range(split.y, ignore=IGNORE)
     if low < 0 or high >= n_classes:
         raise LegocError(
             f"{label}: labels 'y' range over [{low}, {high}] but the task has "
-            f"{n_classes} outputs (labels index into `outputs` when the spec gives them)"
+            f"{n_classes} outputs (labels index into `outputs` when the spec gives them; "
+            f"{IGNORE} marks an item that does not count)"
         )
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import torch
 
 from legoc.errors import LegocError
-from legoc.frontend.load import LoadedModel, forward_arg_names, load_model, trace
+from legoc.frontend.hf import with_segments
+from legoc.frontend.load import LoadedModel, load_model, trace
 from legoc.ir.core import IR, build_ir, run_quietly
+from legoc.ir.tokens import sequence_of
 from legoc.scoring.checks import check_measurable_gap
 from legoc.scoring.scorer import Scorer
 from legoc.task.metrics import METRICS, Metric
 from legoc.task.spec import Split, Task, load_split, load_task
+from legoc.task.text import encode_text, is_text_split, read_text_split, text_length
 from legoc.task.training import evaluate
 
 # (phase, done, total). Phases, in order: capture, analysis, mask training (gradient steps),
@@ -114,19 +117,23 @@ def prepare(
     trust_model: bool = False,
     model_output: str | None = None,
     progress: Progress | None = None,
+    hf_class: str | None = None,
 ) -> Prepared:
     """Load and check everything a search needs; reports the `capture` (model, data, trace)
     and `analysis` (IR, reference scores) phases."""
     progress = progress or _silent
     task = load_task(task_path)
     progress("capture", 0, 1)
-    loaded = load_model(model, arch=arch, trust_model=trust_model)
+    loaded = load_model(model, arch=arch, trust_model=trust_model, hf_class=hf_class)
     metric = METRICS[task.spec.metric]
-    input_names = forward_arg_names(loaded.module)
+    input_names = loaded.inputs()
+    text, input_names = tokenized_text(task, loaded, input_names)
     splits = {}
     for name, path in task.split_paths().items():
         label = "data.search" if name == "search" else f"data.eval.{name}"
-        splits[name] = load_split(name, path, input_names, label, metric.needs_labels)
+        splits[name] = load_split(
+            name, path, input_names, label, metric.needs_labels, task.spec.position, text.get(name)
+        )
     for split_name, split in splits.items():
         _check_input_dtypes(loaded.module, split, split_name)
     example = _example_rows(splits["search"])
@@ -149,6 +156,11 @@ def prepare(
             f"scope: {task.spec.scope} matches no prunable module; "
             f"prunable modules are {sorted(ir.spaces)}"
         )
+    if task.spec.ablation == "mean-per-position" and sequence_of(ir.gm) is None:
+        raise LegocError(
+            "ablation: mean-per-position needs a model with token inputs (integer tensors of "
+            "shape (batch, tokens), captured with torch.export); use mean for this model"
+        )
     scorer = Scorer(ir, splits["search"], metric, task.spec.ablation)
     if ir.removable_groups():  # with none, extract names what froze instead
         ref = scorer.reference
@@ -158,6 +170,33 @@ def prepare(
         prep.scorer_for(name)
     progress("analysis", 1, 1)
     return prep
+
+
+def tokenized_text(
+    task: Task, loaded: LoadedModel, input_names: list[str]
+) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """The task's text splits (.jsonl) as tensors, encoded by the model folder's tokenizer
+    to one length (`legoc.task.text`; {} when every split is a tensor file), and the model's
+    input names (text pairs add token_type_ids)."""
+    labels = {n: "data.search" if n == "search" else f"data.eval.{n}" for n in task.split_paths()}
+    rows = {
+        name: read_text_split(path, labels[name])
+        for name, path in task.split_paths().items()
+        if is_text_split(path)
+    }
+    if not rows:
+        return {}, input_names
+    if loaded.tokenizer is None:
+        first = next(iter(rows))
+        raise LegocError(
+            f"{labels[first]}: a text split needs a tokenizer: give MODEL as a Hugging Face "
+            "folder that holds one (save_pretrained the tokenizer into it)"
+        )
+    if any(r.pairs is not None for r in rows.values()):
+        input_names = with_segments(loaded.module, input_names)
+    length = text_length(loaded.tokenizer, rows)
+    encoded = {n: encode_text(loaded.tokenizer, r, length, input_names) for n, r in rows.items()}
+    return encoded, input_names
 
 
 def _silent(phase: str, done: int, total: int) -> None:

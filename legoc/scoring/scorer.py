@@ -26,14 +26,12 @@ from legoc.scoring.checks import check_split_fits
 from legoc.scoring.journal import Journal, evaluation_key
 from legoc.scoring.prefix import PrefixCache
 from legoc.scoring.standin import StandIn
-from legoc.task.data import Split
-from legoc.task.metrics import Metric, faithfulness
+from legoc.task.data import TOKEN_MASK, Split
+from legoc.task.metrics import IGNORE, Metric, faithfulness
 
 log = logging.getLogger(__name__)
 
 PREFIX_CACHE_BYTES = 128 << 20  # cut values kept so candidates run from their first change
-
-TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
 
 
 def prefer_channels_last(gm: torch.fx.GraphModule, ablates: dict[str, Ablate]) -> None:
@@ -56,6 +54,16 @@ def _scoring_graph(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     gm, ablates = instrument(ir)
     prefer_channels_last(gm, ablates)
     return gm.eval(), ablates
+
+
+def attention_spaces(ir: IR) -> set[str]:
+    """Spaces whose units are attention heads' queries, keys or values."""
+    return {
+        space
+        for group in ir.groups
+        if "attention head" in group.coupled_by
+        for space, _ in group.members
+    }
 
 
 @dataclass
@@ -96,6 +104,7 @@ class Scorer:
         self.evaluations = 0  # candidate evaluations counted (the journal replays these)
         self.gradient_work = 0.0  # gradient steps charged, in evaluations (gradient_cost)
         self.last_stopped_early = False
+        self.items: int | None = None  # items that count on the split (set by the full score)
         self.journal: Journal | None = None  # answers and records counted evaluations (resume)
         check_split_fits(self.gm, ir, split, metric, label)
         self.values = values if values is not None else self._ablation_values(ablation)
@@ -135,8 +144,11 @@ class Scorer:
     def _ablation_values(self, ablation: str) -> dict[str, torch.Tensor]:
         if ablation == "zero":
             return {name: torch.zeros(m.keep.shape[0]) for name, m in self.ablates.items()}
-        for module in self.ablates.values():
-            module.start_means()
+        through_attention = attention_spaces(self.ir)
+        for name, module in self.ablates.items():
+            # a per-position constant passed through attention would depend on the padding
+            # mask, so could not be folded into a constant: heads keep one mean per unit
+            module.start_means(ablation == "mean-per-position" and name not in through_attention)
         with torch.no_grad():
             for inputs, _, _ in self.split.batches(self.batch_size):
                 mask = inputs.get(TOKEN_MASK)
@@ -147,7 +159,7 @@ class Scorer:
             module.token_mask = None
         values = {}
         for name, module in self.ablates.items():
-            values[name] = (module.mean_sum / max(module.mean_count, 1)).float()
+            values[name] = module.means()
             module.stop()
         return values
 
@@ -200,7 +212,7 @@ class Scorer:
         for name, module in ablates.items():
             module.set(
                 torch.ones(len(index[name]), dtype=torch.bool),
-                self.values[name][torch.from_numpy(index[name])],
+                self.values[name][..., torch.from_numpy(index[name])],
             )
         for old in self._stand_ins.values():
             self._drop_prefix_cache(old)
@@ -212,7 +224,6 @@ class Scorer:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
         inputs, y, extras = self.split.take(rows)
-        y_alt = extras.get("y_alt")
         ref = self.reference.outputs
         for name, module in self.ablates.items():
             module.gate = gates.get(name)
@@ -223,7 +234,7 @@ class Scorer:
                 logits,
                 y,
                 None if ref is None else ref[rows],
-                y_alt,
+                **extras,
             )
         finally:
             for module in self.ablates.values():
@@ -232,7 +243,8 @@ class Scorer:
         return loss / len(rows)
 
     def _labelled_batches(self, growing: bool = False):
-        """(rows, inputs, y, y_alt, full model's outputs or None) per batch (`Batching`)."""
+        """(rows, inputs, y, extras (y_alt, at), full model's outputs or None) per batch
+        (`Batching`)."""
         return self.batching.labelled(self.reference.outputs, growing)
 
     def _order_rows(self, hardness: torch.Tensor) -> None:
@@ -300,7 +312,7 @@ class Scorer:
         prefix = self._prefix_cache() if self.cache_bytes > 0 else None
         sigs = prefix.signatures() if prefix is not None else None
         with torch.no_grad():
-            for batch, (rows, inputs, y, y_alt, ref) in enumerate(
+            for batch, (rows, inputs, y, extras, ref) in enumerate(
                 self._labelled_batches(growing=True)
             ):
                 if prefix is None:
@@ -308,10 +320,10 @@ class Scorer:
                 else:
                     logits = prefix.run(batch, [inputs[n] for n in self.ir.input_names], sigs)
                 if hardness is not None:
-                    hardness[rows] = self.metric.row_hardness(logits, y, ref, y_alt)
-                s, c = self.metric.batch_sum(logits, y, ref, y_alt)
-                if items_total is None:
-                    items_total = c // logits.shape[0] * len(self.split)
+                    hardness[rows] = self.metric.row_hardness(logits, y, ref, **extras)
+                s, c = self.metric.batch_sum(logits, y, ref, **extras)
+                if items_total is None:  # the first (full) score has no target: it reads all
+                    items_total = self.items or c // logits.shape[0] * len(self.split)
                 total, n = total + s, n + c
                 if target is None or n >= items_total:
                     continue
@@ -322,7 +334,17 @@ class Scorer:
                 if not self.metric.higher_is_better and (total + rest * lo) / items_total > target:
                     total, n, self.last_stopped_early = total + rest * lo, items_total, True
                     break
+        if self.items is None:
+            self._count_items(n)
         return total / max(n, 1)
+
+    def _count_items(self, n: int) -> None:
+        if n == 0:
+            raise LegocError(
+                f"{self.label}: no item counts: every label is {IGNORE} (ignored) at the "
+                "positions the task reads; check `y` and `position`"
+            )
+        self.items = n
 
     def _prefix_cache(self) -> PrefixCache:
         """The active graph's cache; the others drop their values so that all of them
@@ -379,12 +401,12 @@ class Scorer:
             module.start_attribution()
         hardness = torch.zeros(len(self.split))
         with torch.enable_grad():
-            for rows, inputs, y, y_alt, ref in self._labelled_batches():
+            for rows, inputs, y, extras, ref in self._labelled_batches():
                 logits = self._forward(inputs)
-                loss = self.metric.proxy_loss(logits, y, ref, y_alt)
-                if loss.requires_grad:  # else no kept unit reaches the output: all score 0
+                loss = self.metric.proxy_loss(logits, y, ref, **extras)
+                if loss.requires_grad:  # else no kept unit reaches the output: nothing to rank
                     loss.backward()
-                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, y_alt)
+                hardness[rows] = self.metric.row_hardness(logits.detach(), y, ref, **extras)
         self._active.zero_grad(set_to_none=True)
         self.charge_gradient(len(self.split))
         self._order_rows(hardness)

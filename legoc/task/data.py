@@ -86,9 +86,17 @@ class Split:
         for start in range(0, tensor.shape[0], rows):
             yield self._read(tensor, start, min(start + rows, tensor.shape[0]))
 
-    def value_range(self, tensor: torch.Tensor) -> tuple[int, int]:
-        """(min, max) of an integer tensor of this split, read in chunks."""
-        chunks = [(int(c.min()), int(c.max())) for c in self.scan(tensor) if c.numel()]
+    def value_range(self, tensor: torch.Tensor, ignore: int | None = None) -> tuple[int, int]:
+        """(min, max) of an integer tensor of this split, read in chunks, without the values
+        equal to `ignore` ((0, 0) when nothing else is left)."""
+        chunks = []
+        for chunk in self.scan(tensor):
+            if ignore is not None:
+                chunk = chunk[chunk != ignore]
+            if chunk.numel():
+                chunks.append((int(chunk.min()), int(chunk.max())))
+        if not chunks:
+            return 0, 0
         return min(lo for lo, _ in chunks), max(hi for _, hi in chunks)
 
     def all_finite(self, tensor: torch.Tensor) -> bool:
@@ -117,6 +125,12 @@ def _read_tensor_dict(path: Path, label: str) -> tuple[dict[str, torch.Tensor], 
                 f"{label}: {path} is not a readable .npz of numeric arrays ({exc}); save plain "
                 "numeric arrays with np.savez"
             ) from None
+    if head[:1] == b"{":
+        raise LegocError(
+            f"{label}: {path} is a text split (JSON lines): it is tokenized by the model "
+            "folder's tokenizer, so give MODEL as a Hugging Face folder (config.json, "
+            "*.safetensors and a tokenizer); elsewhere save token ids with torch.save"
+        )
     try:
         mmap = head == b"PK\x03\x04"
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -139,11 +153,62 @@ def data_keys(path: Path, label: str) -> list[str]:
     return list(tensors)
 
 
+TOKEN_MASK = "attention_mask"  # the forward argument that marks real tokens (1) and padding (0)
+
+
+def positions(
+    tensors: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], position: str, label: str
+) -> torch.Tensor | None:
+    """The position each row's task reads (`position` in the spec), or None for all of them:
+    `last`, each row's last real token (the attention mask's last 1; the last position without
+    a mask); any other name, a per-row index tensor of the data file."""
+    if position == "all":
+        return None
+    ids = next(iter(inputs.values()))
+    if ids.dim() < 2:
+        raise LegocError(f"position: {position} needs inputs with a token axis, got {ids.dim()}-d")
+    rows, tokens = ids.shape[:2]
+    if position == "last":
+        mask = inputs.get(TOKEN_MASK)
+        if mask is None:
+            return torch.full((rows,), tokens - 1, dtype=torch.long)
+        if mask.dim() != 2 or not bool((mask.sum(-1) > 0).all()):
+            raise LegocError(f"position: last: {label}: every row's {TOKEN_MASK} needs a 1")
+        return (mask.ne(0).long() * torch.arange(1, tokens + 1)).argmax(-1)
+    at = tensors.get(position)
+    if at is None:
+        raise LegocError(
+            f"position: {label} has no tensor {position!r} (one index per row); it has "
+            f"{sorted(tensors)}; or use position: all | last"
+        )
+    if at.dtype.is_floating_point or at.dtype == torch.bool or tuple(at.shape) != (rows,):
+        raise LegocError(
+            f"position: {label}: {position!r} must be integer indices of shape ({rows},), one "
+            f"per row, got {str(at.dtype).replace('torch.', '')} {tuple(at.shape)}"
+        )
+    if int(at.min()) < 0 or int(at.max()) >= tokens:
+        raise LegocError(
+            f"position: {label}: {position!r} ranges over [{int(at.min())}, {int(at.max())}] "
+            f"but rows have {tokens} positions"
+        )
+    return at.long()
+
+
 def load_split(
-    name: str, path: Path, input_names: list[str], label: str, needs_labels: bool
+    name: str,
+    path: Path,
+    input_names: list[str],
+    label: str,
+    needs_labels: bool,
+    position: str = "all",
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Split:
-    """Read a split, map it onto the model's forward arguments and check it is usable."""
-    tensors, mapped = _read_tensor_dict(path, label)
+    """Read a split, map it onto the model's forward arguments and check it is usable;
+    `position` (the spec's) adds `at`, the position each row's task reads, to its extras.
+    `tensors`: the file's contents already read (a tokenized text split)."""
+    mapped = False
+    if tensors is None:
+        tensors, mapped = _read_tensor_dict(path, label)
     inputs: dict[str, torch.Tensor] = {}
     for arg in input_names:
         if arg in tensors:
@@ -164,6 +229,9 @@ def load_split(
     if len(set(rows.values())) != 1 or 0 in rows.values():
         raise LegocError(f"{label}: {path}: tensors must share a non-empty first dim, got {rows}")
     extras = {k: v for k, v in tensors.items() if k == "y_alt"}
+    at = positions(tensors, inputs, position, label)
+    if at is not None:
+        extras["at"] = at
     split = Split(name=name, inputs=inputs, y=y, extras=extras, mapped=mapped)
     for key, tensor in [*inputs.items(), *([("y", y)] if y is not None else [])]:
         if tensor.is_floating_point() and not split.all_finite(tensor):

@@ -20,6 +20,7 @@ SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
 # where errors send users: shipped in the repository, and printable from any install
 REFERENCE = "docs/task-spec.md, or the JSON Schema that `legoc schema` prints"
 METRICS = ("accuracy", "kl", "logit_diff", "mse")
+RESERVED_KEYS = ("y", "y_alt")  # data-file tensors that are labels, never positions
 
 
 class _Strict(BaseModel):
@@ -119,8 +120,18 @@ class TaskSpec(_Strict):
         "good as the full model).",
         json_schema_extra={"maximum": 1},  # checked by _keep_is_a_fraction, with a hint
     )
-    ablation: Literal["mean", "zero"] = Field(
-        "mean", description="What a removed unit is replaced by: its mean activation, or zero."
+    position: str = Field(
+        "all",
+        description="Which output positions the task reads: all (every position; labels per "
+        "position, -100 where one does not count), last (each row's last real token, from the "
+        "attention mask), or the name of a tensor in the data files holding one position "
+        "index per row.",
+    )
+    ablation: Literal["mean", "zero", "mean-per-position"] = Field(
+        "mean",
+        description="What a removed unit is replaced by: its mean activation, zero, or its mean "
+        "at each token position (over real tokens; attention heads keep one mean; positions "
+        "past the search data's take the overall mean).",
     )
     scope: list[str] | None = Field(
         None, description="Globs of module names that may be pruned (default: all)."
@@ -138,6 +149,16 @@ class TaskSpec(_Strict):
             raise ValueError(
                 f"must be a fraction in (0, 1] (of the full model's score), got {value:g}: "
                 f"write {hint}"
+            )
+        return value
+
+    @field_validator("position")
+    @classmethod
+    def _position_named(cls, value: str) -> str:
+        if not value or value in RESERVED_KEYS:
+            raise ValueError(
+                f"must be all, last or the name of a per-row index tensor in the data files, "
+                f"got {value!r}"
             )
         return value
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from legoc.errors import LegocError
 from legoc.task.data import Split
-from legoc.task.metrics import Metric
+from legoc.task.metrics import IGNORE, Metric, at_position
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,20 @@ class TrainReport:
 
 
 def task_loss(
-    metric: Metric, logits: torch.Tensor, y: torch.Tensor | None, reference: torch.Tensor | None
+    metric: Metric,
+    logits: torch.Tensor,
+    y: torch.Tensor | None,
+    reference: torch.Tensor | None,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean training loss for the task's metric: cross-entropy for accuracy and logit_diff,
-    squared error for mse, KL to the full model's outputs for kl."""
+    """Mean training loss for the task's metric: cross-entropy for accuracy and logit_diff
+    (IGNORE labels left out), squared error for mse, KL to the full model's outputs for kl;
+    at the task's position per row when `at` is given."""
     kind = metric.training_loss
+    logits, y, reference, _ = at_position(at, logits, y, reference, None)
     if kind == "cross_entropy":
         flat = logits.reshape(-1, logits.shape[-1])
-        return F.cross_entropy(flat, y.reshape(-1))
+        return F.cross_entropy(flat, y.reshape(-1), ignore_index=IGNORE)
     if kind == "mse":
         return F.mse_loss(logits, y.to(logits.dtype))
     ref = F.log_softmax(reference.reshape(-1, reference.shape[-1]), -1)
@@ -88,13 +94,15 @@ class _Rows:
         self.inputs = {k: v[rows] for k, v in split.inputs.items()}
         self.y = None if split.y is None else split.y[rows]
         self.reference = None if reference is None else reference[rows]
+        self.at = split.extras["at"][rows] if "at" in split.extras else None
         self.n = len(rows)
 
     def batch(self, index: torch.Tensor):
         inputs = {k: v[index] for k, v in self.inputs.items()}
         y = None if self.y is None else self.y[index]
         ref = None if self.reference is None else self.reference[index]
-        return inputs, y, ref
+        at = None if self.at is None else self.at[index]
+        return inputs, y, ref, at
 
 
 def evaluate(
@@ -114,7 +122,7 @@ def evaluate(
             logits = _forward(module, input_names, inputs)
             rows = logits.shape[0]
             ref = None if reference is None else reference[offset : offset + rows]
-            s, c = metric.batch_sum(logits, y, ref, extras.get("y_alt"))
+            s, c = metric.batch_sum(logits, y, ref, **extras)
             total, items, offset = total + s, items + c, offset + rows
     return total / max(items, 1)
 
@@ -131,10 +139,10 @@ def _validate(
     with torch.no_grad():
         for start in range(0, rows.n, batch_size):
             index = torch.arange(start, min(start + batch_size, rows.n))
-            inputs, y, ref = rows.batch(index)
+            inputs, y, ref, at = rows.batch(index)
             logits = _forward(module, input_names, inputs)
-            loss_sum += float(task_loss(metric, logits, y, ref)) * len(index)
-            s, c = metric.batch_sum(logits, y, ref)
+            loss_sum += float(task_loss(metric, logits, y, ref, at)) * len(index)
+            s, c = metric.batch_sum(logits, y, ref, at=at)
             metric_sum, items = metric_sum + s, items + c
     return loss_sum / rows.n, metric_sum / max(items, 1)
 
@@ -167,9 +175,9 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(train.n, generator=shuffle)
         for start in range(0, train.n, config.batch_size):
-            inputs, y, ref = train.batch(order[start : start + config.batch_size])
+            inputs, y, ref, at = train.batch(order[start : start + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
-            loss = task_loss(metric, _forward(module, input_names, inputs), y, ref)
+            loss = task_loss(metric, _forward(module, input_names, inputs), y, ref, at)
             loss.backward()
             optimizer.step()
         epochs_run = epoch

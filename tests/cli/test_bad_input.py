@@ -248,6 +248,12 @@ BAD_INPUTS = [
     pytest.param(
         spec_change(search__budget=0), 2, ("search.budget: must be > 0",), id="spec-budget-zero"
     ),
+    pytest.param(
+        spec_change(ablation="mean-per-position"),
+        2,
+        ("ablation: mean-per-position", "token inputs"),
+        id="spec-per-position-without-tokens",
+    ),
     pytest.param(spec_change(keep=0), 2, ("keep: must be > 0",), id="spec-keep-zero"),
     pytest.param(spec_change(legoc=2), 2, ("legoc: must be one of 1",), id="spec-version-2"),
     pytest.param(

@@ -88,9 +88,15 @@ def test_cat_along_the_unit_axis_shifts_positions():
     assert len(ir.removable_groups()) == 5  # a and b units stay prunable
 
 
-def test_cat_along_another_axis_freezes_its_operands():
+def test_cat_along_another_axis_with_a_computed_tensor_freezes_its_operands():
+    ir = analysed(Head(lambda h: torch.cat([h, torch.zeros(2, 5)], dim=0)[:2]), (4,))
+    reason = "concatenated along another axis with a computed tensor"
+    assert all(group_of(ir, "a", u).frozen == reason for u in range(5))
+
+
+def test_cat_along_another_axis_with_the_same_units_keeps_them():
     ir = analysed(Head(lambda h: torch.cat([h, h], dim=0)[:2]), (4,))
-    assert all(group_of(ir, "a", u).frozen == "concatenated along another axis" for u in range(5))
+    assert len(ir.removable_groups()) == 5  # the rows stack, each unit stays in its slot
 
 
 def test_flatten_repeats_each_channel_id_h_times_w_at_the_consumer():
@@ -118,11 +124,17 @@ def test_flatten_after_the_residual_add_reads_whole_coupled_groups():
 # -- freezing ----------------------------------------------------------------------------
 
 
-def test_layer_norm_over_a_linears_features_freezes_its_units():
+def test_layer_norm_over_a_linears_features_keeps_them_units_read_by_the_next_linear():
     ir = analysed(Head(nn.LayerNorm(5)), (4,))
+    assert len(ir.removable_groups()) == 5  # each feature alone (issue 15)
+    assert ir.analysis.norm_readers == {"linear_1": "layer_norm"}
+
+
+def test_a_norm_output_read_by_a_nonlinearity_freezes_its_units():
+    ir = analysed(Head(nn.Sequential(nn.LayerNorm(5), nn.GELU())), (4,))
     for unit in range(5):
         reason = group_of(ir, "a", unit).frozen
-        assert reason is not None and "norm" in reason
+        assert reason is not None and "norm layer_norm read by between.1" in reason
     assert ir.removable_groups() == []
 
 

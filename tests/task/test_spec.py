@@ -69,7 +69,7 @@ finetune: {epochs: 5, lr: 1.0e-3}
         ("search: {method: bogus}", "search.method: must be one of 'auto', 'mcts', 'greedy'"),
         ("metrikk: accuracy", "metrikk: unknown key"),
         ("metric: f1", "metric: must be one of 'accuracy', 'kl', 'logit_diff' or 'mse'"),
-        ("ablation: resample", "ablation: must be one of 'mean' or 'zero'"),
+        ("ablation: resample", "ablation: must be one of 'mean', 'zero' or 'mean-per-position'"),
         ("keep: 0", "keep: must be > 0"),
         ("finetune: {epochs: 0}", "finetune.epochs: must be > 0"),
         ("finetune: {lr: 0.0}", "finetune.lr: must be > 0"),

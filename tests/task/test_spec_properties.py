@@ -45,7 +45,7 @@ optional = {  # key -> strategy of its value, each left out at random
     "outputs": st.lists(st.integers(0, 1000), min_size=1, max_size=5, unique=True),
     "metric": st.sampled_from(METRICS),
     "keep": st.floats(min_value=1e-6, max_value=1.0),  # a fraction in (0, 1]
-    "ablation": st.sampled_from(("mean", "zero")),
+    "ablation": st.sampled_from(("mean", "zero", "mean-per-position")),
     "scope": st.lists(text, max_size=3),
     "search": st.fixed_dictionaries(
         {},

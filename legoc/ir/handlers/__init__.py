@@ -17,8 +17,10 @@ import torch.fx
 
 from legoc.ir.handlers import (
     attention,
+    attention_scores,
     binary,
     cat,
+    expand,
     norm,
     permute,
     pool,
@@ -27,6 +29,7 @@ from legoc.ir.handlers import (
     reshape,
     select,
     shape,
+    slicing,
     split,
     unary,
 )
@@ -43,6 +46,7 @@ HANDLERS: dict[str, Handler] = {
     "pool": pool.pool,
     "batch_norm": norm.batch_norm,
     "layer_norm": norm.layer_norm,
+    "carried_norm": norm.carried_norm,
     "binary": binary.binary,
     "cat": cat.cat,
     "reshape": reshape.reshape,
@@ -50,7 +54,12 @@ HANDLERS: dict[str, Handler] = {
     "permute": permute.permute,
     "select_outputs": select.select_outputs,
     "attention": attention.attention,
+    "matmul": attention_scores.matmul,
+    "softmax": attention_scores.softmax,
     "split": split.split,
+    "slice": slicing.slice_dim,
+    "unsqueeze": expand.unsqueeze,
+    "expand": expand.expand,
     "getitem": split.getitem,
     "size": shape.size,
 }

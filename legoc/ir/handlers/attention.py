@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.head_bias import one_unit, per_head_mask_follows
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -25,9 +27,19 @@ def attention(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
         lay is not None and lay.axis == head_axis and len(lay.ids) == len(layouts[0].ids)
         for lay in layouts
     )
+    last = len(shape_of(q)) - 1
+    if (
+        not extra
+        and shape_of(q)[head_axis] == 1
+        and all(lay is not None and lay.axis == last for lay in layouts)
+    ):  # one head: every q, k and v channel is one unit
+        ids = one_unit(walk, np.concatenate([lay.ids for lay in layouts]))
+        return Layout(last, ids[-len(layouts[2].ids) :])
     if extra or not whole_heads:
         walk.freeze_inputs(node, "attention over units that are not whole heads")
         return None
     ids = walk.couple(layouts[0].ids, layouts[1].ids, "attention head")
     ids = walk.couple(ids, layouts[2].ids, "attention head")
+    if not per_head_mask_follows(walk, node, head_axis, ids):
+        return None
     return Layout(head_axis, ids)

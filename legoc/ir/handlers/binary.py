@@ -37,6 +37,10 @@ def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
         kernel = other.args[1]  # its output channels are the units: slice them together
         walk.channel_params.append(ChannelParam(kernel.target, other.name, 0, layout.ids))
         return layout
+    if other.op == "call_function" and other.target is ops.token_constant:
+        table = other.args[1]  # a folded map over positions: its channels are the units
+        walk.channel_params.append(ChannelParam(table.target, node.name, layout.axis, layout.ids))
+        return layout
     if other.name in walk.input_dependent:
         walk.freeze(layout.ids, f"{name} with an input-dependent tensor")
         return None

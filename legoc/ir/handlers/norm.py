@@ -1,16 +1,46 @@
-"""Normalisations: batch norm is per channel (its scale, shift and statistics are sliced with
-the units); a layer or group norm mixes all the units it normalises, so it freezes them."""
+"""Normalisations. Batch norm is per channel: its scale, shift and statistics are sliced with
+the units. A layer or RMS norm over the unit axis mixes its channels only through two numbers
+per position (mean and variance): a removed channel holds its ablation constant, so those stay
+computable from the kept channels plus folded constants (`legoc.ir.ops.carried_norm`). Its
+output is not constant on removed channels, though (the constant is normalised by the kept
+channels' statistics): what a reader receives there is rebuilt from a few carrier channels, so
+only Linear/Conv readers, reached through ops that move values without changing them, may read
+it (`follow`). Group norm and norms over several axes still freeze."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.fx import Node
 
+from legoc.ir import ops
+from legoc.ir.graph import op_name, shape_of
 from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
+
+RMS_NORMS = {F.rms_norm, torch.rms_norm}
+# ops between a norm and its readers that move values without changing them
+_MOVERS = {"permute", "reshape", "getitem"}
+_IDENTITY_FUNCTIONS = {F.dropout, F.alpha_dropout}
+_IDENTITY_METHODS = {"contiguous", "clone", "detach"}
+_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+# linear and alike on every channel: sums and means over positions, average pooling
+_AVERAGES = {
+    torch.mean,
+    torch.sum,
+    "mean",
+    "sum",
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+}
+_AVERAGE_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 
 
 def batch_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
@@ -26,6 +56,101 @@ def batch_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
     return layout
 
 
-def layer_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
-    walk.freeze_inputs(node, "a norm over the units couples all of them")
+def norm_args(node: Node) -> tuple[Node | None, Node | None, bool]:
+    """(weight, bias, is_rms) of a layer_norm / rms_norm / held_norm node."""
+    if node.target is ops.held_norm:
+        return node.args[1], node.args[2], node.args[6]
+    args = [*node.args, None, None, None, None][:5]
+    if node.target in RMS_NORMS:
+        return args[2] if len(node.args) > 2 else node.kwargs.get("weight"), None, True
+    weight = args[2] if len(node.args) > 2 else node.kwargs.get("weight")
+    bias = args[3] if len(node.args) > 3 else node.kwargs.get("bias")
+    return weight, bias, False
+
+
+def layer_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
+    layout = walk.sole_layout(node, tracked)
+    if layout is None:
+        return walk.cannot_slice(node)
+    ndim = len(shape_of(node.args[0]))
+    name = op_name(node)
+    if node.target is F.group_norm:
+        walk.freeze(layout.ids, "group_norm over the units (only layer/RMS norms are folded)")
+        return None
+    normalized = node.args[1] if node.target is not ops.held_norm else (shape_of(node)[-1],)
+    if isinstance(normalized, int):
+        normalized = (normalized,)
+    if layout.axis != ndim - 1 or len(normalized) != 1:
+        walk.freeze(layout.ids, f"{name} over several axes, the units' among them")
+        return None
+    if node.args[0].name in walk.normed:
+        walk.freeze(layout.ids, f"{name} of a norm's output over the same units")
+        return None
+    weight, bias, _ = norm_args(node)
+    for param in (weight, bias):
+        if isinstance(param, Node) and param.op == "get_attr":
+            walk.channel_params.append(ChannelParam(param.target, node.name, 0, layout.ids))
+        elif param is not None:
+            walk.freeze(layout.ids, f"{name} with a computed scale or shift")
+            return None
+    walk.normed[node.name] = node.name
+    return layout
+
+
+def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
+    """A norm sliced already: its folded statistics assume the units removed then."""
+    walk.freeze_inputs(node, "read by a norm that was sliced already")
     return None
+
+
+def _moves_values(walk: Propagation, node: Node, kind: str | None) -> bool:
+    """The op treats every channel alike and linearly (a reader of its output receives
+    op(what it would have received), carriers included), or only moves values."""
+    if kind in _MOVERS:
+        return True
+    if kind in ("reduce", "pool"):
+        return _averages(walk, node)
+    if node.op == "call_function":
+        return node.target in _IDENTITY_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _IDENTITY_METHODS
+    if node.op == "call_module":
+        return isinstance(walk.gm.get_submodule(node.target), _IDENTITY_MODULES)
+    return False
+
+
+def _averages(walk: Propagation, node: Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(walk.gm.get_submodule(node.target), _AVERAGE_MODULES)
+    return node.target in _AVERAGES
+
+
+def follow(
+    walk: Propagation, node: Node, kind: str | None, normed: list[Node], layout: Layout | None
+) -> Layout | None:
+    """After `node`'s handler: a norm's output over units reaches a Linear/Conv as its input
+    (a *norm reader*: the norm's carriers feed it), or passes an op that only moves values
+    with the units intact; anything else freezes the norm's units."""
+    if kind == "size":  # reads the shape only
+        return layout
+    norm = walk.normed[normed[0].name]
+    source = walk.layouts[normed[0].name]
+    if kind == "producer" and node.args[0] is normed[0] and len(normed) == 1:
+        walk.norm_readers[node.name] = norm
+        return layout
+    if (
+        len(normed) == 1
+        and layout is not None
+        and _moves_values(walk, node, kind)
+        and len(layout.ids) == len(source.ids)
+        and (layout.ids == source.ids).all()
+    ):
+        walk.normed[node.name] = norm
+        return layout
+    for arg in normed:
+        walk.freeze(
+            walk.layouts[arg.name].ids,
+            f"the output of norm {norm} read by {op_name(node)} (only a Linear/Conv, or an op "
+            "that moves values on the way to one, may read a norm over units)",
+        )
+    return layout if kind == "producer" else None  # a producer's own units stay units

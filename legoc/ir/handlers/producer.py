@@ -65,6 +65,10 @@ def consumer(walk: Propagation, node: Node, tracked: list[Node]) -> None:
         walk.freeze(walk.layouts[other.name].ids, f"used as a weight by {node.name}")
     if layout is None:
         return
+    shared = walk.shared_uses(node.args[1].target)
+    if shared:  # its columns serve every use of the weight
+        walk.freeze(layout.ids, f"read by {node.name}: {shared}")
+        return
     contracted = len(shape_of(x)) - 1 if node.target in LINEAR_OPS else 1
     if layout.axis != contracted:
         walk.freeze(layout.ids, f"read by {node.name} along a non-contracted axis")

@@ -41,14 +41,46 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
                 ChannelPermutation(node.name, end.name, axis, order, layout.ids.copy())
             )
             return None
+        merged = merged_dims(in_shape, out_shape, axis)
+        if merged > 1:  # (kv heads, n_rep) -> query heads: each unit repeated over n_rep
+            walk.reshapes.append(node.name)
+            return Layout(axis, np.repeat(layout.ids, merged))
         if splits_axis(in_shape, out_shape, axis):  # channels -> (heads, head_dim)
             blocks = layout.ids.reshape(out_shape[axis], out_shape[axis + 1])
             for block in blocks:
                 walk.couple(np.full_like(block, block[0]), block, "attention head")
             walk.reshapes.append(node.name)
             return Layout(axis, blocks[:, 0].copy())
+    moved = size_one_dims_only(in_shape, out_shape, axis)
+    if moved is not None:  # (B, T, C) <-> (B, T, 1, C): one head, its channels stay put
+        walk.reshapes.append(node.name)
+        return Layout(moved, layout.ids)
+    if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
+        walk.reshapes.append(node.name)
+        return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
+
+
+def size_one_dims_only(in_shape, out_shape, axis: int) -> int | None:
+    """The unit axis after a reshape that only inserts or drops size-1 dims (a one-head
+    split or merge), or None for any other reshape."""
+    if in_shape[axis] == 1 or [d for d in in_shape if d != 1] != [d for d in out_shape if d != 1]:
+        return None
+    rank = sum(d != 1 for d in in_shape[:axis])
+    return [i for i, d in enumerate(out_shape) if d != 1][rank]
+
+
+def regroups_positions(in_shape, out_shape, axis: int) -> bool:
+    """True when a reshape regroups only the dims before the unit axis (same total size), and
+    keeps the unit axis and every dim after it: each unit stays whole in its own slot."""
+    tail = len(in_shape) - axis
+    return (
+        len(out_shape) >= tail
+        and tuple(out_shape[-tail:]) == tuple(in_shape[axis:])
+        and int(np.prod(out_shape[:-tail], dtype=np.int64))
+        == int(np.prod(in_shape[:axis], dtype=np.int64))
+    )
 
 
 def splits_axis(in_shape, out_shape, axis: int) -> bool:
@@ -93,3 +125,14 @@ def _swaps(node: Node, axis: int, ndim: int) -> bool:
         perm[axis], perm[axis + 1] = axis + 1, axis
         return [d % ndim for d in dims] == perm
     return False
+
+
+def merged_dims(in_shape, out_shape, axis: int) -> int:
+    """How many slots each unit gets when a reshape merges dim `axis` with some of the dims
+    after it and leaves the rest as they were (1 when it does not)."""
+    for end in range(axis + 2, len(in_shape)):
+        if list(out_shape[axis + 1 :]) == list(in_shape[end:]) and out_shape[axis] == int(
+            np.prod(in_shape[axis:end], dtype=np.int64)
+        ):
+            return int(np.prod(in_shape[axis + 1 : end], dtype=np.int64))
+    return 1

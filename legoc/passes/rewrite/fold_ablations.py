@@ -20,7 +20,9 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.handlers.norm import norm_args
 from legoc.ir.masking import masked_model
+from legoc.ir.tokens import dynamic_tokens, sequence_of, token_axis, with_length
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
@@ -44,9 +46,17 @@ def removed_ids(ir: IR) -> np.ndarray:
 
 
 def capture_inputs(ir: IR, node_names: set[str]) -> dict[str, torch.Tensor]:
-    """First argument of each named node, in the masked model on one example row."""
-    rows = [ir.example_inputs[name][:1] for name in ir.input_names]
-    return first_arguments(masked_model(ir), rows, node_names)
+    """First argument of each named node, in the masked model on one example row; with a
+    dynamic token axis, one position longer than the search data where the graph accepts it,
+    so a constant that varies over positions also has its tail (`legoc.ir.tokens`)."""
+    rows = {name: ir.example_inputs[name][:1] for name in ir.input_names}
+    lengths = sequence_of(ir.gm)
+    tokens = dynamic_tokens(lengths)
+    if tokens:
+        longer = int(rows[tokens[0]].shape[1]) + 1
+        if lengths["max"] is None or longer <= lengths["max"]:
+            rows = with_length(rows, tokens, longer)
+    return first_arguments(masked_model(ir), [rows[n] for n in ir.input_names], node_names)
 
 
 def first_arguments(
@@ -92,26 +102,33 @@ class FoldAblations:
         """Precondition: `ir.ablation` holds the values removed units were scored with."""
         removed = removed_ids(ir)
         nodes = nodes_by_name(ir.gm)
+        readers = ir.analysis.norm_readers  # rebuilt from the norm's carriers at slicing
         uses = [
             u
             for u in ir.analysis.consumers
-            if not _already_folded(ir.gm, nodes[u.node], u.ids, removed)
+            if u.node not in readers and not _already_folded(ir.gm, nodes[u.node], u.ids, removed)
         ]
+        norms = held_norms_needed(ir, removed)
         out = clone_ir(ir)
         stats = {"consumers_folded": 0, "constants_added": 0}
-        if not uses:
+        if not uses and not norms:
             return PassResult(out, stats, changed=False)
         missing = [s for s, kept in ir.kept.items() if not kept.all() and s not in ir.ablation]
         if missing:
             raise ValueError(f"no ablation values for {missing}: score the IR first")
-        inputs = capture_inputs(ir, {u.node for u in uses})
+        inputs = capture_inputs(ir, {u.node for u in uses} | set(norms))
         nodes = nodes_by_name(out.gm)
         for use in uses:
             self._fold(out.gm, nodes[use.node], use.ids, removed, inputs[use.node], stats)
+        for name, gone in norms.items():
+            hold_norm(out.gm, nodes[name], gone, inputs[name])
+        if norms:  # reported only where the model has a norm over units (not to churn stats)
+            stats["norms_held"] = len(norms)
         out.gm.graph.lint()
         out.gm.recompile()
         out.refresh()
-        return PassResult(out, stats, changed=stats["consumers_folded"] > 0)
+        changed = stats["consumers_folded"] + len(norms) > 0
+        return PassResult(out, stats, changed=changed)
 
     def _fold(self, gm, node, ids, removed, x, stats) -> None:
         axis = contracted_axis(node, x.dim())
@@ -145,13 +162,18 @@ class FoldAblations:
                 const = gm.graph.call_function(
                     ops.constant_channel_conv, (node.args[0], param, *node.args[3:6])
                 )
+        elif token_axis(node) is not None:  # over token positions: cut to the actual count
+            with gm.graph.inserting_after(node):
+                table = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
+            with gm.graph.inserting_after(table):
+                const = gm.graph.call_function(ops.token_constant, (node, table, token_axis(node)))
         else:  # constants that vary over positions: store the map itself
             with gm.graph.inserting_after(node):
                 const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
         with gm.graph.inserting_after(const):
             added = gm.graph.call_function(operator.add, (node, const))
         added.meta[FOLDED] = True  # the reader's units now come out of this node
-        node.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
+        node.replace_all_uses_with(added, delete_user_cb=lambda user: user not in (added, const))
         stats["constants_added"] += 1
 
     @staticmethod
@@ -183,3 +205,46 @@ class FoldAblations:
             return
         bias = get_attr_tensor(gm, bias_node.target)
         set_tensor(gm, bias_node, bias.detach() + delta.to(bias.dtype))
+
+
+def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
+    """Norm node -> its removed channels, for each norm over units read by a Linear/Conv that
+    is not yet held at exactly those channels."""
+    nodes = nodes_by_name(ir.gm)
+    needed = {}
+    for name in sorted(set(ir.analysis.norm_readers.values())):
+        node = nodes[name]
+        gone = removed_positions(ir.analysis.layouts[node.args[0].name].ids, removed)
+        if node.target is ops.held_norm:
+            keep = get_attr_tensor(ir.gm, node.args[3].target).cpu().numpy()
+            if np.array_equal(keep, ~gone):
+                continue
+        elif not gone.any():
+            continue
+        needed[name] = gone
+    return needed
+
+
+def hold_norm(gm, node, gone: np.ndarray, x: torch.Tensor) -> None:
+    """Rewrite a norm over units into `held_norm`: its removed channels read their constant
+    (captured in the masked model, `x`), whatever the graph computes there."""
+    weight, bias, rms = norm_args(node)
+    eps = node.args[5] if node.target is ops.held_norm else _eps(node, rms)
+    keep = torch.from_numpy(~gone)
+    const = (x * torch.from_numpy(gone).to(x.dtype)).detach()
+    base = node.name
+    with gm.graph.inserting_before(node):
+        keep_node = gm.graph.get_attr(add_tensor(gm, f"legoc_{base}_keep", keep))
+        const_node = gm.graph.get_attr(add_tensor(gm, f"legoc_{base}_const", const))
+        held = gm.graph.call_function(
+            ops.held_norm, (node.args[0], weight, bias, keep_node, const_node, eps, rms)
+        )
+    held.meta = dict(node.meta)
+    node.replace_all_uses_with(held)
+    gm.graph.erase_node(node)
+
+
+def _eps(node: torch.fx.Node, rms: bool) -> float | None:
+    index = 3 if rms else 4
+    eps = node.args[index] if len(node.args) > index else node.kwargs.get("eps")
+    return 1e-5 if eps is None and not rms else eps

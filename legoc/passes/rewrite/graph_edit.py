@@ -10,6 +10,7 @@ from torch import nn
 
 from legoc.ir.analysis import get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.tokens import dynamic_tokens, sequence_of
 
 
 def clone_ir(ir: IR) -> IR:
@@ -90,3 +91,9 @@ def set_arg(node: torch.fx.Node, index: int, name: str, value) -> None:
 
 def first_placeholder(gm: torch.fx.GraphModule) -> torch.fx.Node:
     return next(n for n in gm.graph.nodes if n.op == "placeholder")
+
+
+def token_placeholder(gm: torch.fx.GraphModule) -> torch.fx.Node | None:
+    """The first input with a dynamic token axis (None: the graph has none)."""
+    tokens = dynamic_tokens(sequence_of(gm))
+    return next((n for n in gm.graph.nodes if n.op == "placeholder" and n.target in tokens), None)

@@ -19,16 +19,23 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
-from legoc.ir.handlers.split import split_sizes
+from legoc.ir.handlers.slicing import full_index
+from legoc.ir.handlers.split import part_sizes
+from legoc.ir.tokens import token_axis
 from legoc.passes.base import PassContext, PassResult
+from legoc.passes.rewrite.carry_norms import apply_carried, plan_carried
 from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
+    arg,
     clone_ir,
     first_placeholder,
     nodes_by_name,
     set_tensor,
+    token_placeholder,
 )
+
+aten = torch.ops.aten
 
 
 @dataclass(frozen=True)
@@ -63,16 +70,22 @@ class SliceUnits:
                 if space.groups > 1:  # whole groups go (coupled): the conv keeps the rest
                     kept_groups = space.groups * len(rows[space.node]) // space.size
                     _set_groups(nodes[space.node], kept_groups)
-        columns = {use.node: keep_positions(use.ids) for use in analysis.consumers}
+        norms = plan_carried(ir, removed)
+        carried = {r: w for norm in norms for r, w in norm.readers.items()}
+        columns = {
+            use.node: keep_positions(use.ids)
+            for use in analysis.consumers
+            if use.node not in carried  # kept columns and the norm's carriers
+        }
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
         for name, node in nodes.items():
-            if name not in rows and name not in columns:
+            if name not in rows and name not in columns and name not in carried:
                 continue
             weight_node = node.args[1]
-            weight = get_attr_tensor(gm, weight_node.target).detach()
+            weight = carried.get(name, get_attr_tensor(gm, weight_node.target).detach())
             if name in rows:
                 weight = weight.index_select(0, rows[name])
-                bias_node = node.args[2] if len(node.args) > 2 else None
+                bias_node = arg(node, 2, "bias")
                 if isinstance(bias_node, torch.fx.Node):
                     bias = get_attr_tensor(gm, bias_node.target).detach()
                     set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
@@ -88,6 +101,10 @@ class SliceUnits:
                 if attr_node.op == "get_attr" and attr_node.target == param.target:
                     tensor = get_attr_tensor(gm, attr_node.target).detach()
                     set_tensor(gm, attr_node, tensor.index_select(param.dim, positions))
+        for norm in norms:
+            apply_carried(gm, norm)
+        if norms:  # reported only where the model has a norm over units
+            stats["norms_carried"] = len(norms)
         for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts.get(node.args[0].name)
@@ -107,6 +124,7 @@ class SliceUnits:
         for name in constant_readers:
             self._make_constant(gm, nodes[name])
             stats["readers_made_constant"] += 1
+        _unit_sizes_as_literals(gm, analysis)
         for name in analysis.reshapes:
             stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         for name in analysis.splits:
@@ -130,7 +148,7 @@ class SliceUnits:
         shape[axis] = 1
         zeros = torch.zeros(shape)
         weight = get_attr_tensor(gm, node.args[1].target)
-        bias_node = node.args[2] if len(node.args) > 2 else None
+        bias_node = arg(node, 2, "bias")  # fold-ablations gives a bias-less Linear a kwarg
         bias = (
             get_attr_tensor(gm, bias_node.target) if isinstance(bias_node, torch.fx.Node) else None
         )
@@ -144,11 +162,19 @@ class SliceUnits:
                 kernel = get_attr_tensor(gm, term.args[1].target)
                 value = value + ops.constant_channel_conv(zeros, kernel, *term.args[2:])
             output = add
+        reference, positions = first_placeholder(gm), token_axis(output)
+        tokens = token_placeholder(gm)
+        if tokens is not None and positions is not None and _uniform(value, positions):
+            # the same at every position: one entry, repeated to the actual token count
+            reference, value = tokens, value.narrow(positions, 0, 1)
+        else:
+            positions = None
         target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
+            extra = () if positions is None else (positions,)
             replacement = gm.graph.call_function(
-                ops.broadcast_constant, (first_placeholder(gm), const, axis)
+                ops.broadcast_constant, (reference, const, axis, *extra)
             )
         output.replace_all_uses_with(replacement)
         if output is not node:
@@ -157,16 +183,21 @@ class SliceUnits:
         gm.graph.erase_node(node)
 
     def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
-        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere)."""
+        """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere),
+        writing the sizes back in the form the call had: `x.view(a, b, c)` (varargs) or
+        `torch.reshape(x, [a, b, c])` / `x.view((a, b, c))` (one sequence)."""
         if node.op == "call_module" or node.target in (torch.flatten, "flatten"):
             return 0
         shape_args = list(node.args[1:])
         if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
             shape_args = list(shape_args[0])
+        elif "shape" in node.kwargs or "size" in node.kwargs:
+            shape_args = list(node.kwargs.get("shape", node.kwargs.get("size")))
         layout = node.meta.get("legoc.layout")
         if layout is None or layout.axis >= len(shape_args):
             return 0
-        if not isinstance(shape_args[layout.axis], int) or shape_args[layout.axis] == -1:
+        size = shape_args[layout.axis]  # a literal, or a size read off another tensor
+        if not isinstance(size, (int, torch.fx.Node)) or size == -1:
             return 0
         out_shape = node.meta["legoc.shape"]
         for i, value in enumerate(shape_args):
@@ -177,19 +208,19 @@ class SliceUnits:
                 with gm.graph.inserting_before(node):  # the batch: read it at run time
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
-        node.args = (node.args[0], *shape_args)
+        set_shape_args(node, shape_args)
         return 1
 
     def _rewrite_split(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
-        """A split along the unit axis takes the kept count of each part (q, k, v of a fused
-        projection keep the same heads, but nothing here assumes it)."""
+        """A split (chunk) or slice along the unit axis takes the kept count of each part (q,
+        k, v of a fused projection keep the same heads, but nothing here assumes it)."""
         ids = analysis.layouts[node.args[0].name].ids
-        sizes = split_sizes(node, len(ids))
+        kept_at = (ids < 0) | ~removed[np.maximum(ids, 0)]
+        if node.target in (aten.slice.Tensor, ops.slice_axis, operator.getitem):
+            return _rewrite_slice(node, kept_at)
+        sizes = part_sizes(node, len(ids))
         bounds = np.cumsum([0, *sizes])
-        kept = [
-            int(((ids[a:b] < 0) | ~removed[np.maximum(ids[a:b], 0)]).sum())
-            for a, b in itertools.pairwise(bounds)
-        ]
+        kept = [int(kept_at[a:b].sum()) for a, b in itertools.pairwise(bounds)]
         if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
@@ -258,3 +289,77 @@ def _folded_ones_term(node: torch.fx.Node):
     if isinstance(term, torch.fx.Node) and term.target is ops.constant_channel_conv:
         return add, term
     return None
+
+
+def set_shape_args(node: torch.fx.Node, sizes: list) -> None:
+    """Give a view/reshape node new sizes in its own calling form: torch.reshape and aten take
+    one sequence, `Tensor.view`/`reshape` take varargs or one sequence."""
+    kwargs = {k: v for k, v in node.kwargs.items() if k not in ("shape", "size")}
+    varargs = node.op == "call_method" and not (
+        len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+    )
+    if varargs and not ({"shape", "size"} & set(node.kwargs)):
+        node.args = (node.args[0], *sizes)
+    else:
+        node.args = (node.args[0], list(sizes))
+    node.kwargs = kwargs
+
+
+def _rewrite_slice(node: torch.fx.Node, kept_at: np.ndarray) -> int:
+    """New bounds of a slice along the unit axis: the kept slots before and inside it."""
+    if node.target is operator.getitem:
+        index = full_index(node.args[1], len(shape_of(node.args[0])))
+        axis = node.meta["legoc.layout"].axis
+        bounds = index[axis]
+    else:
+        axis = None
+        bounds = slice(*(node.args[2:4] + (None,) * (4 - len(node.args))))
+    start, stop, _ = bounds.indices(len(kept_at))
+    new = slice(int(kept_at[:start].sum()), int(kept_at[:stop].sum()))
+    if (new.start, new.stop) == (start, stop):
+        return 0
+    if axis is None:
+        node.args = (node.args[0], node.args[1], new.start, new.stop, *node.args[4:])
+    else:
+        index = list(index)
+        index[axis] = new
+        node.args = (node.args[0], tuple(index))
+    return 1
+
+
+def _uniform(value: torch.Tensor, axis: int) -> bool:
+    return bool((value - value.narrow(axis, 0, 1)).abs().max() <= 1e-7 * (1 + value.abs().max()))
+
+
+def _unit_sizes_as_literals(gm: torch.fx.GraphModule, analysis) -> None:
+    """A size read off a unit axis (`b, h, w, c = x.shape`; `x.size(-1)`) keeps the value it
+    had: a model may compute other shapes from it (Swin's head_dim = c // heads), which slicing
+    must not change; reshapes on unit paths then get -1 there (`_rewrite_reshape`)."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
+            tensor, dim = node.args
+        elif (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and isinstance(node.args[0], torch.fx.Node)
+            and node.args[0].op == "call_function"
+            and node.args[0].target is getattr
+            and node.args[0].args[1] == "shape"
+            and isinstance(node.args[1], int)
+        ):
+            tensor, dim = node.args[0].args[0], node.args[1]
+        else:
+            continue
+        layout = analysis.layouts.get(tensor.name) if isinstance(tensor, torch.fx.Node) else None
+        shape = shape_of(tensor) if layout is not None else None
+        if shape is None or dim % len(shape) != layout.axis:
+            continue
+        value = int(shape[layout.axis])
+        for user in list(node.users):
+            user.args = torch.fx.node.map_arg(
+                user.args, lambda a, n=node, v=value: v if a is n else a
+            )
+            user.kwargs = torch.fx.node.map_arg(
+                user.kwargs, lambda a, n=node, v=value: v if a is n else a
+            )
+        gm.graph.erase_node(node)

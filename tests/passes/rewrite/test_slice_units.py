@@ -20,6 +20,7 @@ from tests.passes.helpers import (
     check_weights_fit_inputs,
     fresh_inputs,
     groups_for,
+    groups_of,
     masked,
     masked_oracle,
     max_abs_diff,
@@ -233,3 +234,66 @@ def test_removing_one_residual_group_never_grows_the_block():
     masked_ir = masked(ir, groups_for(ir, {"conv1": [0]}), mean_ablation(ir, "cnn", [0, 3]))
     block = DeadCodeElimination().run(SliceUnits().run(FoldAblations().run(masked_ir).ir).ir).ir
     assert block.param_count() <= ir.param_count()
+
+
+class HeadViews(nn.Module):
+    """Channels viewed as (heads, head_dim) and back with a literal head count: the view's
+    sizes must follow the slicing in every calling form (issue 15: OPT, ViT, DeBERTa-v2)."""
+
+    def __init__(self, split):
+        super().__init__()
+        self.proj, self.out, self.split = nn.Linear(4, 8), nn.Linear(8, 3), split
+
+    def forward(self, x):
+        h = torch.relu(self.split(self.proj(x)))
+        return self.out(h.reshape(h.size(0), 3, 8)).mean(1)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        lambda h: h.view(h.size(0), 3, 2, 4),
+        lambda h: h.view(-1, 3, 2, 4),
+        lambda h: h.view((h.shape[0], 3, 2, 4)),
+        lambda h: torch.reshape(h, (-1, 3, 2, 4)),
+        lambda h: torch.reshape(h, [h.size(0), -1, 2, 4]),
+        lambda h: h.reshape(shape=(h.size(0), 3, 2, -1)),
+    ],
+    ids=["varargs-size", "varargs-minus-1", "tuple", "torch-tuple", "torch-list", "kwarg"],
+)
+def test_a_literal_head_count_follows_the_slicing_in_every_calling_form(split):
+    torch.manual_seed(0)
+    ir = model_ir(HeadViews(split).eval(), torch.randn(2, 3, 4))
+    head = groups_for(ir, {"proj": [0]})
+    assert len(ir.groups[head[0]].members) == 4  # a head's channels are one unit
+    result, diff = fold_and_slice(masked(ir, head, random_ablation(ir, 0)))
+    assert diff <= ATOL
+    assert result.stats["units_sliced"] == 4 and result.stats["shapes_rewritten"] >= 1
+
+
+class FusedParts(nn.Module):
+    """One Linear(4 -> 9) read as parts: `h[..., :3]` (a query), a `chunk` of the next four
+    (gate/up, coupled by their product), and `h[:, 7:]` taken through stack and `unbind`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused, self.head = nn.Linear(4, 9), nn.Linear(3 + 2 + 2, 3)
+
+    def forward(self, x):
+        h = self.fused(x)
+        gate, up = h[:, 3:7].chunk(2, dim=-1)
+        tail = torch.stack([h[:, 7:], h[:, 7:] * 2]).unbind(0)[1]
+        return self.head(torch.cat([torch.relu(h[..., :3]), torch.relu(gate) * up, tail], -1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_parts_taken_by_slicing_chunk_and_unbind_slice_exactly(seed):
+    ir = model_ir(FusedParts(), torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    fused = [g for g in groups_of(ir, "fused") if ir.groups[g].frozen is None]
+    assert len(fused) == 3 + 2  # gate/up rows coupled in pairs; stack (unknown) freezes the tail
+    removed = sorted(torch.randperm(len(fused), generator=torch.Generator().manual_seed(seed))[:3])
+    ir = masked(ir, [fused[int(i)] for i in removed], random_ablation(ir, seed))
+    result, diff = fold_and_slice(ir)
+    assert diff <= ATOL
+    assert result.stats["shapes_rewritten"] >= 1
+    check_weights_fit_inputs(result.ir)
