@@ -27,6 +27,7 @@ from legoc.passes.rewrite.align_channels import DEFAULT_MULTIPLE
 from legoc.passes.search.base import dead_groups
 from legoc.runtime.files import check_not_an_input, check_output_file, output_lock
 from legoc.scoring.budget import Budget
+from legoc.scoring.guard import hold_out
 from legoc.scoring.journal import checkpointed, run_header
 from legoc.scoring.prepare import Prepared, Progress, SplitScore, prepare, score_splits
 from legoc.task.spec import FinetuneSpec, check_seed
@@ -233,6 +234,10 @@ def extract(
         raise TaskNotMet(nothing_removable(prep.ir))
     prep.ir.objective = objective
     spec = prep.task.spec
+    held = None
+    if spec.search.validate_fraction is not None:  # the guard: faithful on both parts
+        held = hold_out(prep, spec.search.validate_fraction, spec.search.seed, guard=True)
+        prep = held.prep
     method = passes or method or spec.search.method
     limit = budget if budget is not None else spec.search.budget
     seed = seed if seed is not None else spec.search.seed
@@ -252,9 +257,14 @@ def extract(
         )
         found.budget["time_limit"] = time_limit
         run.stage = "export"
+        extra = None
+        if held is not None:
+            gap = {"fraction": spec.search.validate_fraction, **held.gap(found.ir.kept)}
+            extra = {"legoc.validate": gap}
         result = _finish(
-            prep, found, method, seed, finetune, output, progress, align_channels, after
+            prep, found, method, seed, finetune, output, progress, align_channels, after, extra
         )
+        result.validate = extra["legoc.validate"] if extra else None
     result.replayed, result.paid = run.replayed, run.paid
     result.seconds = time.perf_counter() - started
     return result
@@ -276,8 +286,10 @@ def _finish(
     progress: Progress | None,
     align_channels: int = DEFAULT_MULTIPLE,
     after: After | None = None,
+    extra: dict | None = None,
 ) -> ExtractResult:
-    """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it."""
+    """Check the rationale meets keep, rewrite it, fine-tune it if asked, export it (with
+    `extra` metadata keys)."""
     spec = prep.task.spec
     progress = progress or (lambda phase, done, total: None)
     timed_out = found.stopped_by == "time-limit"
@@ -305,7 +317,7 @@ def _finish(
         progress("finetune", 1, 1)
     if output is not None:
         progress("export", 0, 1)
-        write_block(prep, built, Path(output), align=align_channels, after=after)
+        write_block(prep, built, Path(output), extra, align=align_channels, after=after)
         progress("export", 1, 1)
     return built.result
 

@@ -227,6 +227,12 @@ def summary_line(result: api.ExtractResult, kept: str, evals: str, retrained: st
         "time-limit": f" (stopped by the time limit, {spent.get('time_limit') or 0:g} s)",
     }.get(spent.get("stopped_by"), "")
     minimal = "proven 1-minimal" if result.one_minimal else "not proven 1-minimal"
+    held = result.validate
+    if held:  # search.validate: the over-fitting gap
+        evals += (
+            f" (search part {held['faithfulness_search']:.3f}, validate "
+            f"{held['faithfulness_validate']:.3f}, gap {held['overfit_gap']:+.3f})"
+        )
     frozen = result.frozen or {}
     if frozen.get("units"):
         minimal += f" | {frozen['units']}/{frozen['in_scope']} units frozen (see inspect)"

@@ -94,15 +94,35 @@ def compare(
         None, min=0.0, help="Override finetune.lr for C (default: the spec's, else 1e-3)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty report folder."),
+    keep: str | None = typer.Option(
+        None,
+        "--keep",
+        help="Keep levels of a size curve, e.g. 0.8,0.9,0.95,0.99 (default: the spec's "
+        "compare.keep, else its keep).",
+    ),
+    scope_sets: str | None = typer.Option(
+        None,
+        "--scope-sets",
+        help="Also run B and C with pruning restricted to each named set of module globs: "
+        "'early=layer.0*,layer.1*;late=layer.5*'.",
+    ),
+    validate: float | None = typer.Option(
+        None,
+        "--validate",
+        help="Hold out this fraction of the search data as `validate`; adds a guarded B that "
+        "must be faithful on both parts, and every B's search-vs-validate gap.",
+    ),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Run A, B and C over seeds; report which case holds where.
 
-    Writes report.md, report.json and a score-vs-params plot per split into the folder."""
+    Writes report.md, report.json and a score-vs-params plot per split into the folder (with
+    several keep levels: score-vs-size curves, crossovers, scope and guard comparisons)."""
     from legoc.experiment.compare import compare as run_compare
     from legoc.experiment.report import results_table, verdict_table
+    from legoc.task.compare_spec import parse_keep_levels, parse_scope_sets
 
     with reporting(debug), progress_reporter(quiet) as progress:
         result = run_compare(
@@ -122,6 +142,9 @@ def compare(
             finetune_lr=finetune_lr,
             force=force,
             progress=progress,
+            keep_levels=parse_keep_levels(keep) if keep is not None else None,
+            scope_sets=parse_scope_sets(scope_sets) if scope_sets is not None else None,
+            validate=validate,
         )
     if as_json:
         typer.echo((Path(result.output) / "report.json").read_text())

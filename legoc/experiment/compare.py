@@ -2,10 +2,12 @@
 
 Per seed s: B searches a rationale with search seed s and exports it; C retrains that block
 (training seed s); A trains a network from scratch sized to that B block (seed s). The full
-model is exported once as a reference row. Every ONNX file is then scored on every split in
-onnxruntime with the task's raw metric (not faithfulness), and per split a verdict says whether
-B >= A (weak case) and B >= A and B >= C (strong case), with "no" and "not significant" as
-valid answers. Nothing is selected on eval splits: they are only scored.
+model is exported once as a reference row. With several keep levels this is done per level
+(a size curve), with scope sets B and C also run with pruning restricted to each set, and with
+`validate` a guarded B too (legoc.experiment.sweep). Every ONNX file is then scored on every
+split in onnxruntime with the task's raw metric (not faithfulness), and per split (and level)
+a verdict says whether B >= A (weak case) and B >= A and B >= C (strong case), with "no" and
+"not significant" as valid answers. Nothing is selected on eval splits: they are only scored.
 
 The output folder is built in a temporary sibling and moved into place when complete, so a
 failed run leaves no partial report.
@@ -20,6 +22,7 @@ import shutil
 import stat
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +33,15 @@ from legoc.errors import LegocError, TaskNotMet
 from legoc.experiment.baseline import DEFAULT_EPOCHS, DEFAULT_LR, input_shapes, train_baseline
 from legoc.experiment.baseline_nets import check_family, choose_family
 from legoc.experiment.report import REPORT_FORMAT, REPORT_MARKER
-from legoc.experiment.result import CompareResult, Run, score_runs, verdicts
+from legoc.experiment.result import PLAIN, CompareResult, Run, score_runs, verdicts
+from legoc.experiment.sweep import (
+    Variant,
+    build_variants,
+    chained_searches,
+    chance_level,
+    layer_shares,
+    size_axis,
+)
 from legoc.export.writer import export_block
 from legoc.ir.masking import masked_model
 from legoc.passes.registry import METHODS, parse_pipeline
@@ -62,11 +73,16 @@ def compare(
     finetune_lr: float | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    keep_levels: list[float] | None = None,
+    scope_sets: dict[str, list[str]] | None = None,
+    validate: float | None = None,
 ) -> CompareResult:
     """Run A, B and C with `seeds` seeds each and write DIR/report.{json,md} and plots.
 
     C retrains with the spec's `finetune` settings (or their defaults); `finetune_epochs` and
-    `finetune_lr` override them for this comparison only."""
+    `finetune_lr` override them for this comparison only. `keep_levels`, `scope_sets` and
+    `validate` override the spec's `compare.keep`, `compare.scope_sets` and `search.validate`.
+    """
     from legoc.experiment.report import write_report
 
     started = time.perf_counter()
@@ -93,6 +109,12 @@ def compare(
         raise LegocError(
             f"--finetune-epochs/--finetune-lr {overrides}: epochs and lr must be > 0"
         ) from None
+    sweep = spec.compare
+    levels = keep_levels or (sweep.keep if sweep and sweep.keep else None) or [spec.keep]
+    scope_sets = scope_sets or (sweep.scope_sets if sweep else None) or {}
+    validate = validate if validate is not None else spec.search.validate_fraction
+    if validate is not None and not 0 < validate < 1:
+        raise LegocError(f"--validate {validate:g}: must be a fraction in (0, 1), e.g. 0.2")
     seed_list = [spec.search.seed + i for i in range(seeds)]
     check_seed(seed_list[-1], f"search.seed {spec.search.seed} + --seeds {seeds} - 1")
     references = {
@@ -110,6 +132,9 @@ def compare(
         "method": method,
         "budget": budget,
         "keep": spec.keep,
+        "keep_levels": sorted(levels, reverse=True),
+        "scope_sets": scope_sets,
+        "validate": validate,
         "seeds": seeds,
         "margin": margin,
         "finetune": {"epochs": finetune.epochs, "lr": finetune.lr},
@@ -121,31 +146,47 @@ def compare(
                 "baseline_lr": None if baseline_lr == DEFAULT_LR else baseline_lr,
                 "finetune_epochs": finetune_epochs,
                 "finetune_lr": finetune_lr,
+                "keep": ",".join(f"{k:g}" for k in keep_levels) if keep_levels else None,
+                "scope_sets": _scope_text(scope_sets) if scope_sets else None,
+                "validate": validate,
             }
         ),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         (staging / "runs").mkdir()
-        total = 1 + 3 * seeds
+        variants = build_variants(prep, scope_sets, validate, spec.search.seed)
+        sweeping = len(levels) > 1 or len(variants) > 1
+        total = 1 + seeds * len(levels) * sum(len(v.options) for v in variants)
         step = _Steps(progress, total)
         runs = [_full_run(prep, staging)]
         step.done()
-        for seed in seed_list:
-            runs += _seed_runs(
-                prep,
-                staging,
-                seed,
-                method,
-                budget,
-                finetune,
-                inputs,
-                family,
-                references,
-                step,
-                baseline_epochs,
-                baseline_lr,
-            )
+        sizes = {name: space.size for name, space in prep.ir.spaces.items()}
+        for variant in variants:
+            for seed in seed_list:
+                for level in chained_searches(
+                    variant,
+                    levels,
+                    seed,
+                    method,
+                    budget,
+                    _search_progress(step, variant, seed, sweeping),
+                ):
+                    runs += _seed_runs(
+                        level.prep,
+                        staging,
+                        seed,
+                        method,
+                        level,
+                        finetune,
+                        inputs,
+                        family,
+                        references,
+                        step,
+                        baseline_epochs,
+                        baseline_lr,
+                        _Cell(variant, level.keep, sizes, sweeping),
+                    )
         paths = prep.task.split_paths()
         score_runs(staging, prep.input_names, paths, prep.metric.name, runs)
         result = CompareResult(
@@ -158,10 +199,14 @@ def compare(
             runs=runs,
             verdicts=[],
             output=str(output),
+            levels=sorted(levels, reverse=True),
+            variants=[v.name for v in variants],
+            chance=_chance(prep),
+            size_axis=size_axis(prep.loaded.module),
         )
         if not result.ok_runs("B"):
             raise TaskNotMet(
-                f"no seed's rationale reaches keep={spec.keep} within search.budget={budget}; "
+                f"no seed's rationale reaches keep={min(levels)} within search.budget={budget}; "
                 "nothing to compare (lower keep or raise the budget)"
             )
         result.verdicts = verdicts(result, margin)
@@ -201,74 +246,120 @@ class _Steps:
         self.report(None)
 
 
-def _seed_runs(
-    prep, staging, seed, method, budget, finetune, inputs, family, references, step, epochs, lr
-) -> list[Run]:
-    """B, then C from B's block, then A sized to B's block, for one seed."""
-    runs = []
-    started = time.perf_counter()
+@dataclass
+class _Cell:
+    """Where a seed's runs sit: the variant, the keep level, and how files are named."""
 
-    def search_progress(stage: str, done: int, total: int) -> None:
+    variant: Variant
+    keep: float
+    sizes: dict[str, int]  # every prunable module's unit count (for per-layer shares)
+    sweeping: bool  # several levels or variants: file names carry them
+
+    def path(self, option: str, seed: int) -> str:
+        if not self.sweeping:
+            return f"runs/{option}-seed{seed}.onnx"
+        variant = "" if self.variant.name == PLAIN else f"{self.variant.name}-"
+        return f"runs/{option}-{variant}keep{self.keep:g}-seed{seed}.onnx"
+
+    def run(self, option: str, seed: int, path: str | None, **fields) -> Run:
+        return Run(option, seed, path, keep=self.keep, variant=self.variant.name, **fields)
+
+
+def _search_progress(step: _Steps, variant: Variant, seed: int, sweeping: bool):
+    def report(keep: float, stage: str, done: int, total: int) -> None:
         if step.progress is not None:
-            step.progress(f"B seed {seed}: {stage}", done, total)
+            where = "" if variant.name == PLAIN else f" {variant.name}"
+            where += f" keep {keep:g}" if sweeping else ""
+            step.progress(f"B{where} seed {seed}: {stage}", done, total)
 
-    found = api.search_rationale(prep, method, budget, seed, search_progress)
-    if found.faithfulness < prep.task.spec.keep:
+    return report
+
+
+def _seed_runs(
+    prep, staging, seed, method, level, finetune, inputs, family, references, step, epochs, lr, cell
+) -> list[Run]:
+    """B from what the search found, then C from B's block, then A sized to B's block, for
+    one seed at one keep level (the options its variant runs)."""
+    options, found = cell.variant.options, level.found
+    keep = prep.task.spec.keep
+    if found.faithfulness < keep:
         note = f"keep not met (faithfulness {found.faithfulness:.4f})"
-        step.count += 3
+        step.count += len(options)
         step.report(None)
-        return [Run(o, seed, None, status=note) for o in ("B", "C", "A")]
+        return [cell.run(o, seed, None, status=note) for o in options]
+    started = time.perf_counter()
     built = api.build_block(prep, found, method, seed)
-    path_b = f"runs/B-seed{seed}.onnx"
+    gap = cell.variant.gap(found.ir.kept)
+    tag = {"option": "B", "seed": seed, "keep": keep, "variant": cell.variant.name, **gap}
+    path_b = cell.path("B", seed)
     # sliced as searched (align=0): the report compares models' sizes, not runtime layouts
-    api.write_block(
-        prep, built, staging / path_b, {"legoc.compare": {"option": "B", "seed": seed}}, align=0
-    )
-    details_b = {"faithfulness": found.faithfulness, "evaluations": found.evaluations}
-    runs.append(Run("B", seed, path_b, seconds=time.perf_counter() - started, details=details_b))
+    api.write_block(prep, built, staging / path_b, {"legoc.compare": tag}, align=0)
+    details_b = {
+        "faithfulness": found.faithfulness,
+        "evaluations": found.evaluations,
+        "started_from_kept": level.started_from,
+        "search_seconds": level.seconds,
+        "kept_share": layer_shares(found.ir.kept, cell.sizes),
+        **gap,
+    }
+    seconds = time.perf_counter() - started + level.seconds  # the search, then the export
+    runs = [cell.run("B", seed, path_b, seconds=seconds, details=details_b)]
     step.done()
 
-    started = time.perf_counter()
-    step.report(f"C seed {seed}: retrain")
-    tuned = api.finetune_block(prep, built, finetune, seed)
-    path_c = f"runs/C-seed{seed}.onnx"
-    api.write_block(
-        prep, tuned, staging / path_c, {"legoc.compare": {"option": "C", "seed": seed}}, align=0
-    )
-    runs.append(
-        Run("C", seed, path_c, seconds=time.perf_counter() - started, details=tuned.result.training)
-    )
-    step.done()
+    if "C" in options:
+        started = time.perf_counter()
+        step.report(f"C seed {seed}: retrain")
+        tuned = api.finetune_block(prep, built, finetune, seed)
+        path_c = cell.path("C", seed)
+        tag_c = {**tag, "option": "C"}
+        api.write_block(prep, tuned, staging / path_c, {"legoc.compare": tag_c}, align=0)
+        details_c = {**tuned.result.training, "kept_share": details_b["kept_share"]}
+        runs.append(
+            cell.run("C", seed, path_c, seconds=time.perf_counter() - started, details=details_c)
+        )
+        step.done()
 
-    started = time.perf_counter()
-    step.report(f"A seed {seed}: train")
-    target = Block.load(staging / path_b).rationale_params()
-    path_a = f"runs/A-seed{seed}.onnx"
-    metadata = {
-        **_common_metadata(prep),
-        "legoc.compare": {"option": "A", "seed": seed, "like": path_b},
-    }
-    config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
-    trained = train_baseline(
-        family,
-        inputs,
-        target,
-        prep.splits,
-        prep.metric,
-        config,
-        references,
-        staging / path_a,
-        metadata,
-    )
-    details_a = {
-        "family": family,
-        "width": trained.width,
-        "target_params": target,
-        **trained.training,
-    }
-    runs.append(Run("A", seed, path_a, seconds=time.perf_counter() - started, details=details_a))
-    step.done()
+    if "A" in options:
+        started = time.perf_counter()
+        step.report(f"A seed {seed}: train")
+        target = Block.load(staging / path_b).rationale_params()
+        path_a = cell.path("A", seed)
+        metadata = {
+            **_common_metadata(prep),
+            "legoc.compare": {"option": "A", "seed": seed, "keep": keep, "like": path_b},
+        }
+        config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+        trained = train_baseline(
+            family,
+            inputs,
+            target,
+            prep.splits,
+            prep.metric,
+            config,
+            references,
+            staging / path_a,
+            metadata,
+        )
+        details_a = {
+            "family": family,
+            "width": trained.width,
+            "target_params": target,
+            **trained.training,
+        }
+        runs.append(
+            cell.run("A", seed, path_a, seconds=time.perf_counter() - started, details=details_a)
+        )
+        step.done()
     return runs
+
+
+def _chance(prep: api.Prepared) -> dict[str, float]:
+    levels = {name: chance_level(prep.metric.name, split.y) for name, split in prep.splits.items()}
+    return {name: level for name, level in levels.items() if level is not None}
+
+
+def _scope_text(sets: dict[str, list[str]]) -> str:
+    return ";".join(f"{name}={','.join(globs)}" for name, globs in sets.items())
 
 
 def _full_run(prep: api.Prepared, staging: Path) -> Run:

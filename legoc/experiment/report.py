@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+from legoc.experiment import sweep_report
 from legoc.experiment.result import CompareResult
 from legoc.experiment.verdict import describe_method
 
@@ -22,8 +23,14 @@ MARKERS = {"full": "*", "A": "o", "B": "s", "C": "^"}
 
 
 def write_report(folder: Path, result: CompareResult) -> list[Path]:
-    """Write report.json, report.md and score_vs_params_<split>.png into `folder`."""
-    plots = [_plot(folder, result, split) for split in result.splits]
+    """Write report.json, report.md and score_vs_params_<split>.png into `folder` (and, for a
+    size curve, curve_<axis>_<split>.png)."""
+    sweep = sweep_report.is_sweep(result)
+    plots = (
+        sweep_report.plots(folder, result)
+        if sweep
+        else [_plot(folder, result, split) for split in result.splits]
+    )
     payload = {
         REPORT_MARKER: REPORT_FORMAT,
         "task": result.task,
@@ -39,6 +46,8 @@ def write_report(folder: Path, result: CompareResult) -> list[Path]:
         "plots": [p.name for p in plots],
         "seconds": round(result.seconds, 1),
     }
+    if sweep:
+        payload["sweep"] = sweep_report.payload(result)
     (folder / "report.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     (folder / "report.md").write_text(markdown(result, plots))
     return [folder / "report.json", folder / "report.md", *plots]
@@ -56,7 +65,10 @@ def command_line(result: CompareResult) -> str:
     if s["margin"]:
         parts += ["--margin", str(s["margin"])]
     for option, value in s.get("overrides", {}).items():
-        parts += [f"--{option.replace('_', '-')}", str(value)]
+        parts += [
+            f"--{option.replace('_', '-')}",
+            f"{value:g}" if isinstance(value, float) else str(value),
+        ]
     parts += ["-o", Path(result.output).name]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -76,11 +88,31 @@ def _signed(value: float) -> str:
 
 
 def results_table(result: CompareResult) -> str:
-    """The markdown table of params, MACs and score per split (mean ± std over seeds)."""
+    """The markdown table of params, MACs and score per split (mean ± std over seeds), per
+    keep level and variant when there are several."""
     head = ["option", "runs", "params", "MACs / example", *result.splits]
+    cells_of = [(None, None)]
+    if sweep_report.is_sweep(result):
+        head = ["keep", "variant", *head]
+        cells_of = [(k, v) for v in result.variants for k in result.levels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in result.table():
+    rows = [
+        row
+        for keep, variant in cells_of
+        for row in result.table(keep, variant)
+        if keep is None or row["option"] != "full" or (keep, variant) == cells_of[0]
+    ]
+    for row in rows:
+        where = (
+            []
+            if cells_of == [(None, None)]
+            else [
+                "" if row["option"] == "full" else f"{row['keep']:g}",
+                "" if row["option"] == "full" else row["variant"],
+            ]
+        )
         cells = [
+            *where,
             LABELS[row["option"]],
             str(row["runs"]),
             _fmt_count(row["params"]),
@@ -92,7 +124,9 @@ def results_table(result: CompareResult) -> str:
 
 
 def verdict_table(result: CompareResult) -> str:
+    levels = len(result.levels) > 1
     head = [
+        *(["keep"] if levels else []),
         "split",
         "weak case: B ≥ A",
         "strong case: B ≥ A and B ≥ C",
@@ -103,6 +137,7 @@ def verdict_table(result: CompareResult) -> str:
     for v in result.verdicts:
         split = f"{v.split} (seen in training)" if v.split == "search" else v.split
         cells = [
+            *([f"{v.keep:g}"] if levels else []),
             split,
             f"**{v.weak}**",
             f"**{v.strong}**",
@@ -164,6 +199,8 @@ def markdown(result: CompareResult, plots: list[Path]) -> str:
         _runs_table(result),
         "",
     ]
+    if sweep_report.is_sweep(result):
+        text += sweep_report.markdown(result, plots)
     text += _training_notes(result)
     if failed:
         text += [f"{len(failed)} run(s) produced no block: see the status column.", ""]
@@ -188,11 +225,17 @@ def _training_notes(result: CompareResult) -> list[str]:
 
 
 def _runs_table(result: CompareResult) -> str:
+    sweep = sweep_report.is_sweep(result)
     head = ["option", "seed", "status", "params", "MACs", *result.splits, "file"]
+    head = ["keep", "variant", *head] if sweep else head
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in result.runs:
         scores = [f"{run.scores[s]:.4f}" if s in run.scores else "" for s in result.splits]
+        where = ["" if run.keep is None else f"{run.keep:g}", run.variant] if sweep else []
+        if run.option == "full" and sweep:
+            where = ["", ""]
         cells = [
+            *where,
             run.option,
             "" if run.seed is None else str(run.seed),
             run.status,

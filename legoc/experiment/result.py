@@ -15,6 +15,7 @@ from legoc.runtime.flops import macs_per_example
 from legoc.runtime.scores import load_split, logits_of, metric_rows
 
 OPTIONS = ("A", "B", "C")
+PLAIN = "plain"  # the variant searched with the spec's scope and no guard
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Run:
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
     rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # per-row scores
+    keep: float | None = None  # the keep level B was searched at (A and C: their B's)
+    variant: str = PLAIN  # plain, guard, or a scope set's name
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -45,10 +48,12 @@ class SplitVerdict:
     b_vs_c: Comparison
     weak: str
     strong: str
+    keep: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "split": self.split,
+            "keep": self.keep,
             "weak": self.weak,
             "strong": self.strong,
             "b_vs_a": self.b_vs_a.to_dict(),
@@ -68,20 +73,36 @@ class CompareResult:
     verdicts: list[SplitVerdict]
     output: str
     seconds: float = 0.0
+    levels: list[float] = field(default_factory=list)  # keep levels, strictest first
+    variants: list[str] = field(default_factory=lambda: [PLAIN])
+    chance: dict[str, float] = field(default_factory=dict)  # per split, where the metric has one
+    size_axis: str = "params"  # what the curves' crossovers are measured in (params or macs)
 
-    def ok_runs(self, option: str) -> list[Run]:
-        return [r for r in self.runs if r.option == option and r.status == "ok"]
+    def ok_runs(
+        self, option: str, keep: float | None = None, variant: str | None = None
+    ) -> list[Run]:
+        """The runs with a block of `option` (at `keep`, of `variant`, when given)."""
+        return [
+            r
+            for r in self.runs
+            if r.option == option
+            and r.status == "ok"
+            and (keep is None or r.option == "full" or r.keep == keep)
+            and (variant is None or r.option == "full" or r.variant == variant)
+        ]
 
-    def table(self) -> list[dict]:
+    def table(self, keep: float | None = None, variant: str | None = None) -> list[dict]:
         """Per option: params, MACs and each split's score as (mean, std) over seeds."""
         rows = []
         for option in ("full", *OPTIONS):
-            runs = self.ok_runs(option)
+            runs = self.ok_runs(option, keep, variant)
             if not runs:
                 continue
             rows.append(
                 {
                     "option": option,
+                    "keep": keep,
+                    "variant": variant,
                     "runs": len(runs),
                     "params": mean_std([r.params for r in runs]),
                     "macs": mean_std([r.macs for r in runs]),
@@ -92,14 +113,20 @@ class CompareResult:
 
 
 def verdicts(result: CompareResult, margin: float) -> list[SplitVerdict]:
-    """Weak and strong case per split from the runs' per-row scores."""
+    """Weak and strong case per split and keep level from the plain variant's per-row scores
+    (a level where no seed's rationale met keep has none)."""
     out = []
-    for split in result.splits:
-        rows = {o: np.stack([r.rows[split] for r in result.ok_runs(o)]) for o in OPTIONS}
-        higher = result.higher_is_better
-        b_vs_a = compare_options("B", "A", rows["B"], rows["A"], higher, margin)
-        b_vs_c = compare_options("B", "C", rows["B"], rows["C"], higher, margin)
-        out.append(SplitVerdict(split, b_vs_a, b_vs_c, b_vs_a.answer, strong_case(b_vs_a, b_vs_c)))
+    for keep in result.levels or [None]:
+        runs = {o: result.ok_runs(o, keep, PLAIN) for o in OPTIONS}
+        if not all(runs.values()):
+            continue
+        for split in result.splits:
+            rows = {o: np.stack([r.rows[split] for r in runs[o]]) for o in OPTIONS}
+            higher = result.higher_is_better
+            b_vs_a = compare_options("B", "A", rows["B"], rows["A"], higher, margin)
+            b_vs_c = compare_options("B", "C", rows["B"], rows["C"], higher, margin)
+            strong = strong_case(b_vs_a, b_vs_c)
+            out.append(SplitVerdict(split, b_vs_a, b_vs_c, b_vs_a.answer, strong, keep))
     return out
 
 

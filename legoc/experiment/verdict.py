@@ -111,6 +111,22 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
+def row_weights(n_rows: int, size: int, rng) -> np.ndarray:
+    """(size, n_rows) bootstrap weights of rows (each replicate's resampled share of a row)."""
+    return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=size) / n_rows
+
+
+def replicate_means(runs: np.ndarray, weights: np.ndarray, rng) -> np.ndarray:
+    """Per replicate, the mean of `runs` (runs, rows) over seeds resampled (rescaled, as the
+    comparisons do) and rows weighted by `weights` (replicates, rows): a mean's bootstrap."""
+    runs = _rescaled(_as_runs(runs))
+    out = np.empty(weights.shape[0])
+    for start in range(0, weights.shape[0], _CHUNK):
+        chunk = weights[start : start + _CHUNK]
+        out[start : start + len(chunk)] = (_seed_means(runs, len(chunk), rng) * chunk).sum(1)
+    return out
+
+
 def _as_runs(rows: np.ndarray) -> np.ndarray:
     array = np.asarray(rows, dtype=np.float64)
     if array.ndim == 1:
@@ -137,7 +153,7 @@ def _bootstrap(b: np.ndarray, a: np.ndarray, replicates: int, rng) -> np.ndarray
     out = np.empty(replicates)
     for start in range(0, replicates, _CHUNK):
         size = min(_CHUNK, replicates - start)
-        rows = rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=size) / n_rows
+        rows = row_weights(n_rows, size, rng)
         out[start : start + size] = (_seed_means(b, size, rng) * rows).sum(1) - (
             _seed_means(a, size, rng) * rows
         ).sum(1)

@@ -28,6 +28,7 @@ class ExtractResult:
     passes: list[tuple[str, dict]] = field(default_factory=list)
     training: dict | None = None
     layout: dict | None = None  # what align-channels padded (legoc.layout)
+    validate: dict | None = None  # search.validate: faithfulness on both parts and their gap
     trace: list[dict] = field(default_factory=list, repr=False)
     replayed: int = 0  # evaluations answered from a checkpoint (--resume)
     paid: int = 0  # evaluations that ran the model
@@ -67,6 +68,7 @@ class ExtractResult:
             "passes": {name: stats for name, stats in self.passes},
             "training": self.training,
             "layout": self.layout,
+            "validate": self.validate,
         }
 
 

@@ -69,6 +69,20 @@ def units_per_layer(block: Block) -> list[tuple[str, int, int]]:
     return rows
 
 
+def _gap_rows(block: Block) -> list[tuple[str, str]]:
+    """The search-vs-validate faithfulness gap (search.validate, or a compare run's B)."""
+    held = block.meta_dict("legoc.validate") or block.meta_dict("legoc.compare")
+    if not isinstance(held.get("overfit_gap"), (int, float)):
+        return []
+    return [
+        (
+            "over-fitting gap",
+            f"{held['overfit_gap']:+.4f} (faithfulness {held['faithfulness_search']:.4f} on the "
+            f"search part, {held['faithfulness_validate']:.4f} on the held-out validate part)",
+        )
+    ]
+
+
 def _rationale_keys(block: Block) -> list[tuple[str, str]]:
     keys = []
     for key in sorted(block.metadata):
@@ -135,6 +149,7 @@ def card_sections(block: Block, path: Path) -> list[Section]:
         )
     if "faithfulness" in rationale:
         sizes.append(("faithfulness on search", f"{rationale['faithfulness']:.4f}"))
+    sizes += _gap_rows(block)
     interface = [("input", t.name, t.describe()) for t in block.inputs] + [
         ("output", t.name, t.describe()) for t in block.outputs
     ]

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from legoc.errors import LegocError
+from legoc.task.compare_spec import CompareSpec
 from legoc.task.data import Split, data_keys, load_split  # noqa: F401 - re-exported
 
 SEARCH_METHODS = ("auto", "mcts", "greedy", "mask", "attribution")
@@ -72,6 +73,10 @@ class DataSpec(_Strict):
 
 
 class SearchSpec(_Strict):
+    # `validate` is spelled validate_fraction in Python (BaseModel.validate exists); dumps
+    # write the spec's spelling so they validate again
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, serialize_by_alias=True)
+
     method: Literal["auto", "mcts", "greedy", "mask", "attribution"] = Field(
         "auto", description="Search method (auto: learned masks, then a 1-minimality sweep)."
     )
@@ -80,6 +85,15 @@ class SearchSpec(_Strict):
         0,
         description="Seed of the search's random choices, in [0, 2**63).",
         json_schema_extra={"minimum": 0, "exclusiveMaximum": 2**63},  # see _seed_in_range
+    )
+    validate_fraction: float | None = Field(
+        None,
+        alias="validate",  # `validate` itself would shadow pydantic's BaseModel.validate
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Hold out this seeded fraction of the search data as `validate` and accept "
+        "a candidate only if it is faithful on both parts (the over-fitting guard).",
     )
 
     @field_validator("seed")
@@ -139,6 +153,9 @@ class TaskSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec, description="Search settings.")
     finetune: FinetuneSpec | None = Field(
         None, description="Retrain the extracted block's weights on search data (option C)."
+    )
+    compare: CompareSpec | None = Field(
+        None, description="Settings of `legoc compare` only: keep levels and scope sets."
     )
 
     @field_validator("keep")
@@ -222,6 +239,8 @@ def _format_error(error: dict) -> str:
         return f"{loc}: required key is missing"
     if kind == "greater_than":
         return f"{loc}: must be > {error['ctx']['gt']}"
+    if kind == "less_than":
+        return f"{loc}: must be < {error['ctx']['lt']}"
     if kind == "finite_number":
         return f"{loc}: must be a finite number"
     if kind == "literal_error":

@@ -104,7 +104,7 @@ def test_report_md_states_table_verdicts_and_method(tiny_compare):
 def test_b_metadata_names_its_option_and_seed(tiny_compare):
     _, out, _ = tiny_compare
     meta = Block.load(out / "runs" / "B-seed1.onnx").meta("legoc.compare")
-    assert meta == {"option": "B", "seed": 1}
+    assert meta == {"option": "B", "seed": 1, "keep": 0.9, "variant": "plain"}
     assert Block.load(out / "runs" / "C-seed1.onnx").meta("legoc.training")["seed"] == 1
     assert Block.load(out / "runs" / "A-seed0.onnx").meta("legoc.baseline")["family"] == "cnn"
 
