@@ -200,12 +200,17 @@ class SliceUnits:
         if not isinstance(size, (int, torch.fx.Node)) or size == -1:
             return 0
         out_shape = node.meta["legoc.shape"]
+        in_shape, traced = shape_of(node.args[0]), shape_of(node)
+        same_before = bool(in_shape and traced) and (
+            list(in_shape[: layout.axis]) == list(traced[: layout.axis])
+        )
         for i, value in enumerate(shape_args):
             if value == -1 and i != layout.axis:
-                if out_shape[i] != "N":
+                if out_shape[i] != "N" and not (i < layout.axis and same_before):
                     shape_args[i] = out_shape[i]
                     continue
-                with gm.graph.inserting_before(node):  # the batch: read it at run time
+                # the batch, or a dim the input shares (tokens): read it at run time
+                with gm.graph.inserting_before(node):
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
         set_shape_args(node, shape_args)
