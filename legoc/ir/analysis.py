@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from legoc.ir import ops
 from legoc.ir.cost import output_positions, unit_costs
 from legoc.ir.graph import get_attr_tensor, is_param, module_name_of, op_name, shape_of
 from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported
@@ -197,9 +198,10 @@ class Propagation:
     def run(self) -> None:
         for node in self.gm.graph.nodes:
             self.current = node
-            # a size read (x.size(1), token_constant...) sees the input's shape, not its values:
-            # positions computed from it (RoPE's cos/sin over arange(T)) are no row's data
-            reads_values = classify(self.gm, node) != "size"
+            reads_values = not (
+                node.op == "call_function"
+                and node.target in (ops.constant_channel_conv, ops.token_constant)
+            ) and not reads_only_shape(node)
             if node.op == "placeholder" or (
                 reads_values and any(a.name in self.input_dependent for a in node.all_input_nodes)
             ):
@@ -241,6 +243,19 @@ def _weight_uses(gm: torch.fx.GraphModule) -> dict[int, list[str]]:
             for tensor in gm.get_submodule(node.target).parameters():
                 uses.setdefault(id(tensor), []).append(node.name)
     return uses
+
+
+def reads_only_shape(node: Node) -> bool:
+    """`x.size(1)`, `x.dim()`, `x.shape`, aten.sym_size: the value depends on the input's shape,
+    never on its values (RoPE's positions under a dynamic token axis), so what is computed from
+    it is a constant at each length, not an input-dependent tensor."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    if node.op != "call_function":
+        return False
+    if node.target is getattr:
+        return len(node.args) > 1 and node.args[1] == "shape"
+    return node.target in (torch.ops.aten.sym_size.int, torch.ops.aten.sym_size.default)
 
 
 def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysis:

@@ -10,15 +10,6 @@ from torch import nn
 from legoc.ir.tokens import positional
 
 
-def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
-    """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
-    exporter runs the graph (the aten overload would bake in the example's token count, e.g.
-    `position_ids[:, :tokens]`). Lowering writes it for aten.slice; the analysis reads it
-    as a slice (handlers/slicing)."""
-    dim = dim % x.dim()
-    return x[(slice(None),) * dim + (slice(start, end, step),)]
-
-
 @torch.fx.wrap
 def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
     """The task's outputs, in the spec's order, from the model's last dim."""
@@ -249,3 +240,11 @@ def carried_norm(
             carriers.append(-mean * rstd)
         carriers.append(torch.ones_like(rstd))
     return torch.cat([y, *(c.expand(*y.shape[:-1], c.shape[-1]) for c in carriers)], dim=-1)
+
+
+def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
+    """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
+    exporter runs the graph (the aten overload would bake in the example's token count, e.g.
+    `position_ids[:, :tokens]`)."""
+    dim = dim % x.dim()
+    return x[(slice(None),) * dim + (slice(start, end, step),)]

@@ -152,8 +152,7 @@ KINDS: dict[str, Ops] = {
         functions=[torch.split, torch.chunk, torch.unbind, aten.chunk.default, aten.unbind.int],
         methods=["split", "chunk", "unbind"],
     ),
-    # getitem's slices go to "getitem"
-    "slice": _ops(functions=[aten.slice.Tensor, ops.slice_axis]),
+    "slice": _ops(functions=[aten.slice.Tensor, ops.slice_axis]),  # getitem slices: "getitem"
     "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
     "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
     # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)

@@ -200,16 +200,14 @@ class SliceUnits:
         if not isinstance(size, (int, torch.fx.Node)) or size == -1:
             return 0
         out_shape = node.meta["legoc.shape"]
-        in_shape, traced = shape_of(node.args[0]), shape_of(node)
-        same_before = bool(in_shape and traced) and (
-            list(in_shape[: layout.axis]) == list(traced[: layout.axis])
-        )
+        in_shape = node.args[0].meta.get("legoc.shape", ())
         for i, value in enumerate(shape_args):
             if value == -1 and i != layout.axis:
-                if out_shape[i] != "N" and not (i < layout.axis and same_before):
+                # the batch, or a dim the reshape keeps from its input (a dynamic token axis
+                # among them): read it at run time; anything else had one traced value
+                if out_shape[i] != "N" and tuple(in_shape[: i + 1]) != tuple(out_shape[: i + 1]):
                     shape_args[i] = out_shape[i]
                     continue
-                # the batch, or a dim the input shares (tokens): read it at run time
                 with gm.graph.inserting_before(node):
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
         shape_args[layout.axis] = -1
