@@ -26,6 +26,7 @@ from torch import nn
 from legoc.errors import LegocError
 from legoc.frontend.capture import capture, prefers_export
 from legoc.frontend.hf import is_hf_folder, load_hf_folder
+from legoc.frontend.identities import drop_identities
 from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
 from legoc.runtime.files import sha256_file
 
@@ -353,6 +354,7 @@ def trace(
             "flow from forward (or move that part into a function marked with torch.fx.wrap)"
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
+    drop_identities(gm)
     gm.graph.eliminate_dead_code()
     fuse_rms_norm(gm)
     gm.recompile()

@@ -28,12 +28,20 @@ from legoc.ir.handlers.attention_scores import Scores, score_op
 from legoc.ir.units import (
     Analysis,
     ChannelParam,
+    ChannelPermutation,
     ConsumerUse,
     Group,
     Layout,
     UnitSpace,
 )
-from legoc.ir.vocabulary import CONV_OPS, LINEAR_OPS, bias_target, classify, producer_kind
+from legoc.ir.vocabulary import (
+    CONV_OPS,
+    LINEAR_OPS,
+    bias_target,
+    classify,
+    conv_groups,
+    producer_kind,
+)
 
 # names other stages import from here
 __all__ = [
@@ -97,8 +105,9 @@ class Propagation:
                 if is_param(gm, weight_target)
                 else (get_attr_tensor(gm, weight_target).shape[0])
             )
+            groups = conv_groups(node) if kind.startswith("grouped_") else 1
             self.spaces[name] = UnitSpace(
-                name, node.name, kind, size, offset, weight_target, bias_target(node)
+                name, node.name, kind, size, offset, weight_target, bias_target(node), groups
             )
             offset += size
         self.n_units = offset
@@ -116,6 +125,8 @@ class Propagation:
         self.splits: list[str] = []
         self.split_parts: dict[str, tuple[int, list[np.ndarray]]] = {}  # split -> axis, parts
         self.input_dependent: set[str] = set()
+        self.permutations: list[ChannelPermutation] = []
+        self.forwarded: dict[str, Layout] = {}  # a layout decided ahead (end of a shuffle)
         self.scores: dict[str, Scores] = {}  # attention scores: their heads (attention_scores)
         self.normed: dict[str, str] = {}  # node -> the norm over units whose output it carries
         self.norm_readers: dict[str, str] = {}  # Linear/Conv node -> the norm it reads
@@ -208,6 +219,8 @@ class Propagation:
         self.current = None
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
+        if node.name in self.forwarded:
+            return self.forwarded.pop(node.name)
         if self.scores and any(a.name in self.scores for a in node.all_input_nodes):
             return score_op(self, node, tracked)
         kind = classify(self.gm, node)
@@ -259,13 +272,12 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
     for u in range(n):
         by_root.setdefault(int(roots[u]), []).append(u)
     spaces = sorted(walk.spaces.values(), key=lambda s: s.offset)
-    starts = np.array([s.offset for s in spaces], dtype=np.int64)
-    space_of = np.searchsorted(starts, np.arange(n), side="right") - 1  # a lookup, not a scan
+    offsets = np.array([s.offset for s in spaces], dtype=np.int64)
     for root in sorted(by_root):
         units = by_root[root]
         members = []
-        for u in units:
-            space = spaces[space_of[u]]
+        for u in units:  # the space holding u: the last one starting at or before it
+            space = spaces[int(np.searchsorted(offsets, u, side="right")) - 1]
             members.append((space.name, u - space.offset))
         reasons = sorted({walk.frozen[u] for u in units if u in walk.frozen})
         frozen_at = next(
@@ -294,5 +306,6 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         unit_group,
         walk.reshapes,
         walk.splits,
+        walk.permutations,
         norm_readers=walk.norm_readers,
     )

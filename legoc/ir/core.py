@@ -208,9 +208,10 @@ class IR:
             total -= weight.numel() - rows * cols * per_entry
             if space.bias:
                 total -= weight.shape[0] - rows
+        producers = {s.node for s in a.spaces.values()}
         for use in a.consumers:  # readers that are not producers themselves
             node = nodes[use.node]
-            if any(s.node == use.node for s in a.spaces.values()):
+            if use.node in producers:
                 continue
             weight = get_attr_tensor(self.gm, node.args[1].target)
             total -= (weight.shape[1] - kept_slots(use.ids)) * (weight.numel() // weight.shape[1])

@@ -26,11 +26,12 @@ class UnitSpace:
 
     name: str
     node: str
-    kind: str  # linear | conv1d | conv2d
+    kind: str  # linear | conv1d | conv2d | grouped_conv1d | grouped_conv2d
     size: int
     offset: int  # first global unit id
     weight: str  # get_attr target of the weight
     bias: str | None
+    groups: int = 1  # a grouped conv's groups: its units go a whole group at a time
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,18 @@ class ChannelParam:
     target: str
     user: str
     dim: int
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChannelPermutation:
+    """Nodes `first`..`last` only reorder the unit axis (a channel shuffle): output slot k holds
+    input slot `order[k]`; `ids` is the input's layout. Slicing replaces them by one gather."""
+
+    first: str
+    last: str
+    axis: int
+    order: np.ndarray
     ids: np.ndarray
 
 
@@ -75,6 +88,7 @@ class Analysis:
     unit_group: np.ndarray  # global unit id -> group index
     reshapes: list[str] = field(default_factory=list)  # view/reshape nodes on unit paths
     splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
+    permutations: list[ChannelPermutation] = field(default_factory=list)
     norm_readers: dict[str, str] = field(default_factory=dict)  # Linear/Conv -> norm it reads
 
     def space_of(self, unit_id: int) -> tuple[str, int]:

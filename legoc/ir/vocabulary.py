@@ -174,7 +174,9 @@ _MODULES = [(types, kind) for kind, o in KINDS.items() for types in [o.modules] 
 
 
 def producer_kind(gm: torch.fx.GraphModule, node: Node) -> str | None:
-    """'linear'/'conv1d'/'conv2d' when `node` applies a parameter weight we can slice."""
+    """'linear'/'conv1d'/'conv2d' when `node` applies a parameter weight we can slice;
+    'grouped_conv1d'/'grouped_conv2d' for a grouped (e.g. depthwise) conv, whose units are
+    removed a whole group at a time together with the input channels the group reads."""
     if node.op != "call_function" or len(node.args) < 2:
         return None
     weight = node.args[1]
@@ -182,15 +184,16 @@ def producer_kind(gm: torch.fx.GraphModule, node: Node) -> str | None:
         return None
     if node.target in LINEAR_OPS:
         return "linear"
-    if node.target in CONV_OPS and conv_groups(node) == 1:
-        return f"conv{CONV_OPS[node.target]}d"
+    if node.target in CONV_OPS:
+        grouped = "grouped_" if conv_groups(node) != 1 else ""
+        return f"{grouped}conv{CONV_OPS[node.target]}d"
     return None
 
 
 def conv_groups(node: Node) -> int:
     if len(node.args) > 6:
-        return node.args[6]
-    return node.kwargs.get("groups", 1)
+        return int(node.args[6])
+    return int(node.kwargs.get("groups", 1))
 
 
 def bias_target(node: Node) -> str | None:

@@ -368,3 +368,45 @@ def test_after_an_attribution_the_rows_it_finds_hardest_are_scored_first():
     assert read["ordered"][1] == read["plain"][1]
     assert any(ok for ok, _ in read["plain"][1]) and not all(ok for ok, _ in read["plain"][1])
     assert read["ordered"][0] < 0.8 * read["plain"][0]
+
+
+def test_attribution_on_a_stand_in_with_every_unit_removed_scores_zero():
+    """When the emptied model already meets keep, minimize ranks an all-removed mask on its
+    sliced stand-in, whose output no kept unit reaches: every attribution is 0, no backward
+    through a graph without gradients (GoogLeNet, MobileNetV2 crashed; issue 15)."""
+    model = trained_model("cnn")
+    data = labelled_data("cnn", 32, seed=5)
+    ir = build_ir(trace(model, ["x"]), ["x"], {"x": data["x"][:2]})
+    scorer = Scorer(ir, Split("search", {"x": data["x"]}, data["y"]), METRICS["accuracy"])
+    empty = ir.mask_for(ir.removable_groups())
+    base = scorer.stand_in(empty)
+    scores = scorer.attribution(empty, base=base)
+    assert set(scores) == set(ir.spaces)
+    assert all(not values.any() for values in scores.values())
+
+
+def test_prefix_cache_carries_values_that_cross_several_cuts():
+    """A dense block reads the stem's output after every later layer's cut: a pass from a
+    cached cut hands it on to the cuts after it (it was lost: KeyError on DenseNet-121)."""
+    import legoc.scoring.scorer as scoring
+    from tests.ir.zoo.blocks import make_block_net
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 8, 8, generator=gen)
+    y = torch.randint(0, 4, (64,), generator=gen)
+    ir = build_ir(trace(make_block_net("densenet"), ["x"]), ["x"], {"x": x[:2]})
+
+    def sweep_scores() -> tuple[list[float], int]:
+        scorer = Scorer(ir, Split("search", {"x": x}, y), METRICS["kl"])
+        masks = [ir.mask_for([g]) for g in ir.removable_groups()[::-5]]
+        return [scorer.score(m, count=False) for m in masks], scorer.prefix_stats["hits"]
+
+    got, hits = sweep_scores()
+    assert hits > 0
+    original = scoring.PREFIX_CACHE_BYTES
+    try:
+        scoring.PREFIX_CACHE_BYTES = 0  # every batch from the inputs
+        want, plain_hits = sweep_scores()
+    finally:
+        scoring.PREFIX_CACHE_BYTES = original
+    assert plain_hits == 0 and got == want

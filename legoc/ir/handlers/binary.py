@@ -23,10 +23,13 @@ def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     lb = walk.layouts.get(b.name) if isinstance(b, Node) else None
     out_shape = shape_of(node)
     if la is not None and lb is not None:
-        if la.axis != lb.axis or len(la.ids) != len(lb.ids) or shape_of(a) != shape_of(b):
+        if not _aligned(la, shape_of(a), lb, shape_of(b), out_shape):
             walk.freeze_inputs(node, f"{name} of misaligned unit tensors")
             return None
-        return Layout(la.axis, walk.couple(la.ids, lb.ids, name))
+        # a gate (x * sigmoid(fc(pool(x))), SE) broadcasts over positions, not over units:
+        # a removed channel and its removed gate are two constants, so the product is one
+        axis = la.axis + len(out_shape) - len(shape_of(a))
+        return Layout(axis, walk.couple(la.ids, lb.ids, name))
     layout, tracked_arg, other = (la, a, b) if la is not None else (lb, b, a)
     if not isinstance(other, Node):
         return layout  # a Python scalar keeps constants constant
@@ -53,3 +56,15 @@ def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
             return None
         walk.channel_params.append(ChannelParam(other.target, node.name, dim, layout.ids))
     return layout
+
+
+def _aligned(la: Layout, shape_a, lb: Layout, shape_b, out_shape) -> bool:
+    """Both unit axes are the same output axis, of the same length, and any broadcast is
+    over other axes (positions), never over the units."""
+    if len(la.ids) != len(lb.ids) or shape_a is None or shape_b is None:
+        return False
+    axis_a = la.axis + len(out_shape) - len(shape_a)
+    axis_b = lb.axis + len(out_shape) - len(shape_b)
+    if axis_a != axis_b or shape_a[la.axis] != out_shape[axis_a]:
+        return False
+    return shape_b[lb.axis] == out_shape[axis_b]

@@ -1,16 +1,18 @@
 """view / reshape / flatten: flattening the unit axis with the dims after it repeats each unit
 over its positions; splitting it into (heads, head_dim) couples each head's channels; anything
-else across the unit axis freezes the units."""
+else across the unit axis freezes the units. A split, a swap of the two parts and a merge back
+(ShuffleNet's channel shuffle) is a permutation of the units, followed as one."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
-from legoc.ir.units import Layout
+from legoc.ir.units import ChannelPermutation, Layout
 
 if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
@@ -31,6 +33,14 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
         if len(out_shape) > axis and out_shape[axis] == in_shape[axis]:
             walk.reshapes.append(node.name)
             return layout
+        if splits_axis(in_shape, out_shape, axis) and (end := shuffle_end(node, axis)):
+            # (g, C/g) -> transpose -> C: a channel shuffle, one permutation of the units
+            order = np.arange(in_shape[axis]).reshape(out_shape[axis], -1).T.reshape(-1)
+            walk.forwarded[end.name] = Layout(axis, layout.ids[order])
+            walk.permutations.append(
+                ChannelPermutation(node.name, end.name, axis, order, layout.ids.copy())
+            )
+            return None
         merged = merged_dims(in_shape, out_shape, axis)
         if merged > 1:  # (kv heads, n_rep) -> query heads: each unit repeated over n_rep
             walk.reshapes.append(node.name)
@@ -82,6 +92,39 @@ def splits_axis(in_shape, out_shape, axis: int) -> bool:
         and out_shape[axis + 2 :] == in_shape[axis + 1 :]
         and out_shape[axis] > 1
     )
+
+
+def shuffle_end(node: Node, axis: int) -> Node | None:
+    """The merging reshape of split -> transpose(axis, axis + 1) [-> contiguous] -> merge,
+    each step the only user of the one before (nothing else sees the split units)."""
+    step = _only_user(node)
+    if step is None or not _swaps(step, axis, len(shape_of(node))):
+        return None
+    step = _only_user(step)
+    if step is not None and step.target == "contiguous":
+        step = _only_user(step)
+    if step is None or step.target not in RESHAPES:
+        return None
+    return step if shape_of(step) == shape_of(node.args[0]) else None
+
+
+RESHAPES = (torch.reshape, torch.flatten, "view", "reshape", "flatten")
+
+
+def _only_user(node: Node) -> Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _swaps(node: Node, axis: int, ndim: int) -> bool:
+    if node.target in (torch.transpose, "transpose"):
+        return sorted(d % ndim for d in node.args[1:3]) == [axis, axis + 1]
+    if node.target in (torch.permute, "permute"):
+        dims = node.args[1] if len(node.args) == 2 else node.args[1:]
+        perm = list(range(ndim))
+        perm[axis], perm[axis + 1] = axis + 1, axis
+        return [d % ndim for d in dims] == perm
+    return False
 
 
 def merged_dims(in_shape, out_shape, axis: int) -> int:

@@ -57,12 +57,19 @@ def split(walk: Propagation, node: Node, tracked: list[Node]) -> None:
 
 def part_sizes(node: Node, length: int) -> list[int]:
     """The parts' lengths of a split (sizes or one size) or a chunk (a count of parts)."""
-    size = node.args[1]
+    size = node.args[1] if len(node.args) > 1 else _size_kwarg(node)
     if node.target in CHUNK:
         size = -(-length // size)
     if isinstance(size, (list, tuple)):
         return list(size)
     return [min(size, length - a) for a in range(0, length, size)]
+
+
+def _size_kwarg(node: Node):
+    for key in ("chunks", "split_size_or_sections", "split_size"):
+        if key in node.kwargs:
+            return node.kwargs[key]
+    raise ValueError(f"{node.name}: no part size or count")
 
 
 def getitem(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:

@@ -67,6 +67,9 @@ class SliceUnits:
         for name, space in analysis.spaces.items():
             if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
+                if space.groups > 1:  # whole groups go (coupled): the conv keeps the rest
+                    kept_groups = space.groups * len(rows[space.node]) // space.size
+                    _set_groups(nodes[space.node], kept_groups)
         norms = plan_carried(ir, removed)
         carried = {r: w for norm in norms for r, w in norm.readers.items()}
         columns = {
@@ -126,6 +129,8 @@ class SliceUnits:
             stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
         for name in analysis.splits:
             stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
+        for perm in analysis.permutations:
+            stats["shapes_rewritten"] += self._gather_permutation(gm, nodes, perm, removed)
         gm.graph.lint()
         gm.recompile()
         out.kept = {}
@@ -222,8 +227,31 @@ class SliceUnits:
         if kept == sizes or not any(kept):  # all gone: rows stay until dce drops the split
             return 0
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        # a chunk of kept parts is a split by their sizes (torch.split, whatever the node was)
         node.op, node.target = "call_function", torch.split
         node.args, node.kwargs = (node.args[0], kept, dim), {}
+        return 1
+
+    def _gather_permutation(self, gm, nodes, perm, removed: np.ndarray) -> int:
+        """A channel shuffle of the kept channels is no shuffle of fewer channels: gather the
+        kept ones in the shuffled order instead (the split/transpose/merge nodes are erased)."""
+        gone = (perm.ids >= 0) & removed[np.maximum(perm.ids, 0)]
+        if not gone.any() or gone.all():
+            return 0
+        rank = np.cumsum(~gone) - 1  # input slot -> its position among the kept slots
+        order = [int(rank[i]) for i in perm.order if not gone[i]]
+        first, last = nodes[perm.first], nodes[perm.last]
+        target = add_tensor(gm, f"legoc_shuffle_{perm.first}", torch.tensor(order))
+        with gm.graph.inserting_before(last):
+            index = gm.graph.get_attr(target)
+            gathered = gm.graph.call_function(torch.index_select, (first.args[0], perm.axis, index))
+        last.replace_all_uses_with(gathered)
+        node = last
+        while node is not first:  # the shuffle's own nodes: they would reshape the wrong sizes
+            before = node.args[0]
+            gm.graph.erase_node(node)
+            node = before
+        gm.graph.erase_node(first)
         return 1
 
     def _drop_removed_operands(self, node: torch.fx.Node, analysis, removed: np.ndarray) -> int:
@@ -245,6 +273,13 @@ class SliceUnits:
             return 1
         node.args = (keep, *node.args[1:])
         return 1
+
+
+def _set_groups(node: torch.fx.Node, groups: int) -> None:
+    if len(node.args) > 6:
+        node.args = (*node.args[:6], groups, *node.args[7:])
+    else:
+        node.kwargs = {**node.kwargs, "groups": groups}
 
 
 def _folded_ones_term(node: torch.fx.Node):

@@ -1,0 +1,257 @@
+"""Tiny modules written after torchvision's blocks (torchvision itself is not a test
+dependency): the convolutional constructs of the classification zoo, each in a small net."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:
+    """torchvision.ops.stochastic_depth: drops whole rows (or the batch) while training."""
+    if not training or p == 0.0:
+        return input
+    survival = 1.0 - p
+    size = [input.shape[0]] + [1] * (input.ndim - 1) if mode == "row" else [1] * input.ndim
+    noise = torch.empty(size, dtype=input.dtype).bernoulli_(survival)
+    return input * noise.div_(survival)
+
+
+torch.fx.wrap("stochastic_depth")  # as torchvision does: an opaque call in the traced graph
+
+
+class StochasticDepth(nn.Module):
+    def __init__(self, p: float, mode: str):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, input: Tensor) -> Tensor:
+        return stochastic_depth(input, self.p, self.mode, self.training)
+
+
+def conv_bn(cin, cout, kernel=1, stride=1, groups=1, act=nn.ReLU6) -> nn.Sequential:
+    """torchvision.ops.Conv2dNormActivation."""
+    layers = [
+        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    return nn.Sequential(*layers, act()) if act is not None else nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation: x * gate(fc2(act(fc1(pool(x)))))."""
+
+    def __init__(self, channels, squeeze, act=nn.ReLU, gate=nn.Sigmoid):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation, self.scale_activation = act(), gate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 (se=False) / MobileNetV3 (se=True, hardswish) inverted residual."""
+
+    def __init__(self, cin, cout, expand, stride=1, se=False, act=nn.ReLU6):
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        layers = [conv_bn(cin, hidden, act=act)] if expand != 1 else []
+        layers.append(conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act))
+        if se:
+            layers.append(SqueezeExcitation(hidden, hidden // 4, gate=nn.Hardsigmoid))
+        layers.append(conv_bn(hidden, cout, act=None))
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.block(x) if self.use_res else self.block(x)
+
+
+class MBConv(nn.Module):
+    """EfficientNet's MBConv: expand, depthwise, SE (SiLU), project, stochastic depth."""
+
+    def __init__(self, cin, cout, expand, stride=1, p=0.2):
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            conv_bn(cin, hidden, act=nn.SiLU),
+            conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.SiLU),
+            SqueezeExcitation(hidden, max(1, cin // 4), act=nn.SiLU),
+            conv_bn(hidden, cout, act=None),
+        )
+        self.stochastic_depth = StochasticDepth(p, "row")
+
+    def forward(self, x):
+        out = self.block(x)
+        if self.use_res:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    batchsize, num_channels, height, width = x.size()
+    channels_per_group = num_channels // groups
+    x = x.view(batchsize, groups, channels_per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, num_channels, height, width)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's InvertedResidual: split (stride 1) or two branches (stride 2), cat,
+    channel shuffle."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride = stride
+        branch = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                conv_bn(cin, cin, 3, stride, groups=cin, act=None),
+                conv_bn(cin, branch, act=nn.ReLU),
+            )
+        self.branch2 = nn.Sequential(
+            conv_bn(cin if stride > 1 else branch, branch, act=nn.ReLU),
+            conv_bn(branch, branch, 3, stride, groups=branch, act=None),
+            conv_bn(branch, branch, act=nn.ReLU),
+        )
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ResNeXtBottleneck(nn.Module):
+    """torchvision's Bottleneck with groups > 1 (resnext): 1x1, grouped 3x3, 1x1, residual."""
+
+    def __init__(self, cin, width, cout, groups, stride=1):
+        super().__init__()
+        self.conv1 = conv_bn(cin, width, act=nn.ReLU)
+        self.conv2 = conv_bn(width, width, 3, stride, groups=groups, act=nn.ReLU)
+        self.conv3 = conv_bn(width, cout, act=None)
+        needs = cin != cout or stride > 1
+        self.downsample = conv_bn(cin, cout, 1, stride, act=None) if needs else None
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+
+
+class RegNetYBlock(nn.Module):
+    """RegNet's ResBottleneckBlock with SE (RegNet-Y): a 1x1, b grouped 3x3 + SE, c 1x1."""
+
+    def __init__(self, cin, cout, group_width, stride=1):
+        super().__init__()
+        self.proj = conv_bn(cin, cout, 1, stride, act=None) if cin != cout or stride > 1 else None
+        self.a = conv_bn(cin, cout, act=nn.ReLU)
+        self.b = conv_bn(cout, cout, 3, stride, groups=cout // group_width, act=nn.ReLU)
+        self.se = SqueezeExcitation(cout, max(1, cin // 4))
+        self.c = conv_bn(cout, cout, act=None)
+
+    def forward(self, x):
+        shortcut = x if self.proj is None else self.proj(x)
+        return F.relu(shortcut + self.c(self.se(self.b(self.a(x)))))
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin, growth, bn_size=2):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth)
+        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        x = torch.cat(features, 1)
+        x = self.conv1(F.relu(self.norm1(x)))
+        return self.conv2(F.relu(self.norm2(x)))
+
+
+class DenseBlockTransition(nn.Module):
+    """torchvision's _DenseBlock (each layer reads the cat of all before) + _Transition."""
+
+    def __init__(self, cin, growth, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(cin + i * growth, growth) for i in range(layers))
+        width = cin + layers * growth
+        self.norm, self.conv = nn.BatchNorm2d(width), nn.Conv2d(width, width // 2, 1, bias=False)
+        self.pool = nn.AvgPool2d(2, 2)
+
+    def forward(self, x):
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return self.pool(self.conv(F.relu(self.norm(torch.cat(features, 1)))))
+
+
+class Inception(nn.Module):
+    """GoogLeNet's Inception: four parallel branches concatenated along the channels."""
+
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, pool):
+        super().__init__()
+        act = nn.ReLU
+        self.branch1 = conv_bn(cin, c1, act=act)
+        self.branch2 = nn.Sequential(conv_bn(cin, c3r, act=act), conv_bn(c3r, c3, 3, act=act))
+        self.branch3 = nn.Sequential(conv_bn(cin, c5r, act=act), conv_bn(c5r, c5, 3, act=act))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, 1, 1, ceil_mode=True), conv_bn(cin, pool, act=act)
+        )
+
+    def forward(self, x):
+        branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
+        return torch.cat(branches, 1)
+
+
+class Net(nn.Module):
+    """stem conv -> blocks -> global pool -> linear head: a block inside a classifier."""
+
+    def __init__(self, blocks: list[nn.Module], stem: int, width: int, classes: int = 4):
+        super().__init__()
+        self.stem = conv_bn(3, stem, 3, act=nn.ReLU)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+def _scramble_norms(model: nn.Module, seed: int) -> nn.Module:
+    """Random BatchNorm statistics and affine: a fresh BN is the identity on zero-mean data,
+    which would hide a wrong per-channel slice."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(0.3 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
+    return model.eval()
+
+
+BLOCKS = {
+    "mobilenet_v2": lambda: Net([InvertedResidual(8, 8, 4), InvertedResidual(8, 12, 1, 2)], 8, 12),
+    "mobilenet_v3": lambda: Net([InvertedResidual(8, 8, 2, se=True, act=nn.Hardswish)], 8, 8),
+    "efficientnet": lambda: Net([MBConv(8, 8, 2), MBConv(8, 12, 2, stride=2)], 8, 12),
+    "shufflenet_v2": lambda: Net([ShuffleUnit(8, 16, 2), ShuffleUnit(16, 16, 1)], 8, 16),
+    "resnext": lambda: Net([ResNeXtBottleneck(8, 8, 16, groups=4)], 8, 16),
+    "regnet_y": lambda: Net([RegNetYBlock(8, 16, group_width=4)], 8, 16),
+    "densenet": lambda: Net([DenseBlockTransition(8, 4, 3)], 8, 10),
+    "inception": lambda: Net([Inception(8, 4, 4, 6, 2, 4, 3)], 8, 17),
+}
+
+
+def make_block_net(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _scramble_norms(BLOCKS[name](), seed)
