@@ -28,6 +28,8 @@ from legoc.frontend.capture import capture, prefers_export
 from legoc.frontend.hf import is_hf_folder, load_hf_folder
 from legoc.frontend.identities import drop_identities
 from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
+from legoc.frontend.sequence import probed_lengths
+from legoc.ir.tokens import SEQUENCE
 from legoc.runtime.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -358,6 +360,8 @@ def trace(
     gm.graph.eliminate_dead_code()
     fuse_rms_norm(gm)
     gm.recompile()
+    if example is not None and (lengths := probed_lengths(module, gm, example, input_names)):
+        gm.meta[SEQUENCE] = lengths
     return gm
 
 

@@ -10,7 +10,11 @@ configured position limit. The range travels with the graph (`legoc.ir.tokens`).
 from __future__ import annotations
 
 import torch
+import torch.fx
+import torch.utils._pytree as pytree
 from torch import nn
+
+from legoc.ir.tokens import with_length
 
 POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len")
 
@@ -76,3 +80,113 @@ def _finite(value) -> int | None:
     except (TypeError, ValueError, OverflowError, AttributeError):
         return None
     return number if number < 2**62 else None
+
+
+PROBE_ROWS = 2  # rows of the example run at each probed length
+PROBE_FACTOR = 4  # lengths are probed up to this multiple of the example's
+
+
+def probed_lengths(
+    module: nn.Module,
+    gm: torch.fx.GraphModule,
+    example: dict[str, torch.Tensor],
+    input_names: list[str],
+) -> dict | None:
+    """The token lengths an fx-traced graph accepts, found by running it and the model at other
+    lengths: a symbolic trace reads sizes at run time, so it takes any length the model takes,
+    unless the code bakes one in (a literal size), which a mismatch reveals. The upper end is
+    the model's declared position limit, else the largest length up to PROBE_FACTOR× the
+    example's that the model runs at (None when it runs at all of them). None: no token input."""
+    tokens = token_inputs(example, input_names)
+    if not tokens:
+        return None
+    length = int(example[tokens[0]].shape[1])
+    rows = {name: example[name][:PROBE_ROWS] for name in input_names}
+
+    def runs(n: int) -> bool:
+        """The model runs at n tokens, its rows intact; raises ValueError when the graph
+        disagrees with it."""
+        resized = with_length(rows, tokens, n)
+        args = [resized[name] for name in input_names]
+        with torch.no_grad():
+            try:
+                expected = module(*args)
+            except Exception:
+                return False
+            if _rows(expected) != _rows(own):  # a length baked into a view moves rows
+                return False
+            try:
+                got = gm(*args)
+            except Exception as exc:
+                raise ValueError(
+                    f"the traced graph fails at {n} tokens: {_first_line(exc)}"
+                ) from None
+        if not _same_outputs(expected, got):
+            raise ValueError(f"the traced graph differs from the model at {n} tokens")
+        return True
+
+    with torch.no_grad():
+        own = module(*[rows[name] for name in input_names])
+    limit = position_limit(module)
+    top = PROBE_FACTOR * length if limit is None else min(limit, PROBE_FACTOR * length)
+    try:
+        low = 1 if runs(1) else _first_running(runs, 1, length)
+        # the declared limit, or None: the model ran at every probed length
+        high = limit if runs(top) else _last_running(runs, length, top)
+    except ValueError as exc:
+        return fixed_lengths(tokens, length, str(exc))
+    if low == high == length:
+        return fixed_lengths(tokens, length, f"the model runs at {length} tokens only")
+    return {"inputs": list(tokens), "min": low, "max": high}
+
+
+def _first_running(runs, fails: int, ok: int) -> int:
+    """The smallest length in (fails, ok] the model runs at (binary search)."""
+    while ok - fails > 1:
+        mid = (fails + ok) // 2
+        if runs(mid):
+            ok = mid
+        else:
+            fails = mid
+    return ok
+
+
+def _last_running(runs, ok: int, fails: int) -> int:
+    """The largest length in [ok, fails) the model runs at (binary search)."""
+    while fails - ok > 1:
+        mid = (fails + ok) // 2
+        if runs(mid):
+            ok = mid
+        else:
+            fails = mid
+    return ok
+
+
+def _rows(output) -> list[int]:
+    return [
+        t.shape[0] for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor) and t.dim()
+    ]
+
+
+def _same_outputs(expected, got) -> bool:
+    left, right = pytree.tree_leaves(expected), pytree.tree_leaves(got)
+    if len(left) != len(right):
+        return False
+    for a, b in zip(left, right):
+        if not isinstance(a, torch.Tensor):
+            continue
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape:
+            return False
+        if a.is_floating_point():
+            scale = a.abs().max().item() if a.numel() else 0.0
+            tolerance = 64 * torch.finfo(a.dtype).eps * max(scale, 1.0)
+            if (a - b).abs().max().item() > tolerance:
+                return False
+        elif not torch.equal(a, b):
+            return False
+    return True
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
