@@ -225,6 +225,32 @@ class Net(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
+class AlexNet(nn.Module):
+    """torchvision's AlexNet, narrow: convs and linears each followed by `ReLU(inplace=True)`."""
+
+    def __init__(self, width: int = 8, hidden: int = 16, classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Linear(width * 4, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def _scramble_norms(model: nn.Module, seed: int) -> nn.Module:
     """Random BatchNorm statistics and affine: a fresh BN is the identity on zero-mean data,
     which would hide a wrong per-channel slice."""

@@ -16,7 +16,7 @@ from legoc.ir.masking import masked_model
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
 from tests.helpers import assert_float_close
-from tests.ir.zoo.blocks import BLOCKS, make_block_net
+from tests.ir.zoo.blocks import BLOCKS, AlexNet, make_block_net
 from tests.passes.helpers import masked, model_ir, random_ablation
 
 SHAPE = (3, 8, 8)
@@ -109,3 +109,20 @@ def test_the_sliced_block_exports_with_parity(name):
     (got,) = session.run([OUTPUT_NAME], {"x": x.numpy()})
     with torch.no_grad():
         assert_float_close(torch.from_numpy(got), oracle(x), steps=64)
+
+
+def test_an_in_place_relu_after_a_layer_left_constant_runs():
+    """All of AlexNet's first conv removed: the next conv becomes a broadcast constant, which
+    its `ReLU(inplace=True)` writes into (an expanded view failed: zoo.py's alexnet)."""
+    torch.manual_seed(0)
+    ir = model_ir(AlexNet().eval(), torch.randn(4, *SHAPE))
+    first = ir.spaces["features.0"]
+    removed = sorted({ir.analysis.unit_group[first.offset + u] for u in range(first.size)})
+    rationale = masked(ir, removed, random_ablation(ir, 0))
+    block = parse_pipeline(BLOCK_PIPELINE).run(rationale).ir
+    assert "features.0" not in block.spaces and "features.3" not in block.spaces
+    oracle = masked_model(rationale)
+    for rows in (1, 5):
+        x = torch.randn(rows, *SHAPE, generator=torch.Generator().manual_seed(rows))
+        with torch.no_grad():
+            assert_float_close(block.gm(x), oracle(x), steps=64)
