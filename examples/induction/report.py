@@ -25,6 +25,7 @@ from subsets import (
     kept_heads,
     names,
     rank_of,
+    rationale,
     score_subsets,
     smallest_reaching,
 )
@@ -174,11 +175,13 @@ def card(block: Path, summary: dict | None, scores: dict, keep: float, lengths: 
 
 
 def record(block: Path, keep: float, scores: dict) -> dict:
-    """subsets.json: keep, the block's heads and every subset's faithfulness ("L0H1+L0H2")."""
+    """subsets.json: keep, the block's heads and faithfulness (as extract reported it), and
+    every subset's faithfulness ("L0H1+L0H2": ...)."""
     by_size = sorted(scores.items(), key=lambda item: (len(item[0]), sorted(item[0])))
     return {
         "keep": keep,
         "kept": sorted(h for h, k in kept_heads(block).items() if k),
+        "kept_faithfulness": round(rationale(block)["faithfulness"], 6),
         "faithfulness": {"+".join(sorted(h)): round(f, 6) for h, f in by_size},
     }
 

@@ -28,15 +28,20 @@ def head_of(space: str, channel: int) -> str | None:
     return f"L{parts[1]}H{channel // HEAD_DIM}"
 
 
+def rationale(block: Path) -> dict:
+    """The block's `legoc.rationale` metadata: kept units, totals, faithfulness on search."""
+    meta = {p.key: p.value for p in onnx.load(str(block), load_external_data=False).metadata_props}
+    return json.loads(meta["legoc.rationale"])
+
+
 def kept_heads(block: Path) -> dict[str, bool]:
     """{"L0H2": kept?, ...} from the block's `legoc.rationale` (the q channels kept)."""
-    meta = {p.key: p.value for p in onnx.load(str(block), load_external_data=False).metadata_props}
-    rationale = json.loads(meta["legoc.rationale"])
+    units = rationale(block)
     heads = {}
-    for space, total in sorted(rationale["total"].items()):
+    for space, total in sorted(units["total"].items()):
         if head_of(space, 0) is None:
             continue
-        kept = set(rationale["kept"][space])
+        kept = set(units["kept"][space])
         for start in range(0, total, HEAD_DIM):
             heads[head_of(space, start)] = start in kept
     return heads
