@@ -153,6 +153,7 @@ KINDS: dict[str, Ops] = {
         methods=["split", "chunk", "unbind"],
     ),
     "slice": _ops(functions=[aten.slice.Tensor, ops.slice_axis]),  # getitem slices: "getitem"
+    "select": _ops(functions=[aten.select.int, torch.select], methods=["select"]),
     "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
     "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
     # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)

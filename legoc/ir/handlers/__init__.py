@@ -58,6 +58,7 @@ HANDLERS: dict[str, Handler] = {
     "softmax": attention_scores.softmax,
     "split": split.split,
     "slice": slicing.slice_dim,
+    "select": slicing.select,
     "unsqueeze": expand.unsqueeze,
     "expand": expand.expand,
     "getitem": split.getitem,

@@ -26,6 +26,20 @@ def slice_dim(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
     return _take(walk, node, layout, dim % ndim, slice(start, end, step))
 
 
+def select(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
+    """x.select(dim, i) (`x[:, 0]` under torch.export: a class token): along another axis the
+    units stay, one axis earlier when the dropped axis came before theirs."""
+    layout = walk.sole_layout(node, tracked)
+    if layout is None:
+        return walk.cannot_slice(node)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
+    dim %= len(shape_of(node.args[0]))
+    if dim == layout.axis:
+        walk.freeze(layout.ids, "one unit selected along the unit axis")
+        return None
+    return Layout(layout.axis - (dim < layout.axis), layout.ids)
+
+
 def only_slices(index) -> bool:
     """True for an index of slices and at most one Ellipsis (no ints, None or tensors)."""
     index = index if isinstance(index, tuple) else (index,)

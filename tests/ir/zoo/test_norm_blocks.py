@@ -568,3 +568,19 @@ def test_swin_window_attention_heads_are_units():
     torch.manual_seed(0)
     ir = ir_of(SwinBlock(), {"x": rows(2, 3, 8, 8)})
     assert removable(ir, "qkv")
+
+
+def test_vit_class_token_read_through_torch_export_keeps_the_stream_units(tmp_path):
+    """Captured by torch.export (as torchvision's ViT is), `ln(x)[:, 0]` is an aten slice and
+    select along the token axis: both pass the norm's units through to the head."""
+    from legoc.frontend.capture import capture
+
+    torch.manual_seed(0)
+    model = ViT().eval()
+    example = {"x": rows(2, 3, 12, 12)}
+    gm = capture(model, example, ["x"])
+    assert any("select" in str(n.target) for n in gm.graph.nodes)
+    ir = build_ir(gm, ["x"], example)
+    assert removable(ir, "conv_proj", "block.attn.q", "block.fc1")
+    check_sliced(ir, [rows(6, 3, 12, 12, seed=3)])
+    check_parity(ir, {"x": rows(16, 3, 12, 12, seed=4)}, tmp_path)
