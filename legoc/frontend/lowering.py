@@ -79,6 +79,7 @@ SAME_ARGS[aten.arange.start] = torch.arange
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
     aten.layer_norm.default: (F.layer_norm, _layer_norm),
+    aten.group_norm.default: (F.group_norm, _layer_norm),  # the same trailing flag
     aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
 DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}

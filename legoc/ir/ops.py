@@ -251,6 +251,17 @@ def carried_norm(
     return torch.cat([y, *(c.expand(*y.shape[:-1], c.shape[-1]) for c in carriers)], dim=-1)
 
 
+@torch.fx.wrap
+def written_rms_norm(
+    x: torch.Tensor, shape, weight: torch.Tensor | None = None, eps: float | None = None
+) -> torch.Tensor:
+    """`F.rms_norm` written out, as the ONNX export runs it: opset 17 has no RMS norm op."""
+    dims = tuple(range(-len(shape), 0))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x * torch.rsqrt((x * x).mean(dims, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
 def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
     """`aten.slice.Tensor` as Python indexing: its bounds stay traced values when the ONNX
     exporter runs the graph (the aten overload would bake in the example's token count, e.g.

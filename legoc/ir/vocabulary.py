@@ -15,7 +15,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from legoc.ir import ops
+from legoc.ir import group_norm, ops
 
 Node = torch.fx.Node
 aten = torch.ops.aten
@@ -118,10 +118,11 @@ KINDS: dict[str, Ops] = {
     ),
     "batch_norm": _ops(functions=[F.batch_norm]),
     # a norm over the unit axis: its statistics fold the removed channels' constants
-    "layer_norm": _ops(
-        functions=[F.layer_norm, F.group_norm, F.rms_norm, torch.rms_norm, ops.held_norm]
-    ),
+    "layer_norm": _ops(functions=[F.layer_norm, F.rms_norm, torch.rms_norm, ops.held_norm]),
     "carried_norm": _ops(functions=[ops.carried_norm]),
+    # statistics per group of channels: folded like a layer norm, or whole groups coupled
+    "group_norm": _ops(functions=[F.group_norm, group_norm.held_group_norm]),
+    "carried_group_norm": _ops(functions=[group_norm.carried_group_norm]),
     "binary": _ops(
         functions=[
             operator.add,

@@ -5,7 +5,7 @@ computable from the kept channels plus folded constants (`legoc.ir.ops.carried_n
 output is not constant on removed channels, though (the constant is normalised by the kept
 channels' statistics): what a reader receives there is rebuilt from a few carrier channels, so
 only Linear/Conv readers, reached through ops that move values without changing them, may read
-it (`follow`). Group norm and norms over several axes still freeze."""
+it (`follow`). Group norm is `group_norm`'s; norms over several axes still freeze."""
 
 from __future__ import annotations
 
@@ -74,9 +74,6 @@ def layer_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
         return walk.cannot_slice(node)
     ndim = len(shape_of(node.args[0]))
     name = op_name(node)
-    if node.target is F.group_norm:
-        walk.freeze(layout.ids, "group_norm over the units (only layer/RMS norms are folded)")
-        return None
     normalized = node.args[1] if node.target is not ops.held_norm else (shape_of(node)[-1],)
     if isinstance(normalized, int):
         normalized = (normalized,)
@@ -103,7 +100,7 @@ def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
     return None
 
 
-def _moves_values(walk: Propagation, node: Node, kind: str | None) -> bool:
+def moves_values(walk: Propagation, node: Node, kind: str | None) -> bool:
     """The op treats every channel alike and linearly (a reader of its output receives
     op(what it would have received), carriers included), or only moves values."""
     if kind in _MOVERS:
@@ -141,7 +138,7 @@ def follow(
     if (
         len(normed) == 1
         and layout is not None
-        and _moves_values(walk, node, kind)
+        and moves_values(walk, node, kind)
         and len(layout.ids) == len(source.ids)
         and (layout.ids == source.ids).all()
     ):

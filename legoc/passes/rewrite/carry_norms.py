@@ -23,7 +23,9 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.group_norm import held_group_norm
 from legoc.passes.rewrite.graph_edit import add_tensor, nodes_by_name, set_tensor
+from legoc.passes.rewrite.group_norms import CarriedGroupNorm, apply_group, plan_group
 
 RANK_TOLERANCE = 1e-9  # singular values below this share of the largest are rounding noise
 
@@ -46,20 +48,21 @@ class CarriedNorm:
     direct: torch.Tensor | None  # the removed channels' scale and shift, when carried as such
 
 
-def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm]:
+def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm | CarriedGroupNorm]:
     """The carried form of every held norm with removed channels (read from `ir`)."""
     nodes = nodes_by_name(ir.gm)
     analysis = ir.analysis
     plans = []
     for name in sorted(set(analysis.norm_readers.values())):
         node = nodes[name]
-        if node.target is not ops.held_norm:
+        if node.target not in (ops.held_norm, held_group_norm):
             continue
         ids = analysis.layouts[node.args[0].name].ids
         gone = (ids >= 0) & removed[np.maximum(ids, 0)]
         if not gone.any():
             continue
-        plans.append(_plan_one(ir, node, ids, gone))
+        plan = plan_group if node.target is held_group_norm else _plan_one
+        plans.append(plan(ir, node, ids, gone))
     return plans
 
 
@@ -120,8 +123,10 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
     )
 
 
-def apply_carried(gm: torch.fx.GraphModule, carried: CarriedNorm) -> None:
+def apply_carried(gm: torch.fx.GraphModule, carried: CarriedNorm | CarriedGroupNorm) -> None:
     """Replace the held norm by its carried form (readers' weights are set by the caller)."""
+    if isinstance(carried, CarriedGroupNorm):
+        return apply_group(gm, carried)
     node = nodes_by_name(gm)[carried.node]
     base = f"legoc_{carried.node}"
     x = node.args[0]

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.fx
+import torch.nn.functional as F
 
 from legoc.ir import ops
 from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.group_norm import held_group_norm
 from legoc.ir.handlers.norm import norm_args
 from legoc.ir.masking import masked_model
 from legoc.ir.tokens import dynamic_tokens, sequence_of, token_axis, with_length
@@ -32,6 +34,7 @@ from legoc.passes.rewrite.graph_edit import (
     set_arg,
     set_tensor,
 )
+from legoc.passes.rewrite.group_norms import hold_group_norm
 
 UNIFORM_TOLERANCE = 1e-7
 FOLDED = "legoc.folded"  # node.meta mark on the add that completes a reader's output
@@ -215,8 +218,9 @@ def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
     for name in sorted(set(ir.analysis.norm_readers.values())):
         node = nodes[name]
         gone = removed_positions(ir.analysis.layouts[node.args[0].name].ids, removed)
-        if node.target is ops.held_norm:
-            keep = get_attr_tensor(ir.gm, node.args[3].target).cpu().numpy()
+        if node.target in (ops.held_norm, held_group_norm):
+            at = 3 if node.target is ops.held_norm else 5
+            keep = get_attr_tensor(ir.gm, node.args[at].target).cpu().numpy()
             if np.array_equal(keep, ~gone):
                 continue
         elif not gone.any():
@@ -228,6 +232,8 @@ def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
 def hold_norm(gm, node, gone: np.ndarray, x: torch.Tensor) -> None:
     """Rewrite a norm over units into `held_norm`: its removed channels read their constant
     (captured in the masked model, `x`), whatever the graph computes there."""
+    if node.target in (F.group_norm, held_group_norm):
+        return hold_group_norm(gm, node, gone, x)
     weight, bias, rms = norm_args(node)
     eps = node.args[5] if node.target is ops.held_norm else _eps(node, rms)
     keep = torch.from_numpy(~gone)

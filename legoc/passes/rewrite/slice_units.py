@@ -34,6 +34,7 @@ from legoc.passes.rewrite.graph_edit import (
     set_tensor,
     token_placeholder,
 )
+from legoc.passes.rewrite.group_norms import regroup
 
 aten = torch.ops.aten
 
@@ -105,6 +106,9 @@ class SliceUnits:
             apply_carried(gm, norm)
         if norms:  # reported only where the model has a norm over units
             stats["norms_carried"] = len(norms)
+        regrouped = regroup(gm, ir, removed)
+        if regrouped:  # group norms that lost whole groups
+            stats["group_norms_regrouped"] = regrouped
         for node in list(gm.graph.nodes):
             if node.op == "call_function" and node.target is ops.select_outputs:
                 layout = analysis.layouts.get(node.args[0].name)

@@ -234,14 +234,7 @@ def test_the_sliced_block_equals_the_masked_model_on_random_kept_sets(name):
         assert block.param_count() < ir.param_count()
 
 
-RMS_NORM_EXPORT = pytest.mark.xfail(
-    reason="RMSNorm fused to aten.rms_norm at capture (norms over units, /work/wt-norm) does not "
-    "export to ONNX opset 17",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize("name", ["bert", "vit", pytest.param("t5-encoder", marks=RMS_NORM_EXPORT)])
+@pytest.mark.parametrize("name", ["bert", "vit", "t5-encoder"])
 def test_export_parity(name, tmp_path):
     _ir, masked, block = sliced_and_masked(name, 2)
     split = Split("search", inputs(name, 16, 5), None)

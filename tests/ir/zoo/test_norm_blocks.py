@@ -25,7 +25,7 @@ from legoc.passes.rewrite import BLOCK_PIPELINE, rewrite_pipeline
 from legoc.passes.rewrite.fold_ablations import FoldAblations
 from legoc.passes.rewrite.slice_units import SliceUnits
 from legoc.task.data import Split
-from tests.helpers import assert_float_close
+from tests.helpers import assert_float_close, float_steps
 
 D, T, IN = 16, 5, 6
 
@@ -157,6 +157,49 @@ def test_removing_the_whole_stream_leaves_norms_of_constants():
     assert_float_close(run64(block.gm, x), run64(masked_model(masked), x))
 
 
+# -- a post-LN stream (BERT): the norm after the residual add --------------------------------
+
+
+class PostLN(nn.Module):
+    """BERT's layer: LayerNorm(x + sublayer(x)), twice, after a normed embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.ln0 = nn.Linear(IN, D), nn.LayerNorm(D)
+        self.attn, self.ln1 = Attention(), nn.LayerNorm(D)
+        self.fc1, self.fc2, self.ln2 = nn.Linear(D, 2 * D), nn.Linear(2 * D, D), nn.LayerNorm(D)
+        self.head = nn.Linear(D, 3)
+
+    def forward(self, x):
+        h = self.ln0(self.embed(x))
+        h = self.ln1(h + self.attn(h))
+        h = self.ln2(h + self.fc2(F.gelu(self.fc1(h))))
+        return self.head(h[:, 0])
+
+
+def test_post_ln_stream_freezes_naming_the_residual_add_and_its_measured_cause():
+    """A stream channel held at constants at all its producers still varies after the norm
+    (normalised by the kept channels' statistics), and the residual add carries that into the
+    next norm: no reader can fold it. Heads and neurons stay units."""
+    torch.manual_seed(0)
+    model = PostLN().eval()
+    ir = ir_of(model, {"x": rows(2, T, IN)})
+    for space in ("embed", "attn.o"):
+        assert all("norm layer_norm read by add" in f for f in frozen(ir, space))
+    assert all(f == "add with an input-dependent tensor" for f in frozen(ir, "fc2"))
+    assert removable(ir, "attn.q", "fc1")
+    check_sliced(ir, [rows(7, T, IN, seed=3)])
+    x = rows(64, T, IN, seed=5)
+    with torch.no_grad():
+        h = model.embed(x)
+        h[..., 0] = 0.5
+        h = model.ln0(h)
+        a = model.attn(h)
+        a[..., 0] = -0.2
+        after = model.ln1(h + a)[..., 0]
+    assert float((after - after[:1]).abs().max()) > 1000 * float_steps(after)
+
+
 # -- RMS norm, written out as Llama does -----------------------------------------------------
 
 
@@ -223,21 +266,14 @@ class GroupNormBlock(nn.Module):
         return self.fc2(torch.relu(self.fc1(h.mean((2, 3)))))
 
 
-def test_group_norm_before_a_nonlinearity_freezes_with_the_reason_and_measured_cause():
+def test_group_norm_before_a_nonlinearity_couples_each_group():
+    """Its output on a channel held alone still varies (test_group_norm_blocks): whole groups
+    are the units, and slicing keeps the groups left."""
     torch.manual_seed(0)
-    model = GroupNormBlock().eval()
-    ir = ir_of(model, {"x": rows(2, 3, 6, 6)})
-    assert all(f is not None and "group_norm" in f for f in frozen(ir, "conv1"))
-    assert removable(ir, "conv2", "fc1")
-    check_sliced(ir, [rows(5, 3, 6, 6, seed=3)])
-    # why no rewrite can cut conv1's channel 0: held at a constant before the norm, it still
-    # varies with the input after norm + relu, so no reader can fold it into a bias
-    x = rows(64, 3, 6, 6, seed=5)
-    with torch.no_grad():
-        h = model.conv1(x)
-        h[:, 0] = 0.5
-        after = torch.relu(model.gn(h))[:, 0]
-    assert float(after.std(0).max()) > 0.05
+    ir = ir_of(GroupNormBlock(), {"x": rows(2, 3, 6, 6)})
+    assert [len(ir.groups[g].members) for g in groups_of(ir, "conv1")] == [4, 4]
+    assert removable(ir, "conv1", "conv2", "fc1")
+    check_sliced(ir, [rows(5, 3, 6, 6, seed=3)], seeds=(0, 1, 2, 3))
 
 
 # -- ConvNeXt: LayerNorm2d, layer scale, stochastic depth --------------------------------------
