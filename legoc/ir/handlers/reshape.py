@@ -12,6 +12,7 @@ import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.one_head import one_head
 from legoc.ir.units import ChannelPermutation, Layout
 
 if TYPE_CHECKING:
@@ -53,8 +54,8 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
             return Layout(axis, blocks[:, 0].copy())
     moved = size_one_dims_only(in_shape, out_shape, axis)
     if moved is not None:  # (B, T, C) <-> (B, T, 1, C): one head, its channels stay put
-        walk.reshapes.append(node.name)
-        return Layout(moved, layout.ids)
+        walk.reshapes.append(node.name)  # ... or become one unit on their way into attention
+        return one_head(walk, node, layout, in_shape, out_shape) or Layout(moved, layout.ids)
     if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
         walk.reshapes.append(node.name)
         return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
