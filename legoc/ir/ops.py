@@ -18,14 +18,19 @@ def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
 
 @torch.fx.wrap
 def broadcast_constant(
-    reference: torch.Tensor, value: torch.Tensor, axis: int = 0, token_axis: int | None = None
+    reference: torch.Tensor,
+    value: torch.Tensor,
+    axis: int = 0,
+    token_axis: int | None = None,
+    per_item: int = 1,
 ) -> torch.Tensor:
     """A constant with the batch size of `reference` (on `axis` of the constant): what a layer
     becomes when all its inputs were removed and only their folded ablation constant is left.
     With `token_axis`, `reference` is a (batch, tokens) input and the constant's positions
-    follow its token count (`legoc.ir.tokens.positional`)."""
+    follow its token count (`legoc.ir.tokens.positional`). `per_item`: rows per input item on
+    `axis` (Swin's windows folded into the batch axis)."""
     shape = list(value.shape)
-    shape[axis] = reference.shape[0]
+    shape[axis] = reference.shape[0] * per_item
     if token_axis is not None:
         value = positional(value, token_axis, reference.shape[1])
         shape[token_axis] = reference.shape[1]

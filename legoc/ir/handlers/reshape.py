@@ -12,6 +12,7 @@ import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.fused_heads import fused_heads
 from legoc.ir.handlers.one_head import one_head
 from legoc.ir.units import ChannelPermutation, Layout
 
@@ -59,6 +60,9 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
     if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
         walk.reshapes.append(node.name)
         return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
+    fused = fused_heads(walk, node, layout, in_shape, out_shape)
+    if fused is not None:  # channels -> (q/k/v, heads, head_dim), taken apart
+        return fused
     walk.freeze(layout.ids, "reshaped across the unit axis")
     return None
 
