@@ -15,6 +15,7 @@ import torch
 
 from legoc.errors import LegocError, TaskNotMet
 from legoc.export.lengths import checked_lengths, resized_split, search_length
+from legoc.export.onnx_ops import register
 from legoc.ir.core import IR
 from legoc.ir.tokens import SEQUENCE, dynamic_tokens, other_length, sequence_of, with_length
 from legoc.runtime.files import atomic_file
@@ -95,6 +96,7 @@ def module_to_onnx(
     for axis in output_token_axes(module, input_names, example_inputs, lengths):
         dynamic[OUTPUT_NAME][axis] = TOKEN_AXIS
     module.eval()
+    register(OPSET)  # aten ops opset 17 lacks (rms_norm), written out
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -234,13 +234,6 @@ def test_the_sliced_block_equals_the_masked_model_on_random_kept_sets(name):
         assert block.param_count() < ir.param_count()
 
 
-RMS_NORM_EXPORT = pytest.mark.xfail(
-    reason="RMSNorm fused to aten.rms_norm at capture (norms over units, /work/wt-norm) does not "
-    "export to ONNX opset 17",
-    strict=True,
-)
-
-
 def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
     _ir, masked, _block = sliced_and_masked("mha-cross", 0)
     kept, total = masked.kept_units(), masked.total_units()
@@ -253,9 +246,7 @@ def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
         assert {r for r in rows if part * HIDDEN <= r < (part + 1) * HIDDEN} == want
 
 
-@pytest.mark.parametrize(
-    "name", ["bert", "vit", "mha-cross", pytest.param("t5-encoder", marks=RMS_NORM_EXPORT)]
-)
+@pytest.mark.parametrize("name", ["bert", "vit", "mha-cross", "t5-encoder"])
 def test_export_parity(name, tmp_path):
     _ir, masked, block = sliced_and_masked(name, 2)
     split = Split("search", inputs(name, 16, 5), None)
