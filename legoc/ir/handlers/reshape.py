@@ -63,8 +63,16 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
     fused = fused_heads(walk, node, layout, in_shape, out_shape)
     if fused is not None:  # channels -> (q/k/v, heads, head_dim), taken apart
         return fused
-    walk.freeze(layout.ids, "reshaped across the unit axis")
+    walk.freeze(layout.ids, _why_frozen(in_shape, out_shape, axis))
     return None
+
+
+def _why_frozen(in_shape, out_shape, axis: int) -> str:
+    """The freeze reason; heads merged into the batch axis (DeBERTa's `view(-1, T, d)`) named."""
+    folded = int(np.prod(in_shape[: axis + 1], dtype=np.int64))
+    if axis > 0 and out_shape[0] == folded and tuple(out_shape[1:]) == tuple(in_shape[axis + 1 :]):
+        return "attention heads folded into the batch axis: not followed yet"
+    return "reshaped across the unit axis"
 
 
 def size_one_dims_only(in_shape, out_shape, axis: int) -> int | None:
