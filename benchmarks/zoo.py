@@ -155,6 +155,9 @@ def run_model(name: str, args) -> dict:
             "majority": majority,
             "prepare_s": prepare_s,
         }
+        if args.prepare_only:  # units and what froze: no search, no block
+            row["total_s"] = time.perf_counter() - started
+            return row
         found = api.search_rationale(prep, "auto", args.budget, seed=0)
         kept = sum(int(k.sum()) for k in found.ir.kept.values())
         row |= {
@@ -194,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="units and frozen only: no search, no block"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = list(MODELS) if args.models == "all" else args.models.split(",")

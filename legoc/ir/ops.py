@@ -28,20 +28,23 @@ def broadcast_constant(
     becomes when all its inputs were removed and only their folded ablation constant is left.
     With `token_axis`, `reference` is a (batch, tokens) input and the constant's positions
     follow its token count (`legoc.ir.tokens.positional`). `per_item`: rows per input item on
-    `axis` (Swin's windows folded into the batch axis)."""
+    `axis` (Swin's windows folded into the batch axis). A fresh tensor, not a view: an
+    in-place op after it (AlexNet's `ReLU(inplace=True)`) must neither fail on the expanded
+    batch nor write into the stored constant."""
     shape = list(value.shape)
     shape[axis] = reference.shape[0] * per_item
     if token_axis is not None:
         value = positional(value, token_axis, reference.shape[1])
         shape[token_axis] = reference.shape[1]
-    return value.expand(*shape)
+    return value.expand(*shape).clone()
 
 
 @torch.fx.wrap
 def token_constant(reference: torch.Tensor, table: torch.Tensor, axis: int) -> torch.Tensor:
     """A folded constant that varies over positions, cut to `reference`'s token count on
-    `axis` (`table`: the search data's positions, then the tail for positions past them)."""
-    return positional(table, axis, reference.shape[axis])
+    `axis` (`table`: the search data's positions, then the tail for positions past them).
+    A fresh tensor, as `broadcast_constant`'s."""
+    return positional(table, axis, reference.shape[axis]).clone()
 
 
 class Ablate(nn.Module):

@@ -63,7 +63,8 @@ def _lookup(node: Node, axis: int) -> tuple[Node, Node] | None:
                 return None
             axis, node = axis - (dim < axis), node.args[0]
         elif target in (torch.permute, aten.permute.default, "permute"):
-            axis, node = list(node.args[1])[axis] % len(shape), node.args[0]
+            dims = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            axis, node = list(dims)[axis] % len(shape), node.args[0]  # x.permute(2, 0, 1) too
         elif target in (aten.where.ScalarOther, aten.where.self, torch.where):
             values = [a for a in node.args[1:3] if isinstance(a, Node)]
             if len(values) != 1:

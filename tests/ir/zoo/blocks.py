@@ -225,6 +225,32 @@ class Net(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
+class AlexNet(nn.Module):
+    """torchvision's AlexNet, narrow: convs and linears each followed by `ReLU(inplace=True)`."""
+
+    def __init__(self, width: int = 8, hidden: int = 16, classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Linear(width * 4, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def _scramble_norms(model: nn.Module, seed: int) -> nn.Module:
     """Random BatchNorm statistics and affine: a fresh BN is the identity on zero-mean data,
     which would hide a wrong per-channel slice."""
@@ -255,3 +281,31 @@ BLOCKS = {
 def make_block_net(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return _scramble_norms(BLOCKS[name](), seed)
+
+
+class RelativePositionAttention(nn.Module):
+    """MaxViT's RelativePositionalMultiHeadAttention: fused qkv, a per-head bias gathered from
+    a table and laid out with `permute(2, 0, 1)` (varargs), einsum scores."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, side: int = 2):
+        super().__init__()
+        self.heads, self.head_dim, self.n = heads, dim // heads, side * side
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.merge = nn.Linear(dim, dim)
+        self.table = nn.Parameter(torch.randn((2 * side - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"))
+        rel = (coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :]).permute(1, 2, 0)
+        rel = rel + side - 1
+        self.register_buffer("index", rel[..., 0] * (2 * side - 1) + rel[..., 1])
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, G, P, D)
+        B, G, P, D = x.shape
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q, k, v = (
+            t.reshape(B, G, P, self.heads, self.head_dim).permute(0, 1, 3, 2, 4) for t in (q, k, v)
+        )
+        scores = torch.einsum("bghid,bghjd->bghij", q, k * self.head_dim**-0.5)
+        bias = self.table[self.index.view(-1)].view(self.n, self.n, -1)
+        scores = F.softmax(scores + bias.permute(2, 0, 1).contiguous().unsqueeze(0), dim=-1)
+        out = torch.einsum("bghij,bghjd->bghid", scores, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D))

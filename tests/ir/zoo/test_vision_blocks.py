@@ -10,13 +10,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from torch import nn
 
 from legoc.export.writer import OUTPUT_NAME, to_onnx_model
 from legoc.ir.masking import masked_model
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
 from tests.helpers import assert_float_close
-from tests.ir.zoo.blocks import BLOCKS, make_block_net
+from tests.ir.zoo.blocks import BLOCKS, AlexNet, RelativePositionAttention, make_block_net
 from tests.passes.helpers import masked, model_ir, random_ablation
 
 SHAPE = (3, 8, 8)
@@ -109,3 +110,32 @@ def test_the_sliced_block_exports_with_parity(name):
     (got,) = session.run([OUTPUT_NAME], {"x": x.numpy()})
     with torch.no_grad():
         assert_float_close(torch.from_numpy(got), oracle(x), steps=64)
+
+
+def test_an_in_place_relu_after_a_layer_left_constant_runs():
+    """All of AlexNet's first conv removed: the next conv becomes a broadcast constant, which
+    its `ReLU(inplace=True)` writes into (an expanded view failed: zoo.py's alexnet)."""
+    torch.manual_seed(0)
+    ir = model_ir(AlexNet().eval(), torch.randn(4, *SHAPE))
+    first = ir.spaces["features.0"]
+    removed = sorted({ir.analysis.unit_group[first.offset + u] for u in range(first.size)})
+    rationale = masked(ir, removed, random_ablation(ir, 0))
+    block = parse_pipeline(BLOCK_PIPELINE).run(rationale).ir
+    assert "features.0" not in block.spaces and "features.3" not in block.spaces
+    oracle = masked_model(rationale)
+    for rows in (1, 5):
+        x = torch.randn(rows, *SHAPE, generator=torch.Generator().manual_seed(rows))
+        with torch.no_grad():
+            assert_float_close(block.gm(x), oracle(x), steps=64)
+
+
+def test_a_relative_position_bias_laid_out_by_a_varargs_permute_freezes_the_heads():
+    """MaxViT's bias is `table[index].view(n, n, -1).permute(2, 0, 1)`: following its head axis
+    back crashed on the varargs permute (zoo.py maxvit_t); a gathered table is no embedding
+    lookup, so the heads freeze with a reason and the rest stays units."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), RelativePositionAttention(), nn.Linear(8, 4))
+    ir = model_ir(net.eval(), torch.randn(4, 3, 4, 8))
+    frozen = {(space, g.frozen) for g in ir.groups if g.frozen for space, _ in g.members}
+    assert ("1.to_qkv", "a per-head attention bias computed in the graph") in frozen
+    assert {space for space, _ in frozen} == {"1.to_qkv", "2"}  # "2": the head
