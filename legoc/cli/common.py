@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from legoc.errors import LegocError, Terminated
+from legoc.runtime import stop
 
 err = Console(stderr=True)
 
@@ -132,22 +133,35 @@ class StatusLines:
 @contextmanager
 def on_sigterm():
     """Turn SIGTERM (sent by `timeout`, systemd, Kubernetes, CI) into `Terminated`, a
-    KeyboardInterrupt, for the duration of the block; a second SIGTERM during the cleanup is
-    ignored. Outside the main thread signals cannot be handled: nothing changes there."""
+    KeyboardInterrupt, and Ctrl-C into KeyboardInterrupt, for the duration of the block.
 
-    def terminated(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+    Each stop is also recorded (`legoc.runtime.stop`): the loops of a long run raise it again
+    at their next step when the first exception was lost (raised inside a finalizer or caught
+    by library code); before, that run went on with SIGTERM ignored. A further signal while
+    the run stops is ignored, so the cleanup finishes. A Ctrl-C ignored by the parent (a job
+    started with `&`) stays ignored. Outside the main thread signals cannot be handled:
+    nothing changes there."""
+
+    def stopped(signum, frame):
+        if stop.pending() is not None:
+            return  # already stopping: let the cleanup finish
+        kind = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        stop.request(kind)
+        raise kind()
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminated)
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stopped)}
     except ValueError:  # not the main thread
         yield
         return
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, stopped)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        stop.clear()
 
 
 def progress_bar() -> Progress:

@@ -10,6 +10,7 @@ whole app (`legoc.cli.app`), which needs the compiler's dependencies
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import typer
@@ -43,7 +44,25 @@ def has_compiler() -> bool:
         return False
 
 
+STOPPED = (130, 143)  # Ctrl-C, SIGTERM (DESIGN §3.4)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The `legoc` command. A run stopped by Ctrl-C or SIGTERM has removed its partial files
+    and printed its line by the time the command returns: the process then ends at once
+    (`os._exit`), so nothing left in the interpreter's shutdown (threads, exit hooks, the
+    teardown of a large model) keeps a stopped run alive."""
+    try:
+        _run(argv)
+    except SystemExit as exc:
+        if exc.code in STOPPED:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code)
+        raise
+
+
+def _run(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
     if command in RUNTIME_COMMANDS or (command is None and not has_compiler()):

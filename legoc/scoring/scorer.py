@@ -22,6 +22,7 @@ from legoc.ir.core import IR
 from legoc.ir.masking import instrument, set_masks
 from legoc.ir.ops import Ablate
 from legoc.passes.base import mask_key
+from legoc.runtime import stop
 from legoc.scoring.batching import DEFAULT_BATCH, Batching
 from legoc.scoring.budget import gradient_cost
 from legoc.scoring.checks import check_split_fits
@@ -386,6 +387,7 @@ class Scorer:
         below the threshold, and `last_stopped_early` is set. With a journal, a counted
         evaluation it has recorded is answered from it (and still counted).
         """
+        stop.check()  # a Ctrl-C or SIGTERM whose exception was lost stops the search here
         journal = self.journal if count else None
         key = evaluation_key(kept, keep, exact) if journal is not None else ""
         entry = journal.answer(key) if journal is not None else None

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.errors import LegocError
+from legoc.runtime import stop
 from legoc.task.data import Split
 from legoc.task.metrics import IGNORE, Metric, at_position
 
@@ -191,6 +192,7 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(train.n, generator=shuffle)
         for start in range(0, train.n, config.batch_size):
+            stop.check()  # a Ctrl-C or SIGTERM whose exception was lost stops at the next step
             inputs, y, ref, at = train.batch(order[start : start + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss = task_loss(metric, _forward(module, input_names, inputs), y, ref, at)

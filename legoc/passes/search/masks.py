@@ -32,6 +32,7 @@ from legoc.ir.core import IR
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.search.base import SearchContext, SearchPass, dead_groups
 from legoc.passes.search.ranking import first_prefix_below, prune_prefix
+from legoc.runtime import stop
 from legoc.scoring.budget import gradient_cost
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
@@ -140,6 +141,7 @@ class MaskSearch(SearchPass):
                 gates = {name: _unit_gates(slots, z) for name, slots in index.items()}
                 rows = torch.randint(n_rows, (batch_rows,), generator=generator)
                 kept_share = (open_probability(log_alpha) * params).sum() / total
+                stop.check()  # a Ctrl-C or SIGTERM whose exception was lost: stop now
                 loss = scorer.gated_loss(gates, rows) + self.penalty * (kept_share - target) ** 2
                 optimizer.zero_grad()
                 loss.backward()
