@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import tempfile
@@ -17,9 +16,8 @@ import torch.fx
 
 from legoc.errors import LegocError, TaskNotMet
 from legoc.export.lengths import checked_lengths, resized_split, search_length
-from legoc.ir import ops
+from legoc.export.onnx_ops import register
 from legoc.ir.core import IR
-from legoc.ir.handlers.norm import RMS_NORMS
 from legoc.ir.tokens import SEQUENCE, dynamic_tokens, other_length, sequence_of, with_length
 from legoc.runtime.files import atomic_file
 from legoc.task.spec import Split
@@ -98,7 +96,8 @@ def module_to_onnx(
         dynamic[name][1] = TOKEN_AXIS
     for axis in output_token_axes(module, input_names, example_inputs, lengths):
         dynamic[OUTPUT_NAME][axis] = TOKEN_AXIS
-    module = _rms_norms_written_out(module).eval()
+    module.eval()
+    register(OPSET)  # aten ops opset 17 lacks (rms_norm), written out
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -121,22 +120,6 @@ def module_to_onnx(
             f"({exc.strerror or exc}); nothing was written: free space there or point TMPDIR "
             "at a folder with room"
         ) from None
-
-
-def _rms_norms_written_out(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of a graph whose RMS norms are written out (`ops.written_rms_norm`): the
-    exporter has no ONNX form of aten.rms_norm at opset 17. Other modules as they are."""
-    if not isinstance(module, torch.fx.GraphModule):
-        return module
-    nodes = [n for n in module.graph.nodes if n.op == "call_function" and n.target in RMS_NORMS]
-    if not nodes:
-        return module
-    module = copy.deepcopy(module)
-    for node in module.graph.nodes:
-        if node.op == "call_function" and node.target in RMS_NORMS:
-            node.target = ops.written_rms_norm
-    module.recompile()
-    return module
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, str | dict]) -> None:

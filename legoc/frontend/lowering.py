@@ -15,6 +15,7 @@ import torch.fx
 import torch.nn.functional as F
 
 from legoc.frontend.unfold_heads import unfold_mha_heads
+from legoc.frontend.weight_rows import split_weight_rows
 from legoc.ir.ops import slice_axis
 
 aten = torch.ops.aten
@@ -118,6 +119,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
+    split_weight_rows(lowered)
     unfold_mha_heads(lowered)
     fuse_rms_norm(lowered)
     lowered.graph.eliminate_dead_code()
@@ -193,7 +195,7 @@ def _mha_heads_visible(gm: torch.fx.GraphModule) -> None:
         if not (_node(unflat, aten.unflatten.int) and unflat.args[1] == -1):
             continue
         parts, width = unflat.args[2]
-        if parts != 3:
+        if parts not in (2, 3):  # q, k, v of one input; or k, v of the memory (cross)
             continue
         if unflat not in splits:
             with graph.inserting_after(unflat):

@@ -22,6 +22,7 @@ from legoc.ir.cost import output_positions
 from legoc.ir.graph import get_attr_tensor
 from legoc.ir.shapes import propagate_shapes, run_quietly  # noqa: F401 - run_quietly re-exported
 from legoc.ir.text import ir_text
+from legoc.ir.weight_rows import merge_rows
 
 
 @dataclass
@@ -222,9 +223,14 @@ class IR:
         return total
 
     def kept_units(self) -> dict[str, list[int]]:
-        return {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
+        """Kept units per source module (row ranges of one weight merged: `weight_rows`)."""
+        kept = {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
+        return merge_rows(kept, self._space_sizes())[0]
 
     def total_units(self) -> dict[str, int]:
+        return merge_rows({n: [] for n in self.spaces}, self._space_sizes())[1]
+
+    def _space_sizes(self) -> dict[str, int]:
         return {name: space.size for name, space in sorted(self.spaces.items())}
 
     # -- text -------------------------------------------------------------------------

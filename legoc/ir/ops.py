@@ -18,16 +18,21 @@ def select_outputs(x: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
 
 @torch.fx.wrap
 def broadcast_constant(
-    reference: torch.Tensor, value: torch.Tensor, axis: int = 0, token_axis: int | None = None
+    reference: torch.Tensor,
+    value: torch.Tensor,
+    axis: int = 0,
+    token_axis: int | None = None,
+    per_item: int = 1,
 ) -> torch.Tensor:
     """A constant with the batch size of `reference` (on `axis` of the constant): what a layer
     becomes when all its inputs were removed and only their folded ablation constant is left.
     With `token_axis`, `reference` is a (batch, tokens) input and the constant's positions
-    follow its token count (`legoc.ir.tokens.positional`). A fresh tensor, not a view: an
+    follow its token count (`legoc.ir.tokens.positional`). `per_item`: rows per input item on
+    `axis` (Swin's windows folded into the batch axis). A fresh tensor, not a view: an
     in-place op after it (AlexNet's `ReLU(inplace=True)`) must neither fail on the expanded
     batch nor write into the stored constant."""
     shape = list(value.shape)
-    shape[axis] = reference.shape[0]
+    shape[axis] = reference.shape[0] * per_item
     if token_axis is not None:
         value = positional(value, token_axis, reference.shape[1])
         shape[token_axis] = reference.shape[1]
@@ -249,17 +254,6 @@ def carried_norm(
             carriers.append(-mean * rstd)
         carriers.append(torch.ones_like(rstd))
     return torch.cat([y, *(c.expand(*y.shape[:-1], c.shape[-1]) for c in carriers)], dim=-1)
-
-
-@torch.fx.wrap
-def written_rms_norm(
-    x: torch.Tensor, shape, weight: torch.Tensor | None = None, eps: float | None = None
-) -> torch.Tensor:
-    """`F.rms_norm` written out, as the ONNX export runs it: opset 17 has no RMS norm op."""
-    dims = tuple(range(-len(shape), 0))
-    eps = torch.finfo(x.dtype).eps if eps is None else eps
-    y = x * torch.rsqrt((x * x).mean(dims, keepdim=True) + eps)
-    return y if weight is None else y * weight
 
 
 def slice_axis(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):

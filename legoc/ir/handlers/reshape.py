@@ -12,6 +12,8 @@ import torch
 from torch.fx import Node
 
 from legoc.ir.graph import shape_of
+from legoc.ir.handlers.fused_heads import fused_heads
+from legoc.ir.handlers.one_head import one_head
 from legoc.ir.units import ChannelPermutation, Layout
 
 if TYPE_CHECKING:
@@ -53,13 +55,24 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
             return Layout(axis, blocks[:, 0].copy())
     moved = size_one_dims_only(in_shape, out_shape, axis)
     if moved is not None:  # (B, T, C) <-> (B, T, 1, C): one head, its channels stay put
-        walk.reshapes.append(node.name)
-        return Layout(moved, layout.ids)
+        walk.reshapes.append(node.name)  # ... or become one unit on their way into attention
+        return one_head(walk, node, layout, in_shape, out_shape) or Layout(moved, layout.ids)
     if regroups_positions(in_shape, out_shape, axis):  # Swin's window partition and reverse
         walk.reshapes.append(node.name)
         return Layout(len(out_shape) - (len(in_shape) - axis), layout.ids)
-    walk.freeze(layout.ids, "reshaped across the unit axis")
+    fused = fused_heads(walk, node, layout, in_shape, out_shape)
+    if fused is not None:  # channels -> (q/k/v, heads, head_dim), taken apart
+        return fused
+    walk.freeze(layout.ids, _why_frozen(in_shape, out_shape, axis))
     return None
+
+
+def _why_frozen(in_shape, out_shape, axis: int) -> str:
+    """The freeze reason; heads merged into the batch axis (DeBERTa's `view(-1, T, d)`) named."""
+    folded = int(np.prod(in_shape[: axis + 1], dtype=np.int64))
+    if axis > 0 and out_shape[0] == folded and tuple(out_shape[1:]) == tuple(in_shape[axis + 1 :]):
+        return "attention heads folded into the batch axis: not followed yet"
+    return "reshaped across the unit axis"
 
 
 def size_one_dims_only(in_shape, out_shape, axis: int) -> int | None:

@@ -174,9 +174,11 @@ class SliceUnits:
         else:
             positions = None
         target = add_tensor(gm, f"{node.args[1].target.rsplit('.', 1)[0]}.legoc_constant", value)
+        per_item = _rows_per_item(x, axis, reference)
         with gm.graph.inserting_before(node):
             const = gm.graph.get_attr(target)
             extra = () if positions is None else (positions,)
+            extra = extra if per_item == 1 else (positions, per_item)
             replacement = gm.graph.call_function(
                 ops.broadcast_constant, (reference, const, axis, *extra)
             )
@@ -277,6 +279,13 @@ class SliceUnits:
             return 1
         node.args = (keep, *node.args[1:])
         return 1
+
+
+def _rows_per_item(x: torch.fx.Node, axis: int, reference: torch.fx.Node) -> int:
+    """How many rows of `x`'s batch axis each input item has: 1, or the windows of a Swin
+    block folded into it (traced (batch * windows, ...) where the input had batch rows)."""
+    rows, items = (shape_of(x) or (1,))[axis], (shape_of(reference) or (1,))[0]
+    return rows // items if items and rows % items == 0 and rows > items else 1
 
 
 def _set_groups(node: torch.fx.Node, groups: int) -> None:

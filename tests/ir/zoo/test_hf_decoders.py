@@ -157,18 +157,8 @@ def neuron_groups(ir, family: str, layer: int) -> list:
     return layer_groups(ir, family, layer, FAMILIES[family][3][0])
 
 
-ATTENTION_IS_ONE_HEAD = pytest.mark.xfail(
-    strict=True,
-    reason="Gemma's single KV head (view(B, T, 1, d)) is a one-head layer: /work/wt-attn's part",
-)
-
-
-def _attention_xfail(family: str):
-    return [pytest.param(family, marks=ATTENTION_IS_ONE_HEAD)] if family == "gemma" else [family]
-
-
 ALL = list(FAMILIES)
-WITH_HEADS = [p for f in FAMILIES for p in _attention_xfail(f)]
+WITH_HEADS = ALL  # Gemma's one KV head: the layer's heads are one unit (shared_kv.py)
 
 
 @pytest.mark.parametrize("family", WITH_HEADS)

@@ -18,6 +18,7 @@ from torch import nn
 from legoc.export.writer import PARITY_TOLERANCE, export_block
 from legoc.frontend.load import trace
 from legoc.ir.core import build_ir
+from legoc.ir.frozen import frozen_units
 from legoc.ir.masking import masked_model
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
@@ -146,13 +147,14 @@ FAMILIES = {
     "vit": ("vit.layers.0.attention.q_proj", "vit.layers.0.mlp.fc1", FFN),
     "mha-weights": ("attn", "up", FFN),
     "mha": ("attn", "up", FFN),
-    "mha-cross": ("attn", "up", FFN),
+    # cross attention: the query rows and the key/value rows of in_proj_weight, applied to
+    # two inputs, are two producers (legoc.frontend.weight_rows); a head couples both
+    "mha-cross": ("attn.in_proj_weight__rows_0_of_96", "up", FFN),
 }
 NOT_YET = {
     "deberta-v2": "heads folded into the batch axis (view(-1, T, d)) with a gathered relative "
-    "position bias are not followed yet (issue 15, this part: not done)",
-    "mha-cross": "q, k and v slices of the fused in_proj_weight (a fused projection split by "
-    "slicing: the decoder-LLM part of issue 15, /work/wt-llm)",
+    "position bias are not followed yet (issue 15, this part: not done; inspect names it: "
+    "test_deberta_heads_say_they_are_folded_into_the_batch_axis)",
 }
 
 
@@ -234,7 +236,30 @@ def test_the_sliced_block_equals_the_masked_model_on_random_kept_sets(name):
         assert block.param_count() < ir.param_count()
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "t5-encoder"])
+def test_deberta_heads_say_they_are_folded_into_the_batch_axis():
+    _model, ir = captured("deberta-v2")
+    lines = [r.line() for r in frozen_units(ir)]
+    query = "body.encoder.layer.0.attention.self.query_proj"
+    assert any(
+        line.startswith(f"{query}: 32/32 units frozen by reshape at node ")
+        and "attention heads folded into the batch axis" in line
+        for line in lines
+    ), lines
+
+
+def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
+    _ir, masked, _block = sliced_and_masked("mha-cross", 0)
+    kept, total = masked.kept_units(), masked.total_units()
+    assert total["attn"] == 3 * HIDDEN and not any("__rows_" in name for name in total)
+    rows = set(kept["attn"])
+    heads = {r // HEAD_DIM for r in rows if r < HIDDEN}
+    assert 0 < len(heads) < HEADS  # seed 0 removes some heads and keeps others
+    for part in range(3):  # a head's q, k and v rows are kept or removed together
+        want = {part * HIDDEN + h * HEAD_DIM + d for h in heads for d in range(HEAD_DIM)}
+        assert {r for r in rows if part * HIDDEN <= r < (part + 1) * HIDDEN} == want
+
+
+@pytest.mark.parametrize("name", ["bert", "vit", "mha-cross", "t5-encoder"])
 def test_export_parity(name, tmp_path):
     _ir, masked, block = sliced_and_masked(name, 2)
     split = Split("search", inputs(name, 16, 5), None)

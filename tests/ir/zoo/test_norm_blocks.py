@@ -595,15 +595,26 @@ def test_swin_stream_and_neurons_are_units_through_window_partition(tmp_path):
     check_parity(ir, {"x": rows(16, 3, 8, 8, seed=4)}, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fused qkv reshaped into (3, heads, head_dim) and matmul/softmax attention "
-    "freeze the heads (issue 15: /work/wt-llm, /work/wt-attn)",
-)
-def test_swin_window_attention_heads_are_units():
+def test_swin_window_attention_heads_are_units(tmp_path):
+    """qkv(x).reshape(n, T, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0): each head's q, k
+    and v rows (and its slice of the relative position bias) are one unit."""
     torch.manual_seed(0)
     ir = ir_of(SwinBlock(), {"x": rows(2, 3, 8, 8)})
-    assert removable(ir, "qkv")
+    heads = groups_of(ir, "qkv")
+    assert len(heads) == 2 and removable(ir, "qkv")
+    head_dim = D // 2
+    for h, g in enumerate(heads):  # rows ordered (q/k/v, head, channel)
+        rows_of = sorted(i for s, i in ir.groups[g].members if s == "qkv")
+        assert rows_of == [p * D + h * head_dim + c for p in range(3) for c in range(head_dim)]
+    masked = ir.with_kept(ir.mask_for([heads[0]]))
+    masked.ablation = {n: torch.randn(s.size) for n, s in sorted(ir.spaces.items())}
+    block = rewrite_pipeline(BLOCK_PIPELINE).run(masked).ir
+    x = [rows(5, 3, 8, 8, seed=3)]
+    assert_float_close(run64(block.gm, x), run64(masked_model(masked), x))
+    params = dict(block.gm.named_parameters())
+    assert params["qkv.weight"].shape == (3 * head_dim, D) and params["bias"].shape[0] == 1
+    check_sliced(ir, x)
+    check_parity(ir, {"x": rows(16, 3, 8, 8, seed=4)}, tmp_path)
 
 
 def test_vit_class_token_read_through_torch_export_keeps_the_stream_units(tmp_path):
