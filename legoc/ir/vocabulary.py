@@ -155,6 +155,7 @@ KINDS: dict[str, Ops] = {
     "slice": _ops(functions=[aten.slice.Tensor, ops.slice_axis]),  # getitem slices: "getitem"
     "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
     "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
+    "gather_heads": _ops(functions=[ops.gather_heads]),  # sliced GQA: KV head per query head
     # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)
     "matmul": _ops(
         functions=[torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul],

@@ -29,6 +29,7 @@ from legoc.ir.handlers import (
     reshape,
     select,
     shape,
+    shared_kv,
     slicing,
     split,
     unary,
@@ -60,6 +61,7 @@ HANDLERS: dict[str, Handler] = {
     "slice": slicing.slice_dim,
     "unsqueeze": expand.unsqueeze,
     "expand": expand.expand,
+    "gather_heads": shared_kv.gather_heads,
     "getitem": split.getitem,
     "size": shape.size,
 }
