@@ -48,8 +48,9 @@ def shared_kv(
         return None
     site = _site(walk, node)
     space = _space_of(walk, lq.ids)
-    if site is None or space is None:
-        return None
+    q_shape = shape_of(node.args[0])
+    if site is None or space is None or walk.spaces[space].size != q_shape[head_axis] * q_shape[-1]:
+        return None  # e.g. a fused q/k/v projection: its query rows are not a space of their own
     k_ids, v_ids = walk.layouts[k_src.name].ids, walk.layouts[v_src.name].ids
     walk.couple(k_ids, v_ids, "shared KV head")
     walk.read[k_ids[k_ids >= 0]] = True
