@@ -32,6 +32,7 @@ from legoc.ir.units import (
     ConsumerUse,
     Group,
     Layout,
+    SharedKV,
     UnitSpace,
 )
 from legoc.ir.vocabulary import (
@@ -87,8 +88,18 @@ class Propagation:
     """One forward walk over the graph computing layouts, couplings and freezes; the state
     the op handlers read and record into."""
 
-    def __init__(self, gm: torch.fx.GraphModule, scope: list[str] | None):
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        scope: list[str] | None,
+        plain_attention: frozenset[str] = frozenset(),
+    ):
         self.gm = gm
+        # GQA attention nodes whose query heads could not be proven units of their own: one
+        # unit per KV head and its query heads there (handlers/shared_kv)
+        self.plain_attention = plain_attention
+        self.sites: dict[str, tuple[str, str]] = {}  # query space -> (its site, attention)
+        self.shared_kv: list[SharedKV] = []
         self.spaces: dict[str, UnitSpace] = {}
         self.weight_uses = _weight_uses(gm)
         offset = 0
@@ -260,10 +271,16 @@ def reads_only_shape(node: Node) -> bool:
 
 def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysis:
     """Find unit spaces, their layouts, consumers and dependency groups (needs tensor_meta)."""
-    walk = Propagation(gm, scope)
-    walk.run()
-    n = walk.n_units
-    roots = np.array([walk.unions.find(u) for u in range(n)], dtype=np.int64)
+    plain: frozenset[str] = frozenset()
+    while True:  # at most once more per GQA attention whose query heads were not proven
+        walk = Propagation(gm, scope, plain)
+        walk.run()
+        n = walk.n_units
+        roots = np.array([walk.unions.find(u) for u in range(n)], dtype=np.int64)
+        unproven = _unproven_sites(walk, roots)
+        if not unproven:
+            break
+        plain = plain | unproven
     unit_params = unit_costs(gm, walk)
     unit_macs = unit_costs(gm, walk, per_position=True)
     groups: list[Group] = []
@@ -297,6 +314,7 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         )
         unit_group[units] = group.index
         groups.append(group)
+    _set_follows(walk, groups, unit_group)
     return Analysis(
         walk.spaces,
         walk.layouts,
@@ -308,4 +326,43 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         walk.splits,
         walk.permutations,
         norm_readers=walk.norm_readers,
+        sites={space: site for space, (site, _) in walk.sites.items()},
+        shared_kv=walk.shared_kv,
     )
+
+
+def _unproven_sites(walk: Propagation, roots: np.ndarray) -> frozenset[str]:
+    """GQA attention nodes whose query heads are not exactly units of their own: the site must
+    hold the query space's units slot by slot (head by head), and those heads must reach no
+    other reader and couple with no other unit."""
+    bad = set()
+    nodes = {node.name: node for node in walk.gm.graph.nodes}
+    for name, (site, attention) in walk.sites.items():
+        space, layout = walk.spaces[name], walk.layouts.get(site)
+        own = np.arange(space.offset, space.offset + space.size)
+        outside = np.ones(len(roots), dtype=bool)
+        outside[own] = False
+        readers = [c for c in walk.consumers if np.isin(c.ids, own).any()]
+        if (
+            layout is None
+            or layout.axis != len(shape_of(nodes[site])) - 1
+            or len(layout.ids) != space.size
+            or not np.array_equal(roots[np.maximum(layout.ids, 0)], roots[own])
+            or np.isin(roots[outside], roots[own]).any()
+            or len(readers) != 1
+        ):
+            bad.add(attention)
+    return frozenset(bad)
+
+
+def _set_follows(walk: Propagation, groups: list[Group], unit_group: np.ndarray) -> None:
+    """A shared KV head's group follows the groups of the query heads that read it."""
+    leaders: dict[int, set[int]] = {}
+    for share in walk.shared_kv:
+        for slot, query in zip(share.slots, share.query):
+            kv = share.source_ids[slot]
+            if kv >= 0 and query >= 0:
+                leaders.setdefault(int(unit_group[kv]), set()).add(int(unit_group[query]))
+    for index, heads in leaders.items():
+        if index not in heads and groups[index].frozen is None:
+            groups[index].follows = tuple(sorted(heads))

@@ -57,16 +57,26 @@ class IR:
         return self.analysis.groups
 
     def removable_groups(self) -> list[int]:
-        return [g.index for g in self.groups if g.frozen is None]
+        """Groups a search may remove: not frozen, and not derived from others (`follows`)."""
+        return [g.index for g in self.groups if g.frozen is None and not g.follows]
 
     def group_kept(self, index: int) -> bool:
         space, unit = self.groups[index].members[0]
         return bool(self.kept[space][unit])
 
     def mask_for(self, removed_groups) -> dict[str, np.ndarray]:
-        """The kept-unit mask with the given groups removed (all others kept)."""
+        """The kept-unit mask with the given groups removed (all others kept), and every group
+        that follows others (a shared KV head) removed exactly when all of those are."""
         kept = {name: np.ones(space.size, dtype=bool) for name, space in self.spaces.items()}
-        for index in removed_groups:
+        removed = set(removed_groups)
+        derived = [g for g in removed if self.groups[g].follows]
+        if derived:
+            raise ValueError(
+                f"group {derived[0]} follows groups {list(self.groups[derived[0]].follows)} "
+                "(a KV head shared by query heads): remove those instead"
+            )
+        removed |= {g.index for g in self.groups if g.follows and removed.issuperset(g.follows)}
+        for index in removed:
             for space, unit in self.groups[index].members:
                 kept[space][unit] = False
         return kept

@@ -1,4 +1,5 @@
-"""The masked model: a copy of the IR graph with an `Ablate` module after every producer.
+"""The masked model: a copy of the IR graph with an `Ablate` module after every producer (or at
+the space's site: a GQA query head's attention output, `legoc.ir.handlers.shared_kv`).
 
 It is the oracle for everything legoc computes: scoring runs it, and every rewrite must agree
 with it.
@@ -25,8 +26,9 @@ def instrument(ir: IR) -> tuple[torch.fx.GraphModule, dict[str, Ablate]]:
     nodes = {n.name: n for n in gm.graph.nodes}
     ablates: dict[str, Ablate] = {}
     for i, (name, space) in enumerate(sorted(ir.spaces.items())):
-        node = unit_output(nodes[space.node])
-        layout = ir.analysis.layouts[space.node]
+        site = ir.analysis.sites.get(name)
+        node = nodes[site] if site else unit_output(nodes[space.node])
+        layout = ir.analysis.layouts[site or space.node]
         ndim = len(node.meta["tensor_meta"].shape)
         module = Ablate(space.size, layout.axis, ndim)
         target = f"legoc_ablate_{i}"

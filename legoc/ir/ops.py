@@ -47,6 +47,13 @@ def token_constant(reference: torch.Tensor, table: torch.Tensor, axis: int) -> t
     return positional(table, axis, reference.shape[axis]).clone()
 
 
+@torch.fx.wrap
+def gather_heads(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
+    """The KV head each kept query head reads, once GQA's groups are uneven after slicing
+    (what the uniform `repeat_kv` computed before): an ONNX Gather."""
+    return torch.index_select(x, axis, index)
+
+
 class Ablate(nn.Module):
     """Replaces removed units of one producer by their ablation value.
 

@@ -107,6 +107,9 @@ def ir_text(ir: IR, source: bool = False) -> str:
             notes.append(f"frozen: {'; '.join(frozen)}")
         if dead:
             notes.append(f"{dead} unread")
+        following = sum(bool(ir.groups[g].follows) for g in set(groups))
+        if following:  # shared KV heads: derived, never searched
+            notes.append(f"{following} groups go when all the query heads reading them go")
         note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
     removable = len(ir.removable_groups())

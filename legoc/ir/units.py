@@ -64,6 +64,21 @@ class ChannelPermutation:
     ids: np.ndarray
 
 
+@dataclass(frozen=True)
+class SharedKV:
+    """Argument `arg` (k or v) of attention `node` repeats the KV heads of `source` (along
+    `axis`, units `source_ids`) over the query heads: slot i reads source slot `slots[i]`, for
+    query head unit `query[i]`. Slicing gathers the kept KV heads per kept query head."""
+
+    node: str
+    arg: int
+    source: str
+    axis: int
+    source_ids: np.ndarray
+    slots: np.ndarray
+    query: np.ndarray
+
+
 @dataclass
 class Group:
     """Units that must be removed together; `frozen` says why they cannot be removed at all."""
@@ -76,6 +91,9 @@ class Group:
     coupled_by: tuple[str, ...] = ()
     macs: int = 0  # multiply-accumulates per input row its units account for
     frozen_at: str | None = None  # the op and node that froze it, e.g. "expand at node x_3"
+    # derived: removed exactly when every group listed here is (a KV head shared by query
+    # heads); the search never picks it
+    follows: tuple[int, ...] = ()
 
 
 @dataclass
@@ -90,6 +108,10 @@ class Analysis:
     splits: list[str] = field(default_factory=list)  # torch.split along a unit axis
     permutations: list[ChannelPermutation] = field(default_factory=list)
     norm_readers: dict[str, str] = field(default_factory=dict)  # Linear/Conv -> norm it reads
+    # space -> the node its units are ablated at, where that is not its producer (a GQA
+    # query head: its attention output)
+    sites: dict[str, str] = field(default_factory=dict)
+    shared_kv: list[SharedKV] = field(default_factory=list)
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():

@@ -157,6 +157,7 @@ KINDS: dict[str, Ops] = {
     "select": _ops(functions=[aten.select.int, torch.select], methods=["select"]),
     "unsqueeze": _ops(functions=[torch.unsqueeze, aten.unsqueeze.default], methods=["unsqueeze"]),
     "expand": _ops(methods=["expand"]),  # lowering turns aten.expand into the method
+    "gather_heads": _ops(functions=[ops.gather_heads]),  # sliced GQA: KV head per query head
     # attention written out: q @ kᵀ starts scores, p @ v ends them (handlers/attention_scores)
     "matmul": _ops(
         functions=[torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul],

@@ -30,6 +30,7 @@ from legoc.ir.handlers import (
     reshape,
     select,
     shape,
+    shared_kv,
     slicing,
     split,
     unary,
@@ -64,6 +65,7 @@ HANDLERS: dict[str, Handler] = {
     "select": slicing.select,
     "unsqueeze": expand.unsqueeze,
     "expand": expand.expand,
+    "gather_heads": shared_kv.gather_heads,
     "getitem": split.getitem,
     "size": shape.size,
 }

@@ -1,7 +1,7 @@
 """Scaled dot-product attention over (batch, heads, tokens, head_dim): a head's query, key and
 value channels are one unit. Removed together, they are constants: the scores of every query
 shift by one constant (softmax ignores it) and the head outputs its value constant, which folds
-into the output projection's bias."""
+into the output projection's bias. GQA (a KV head shared by query heads): `shared_kv`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch.fx import Node
 
 from legoc.ir.graph import shape_of
 from legoc.ir.handlers.head_bias import one_unit, per_head_mask_follows
+from legoc.ir.handlers.shared_kv import shared_kv
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ def attention(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | No
     if extra or not whole_heads:
         walk.freeze_inputs(node, "attention over units that are not whole heads")
         return None
+    gqa = shared_kv(walk, node, layouts, head_axis)
+    if gqa is not None:  # query heads over shared KV heads: each its own unit
+        return gqa if per_head_mask_follows(walk, node, head_axis, gqa.ids) else None
     ids = walk.couple(layouts[0].ids, layouts[1].ids, "attention head")
     ids = walk.couple(ids, layouts[2].ids, "attention head")
     if not per_head_mask_follows(walk, node, head_axis, ids):

@@ -25,6 +25,7 @@ from legoc.ir.tokens import token_axis
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.carry_norms import apply_carried, plan_carried
 from legoc.passes.rewrite.fold_ablations import removed_ids
+from legoc.passes.rewrite.gather_kv import gather_kept_heads
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
     arg,
@@ -135,6 +136,8 @@ class SliceUnits:
             stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
         for perm in analysis.permutations:
             stats["shapes_rewritten"] += self._gather_permutation(gm, nodes, perm, removed)
+        for share in analysis.shared_kv:  # GQA: uneven groups of query heads per KV head
+            stats["shapes_rewritten"] += gather_kept_heads(gm, nodes, share, removed)
         gm.graph.lint()
         gm.recompile()
         out.kept = {}

@@ -3,10 +3,12 @@
 Tiny randomly initialised configs (no download), captured with torch.export like the BERT
 tests. Fused q/k/v (Phi-3's sliced `qkv_proj`, GPT-NeoX's chunked `query_key_value`) and
 gate/up projections split into their parts; RoPE (`rotate_half`: slice, neg, cat along
-head_dim; partial rotary in Phi and GPT-NeoX) passes heads through; GQA's `repeat_kv`
-(unsqueeze, expand, reshape) shares each KV head with its n_rep query heads, so a KV head and
-the query heads it serves are removed together (see `test_a_kv_head_goes_with_its_query_heads`
-for why a query head alone is not exact). Every rewrite is checked against the masked model.
+head_dim; partial rotary in Phi and GPT-NeoX) passes heads through. GQA's `repeat_kv`
+(unsqueeze, expand, reshape) shares each KV head with its n_rep query heads: with separate
+projections each query head is a unit of its own, ablated at its attention output, and the KV
+head follows them (removed exactly when all its query heads are); slicing gathers the kept KV
+head of each kept query head. A fused q/k/v projection (Phi-3) keeps a KV head and its query
+heads as one unit. Every rewrite is checked against the masked model.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from legoc import api
+from legoc.export.writer import PARITY_TOLERANCE, export_block
 from legoc.frontend.load import trace
+from legoc.ir import ops
 from legoc.ir.core import build_ir
+from legoc.ir.graph import get_attr_tensor
 from legoc.ir.masking import masked_model
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
@@ -161,32 +167,60 @@ ALL = list(FAMILIES)
 WITH_HEADS = ALL  # Gemma's one KV head: the layer's heads are one unit (shared_kv.py)
 
 
-@pytest.mark.parametrize("family", WITH_HEADS)
-def test_each_kv_head_and_its_query_heads_are_one_unit(family):
+# separate k/v projections with fewer KV heads than query heads (Gemma's MQA: one KV head)
+SHARED_KV = ["llama", "qwen2", "mistral", "phi"]
+FUSED = ["phi3", "gpt_neox"]  # fused q/k/v rows (GPT-NeoX: one KV head per query head)
+
+
+def kv_groups(ir, family: str, layer: int) -> list:
+    return layer_groups(ir, family, layer, FAMILIES[family][2][0])
+
+
+def modules_of(group) -> dict[str, list[int]]:
+    by_module: dict[str, list[int]] = {}
+    for name, channel in group.members:
+        by_module.setdefault(name.split(".", 3)[3], []).append(channel)
+    return by_module
+
+
+@pytest.mark.parametrize("family", [*SHARED_KV, "gemma"])
+def test_query_heads_are_units_and_a_kv_head_follows_its_query_heads(family):
     _, ir = decoder_ir(family)
     _, q, kv, _, n_kv = FAMILIES[family]
     n_rep = HEADS // n_kv
+    removable = set(ir.removable_groups())
+    for layer in range(LAYERS):
+        heads = head_groups(ir, family, layer)
+        assert len(heads) == HEADS and all(g.frozen is None and not g.follows for g in heads)
+        for h, g in enumerate(heads):  # one query head: its own channels, nothing else
+            assert modules_of(g) == {q: list(range(h * HEAD_DIM, (h + 1) * HEAD_DIM))}
+            assert g.index in removable
+        kv_heads = kv_groups(ir, family, layer)
+        assert len(kv_heads) == n_kv
+        for g in kv_heads:
+            by_module = modules_of(g)
+            assert sorted(by_module) == sorted(kv)
+            kv_head = by_module[kv[0]][0] // HEAD_DIM
+            for name in kv:  # the k head and the v head, whole
+                span = range(kv_head * HEAD_DIM, (kv_head + 1) * HEAD_DIM)
+                assert sorted(by_module[name]) == list(span)
+            # it follows exactly the query heads that read it; the search never picks it
+            readers = heads[kv_head * n_rep : (kv_head + 1) * n_rep]
+            assert g.follows == tuple(r.index for r in readers)
+            assert g.index not in removable
+
+
+@pytest.mark.parametrize("family", FUSED)
+def test_each_kv_head_and_its_query_heads_are_one_unit_in_a_fused_projection(family):
+    _, ir = decoder_ir(family)
+    _, q, _, _, n_kv = FAMILIES[family]
+    n_rep = HEADS // n_kv
     for layer in range(LAYERS):
         groups = head_groups(ir, family, layer)
-        assert len(groups) == n_kv and all(g.frozen is None for g in groups)
-        for g in groups:
-            by_module: dict[str, list[int]] = {}
-            for name, channel in g.members:
-                by_module.setdefault(name.split(".", 3)[3], []).append(channel)
-            if kv:  # separate projections: n_rep query heads, one k head, one v head
-                assert sorted(by_module) == sorted((q, *kv))
-                query = sorted(by_module[q])
-                kv_head = by_module[kv[0]][0] // HEAD_DIM
-                assert sorted(by_module[kv[0]]) == list(
-                    range(kv_head * HEAD_DIM, (kv_head + 1) * HEAD_DIM)
-                )
-                # exactly the query heads that read this KV head
-                assert query == list(
-                    range(kv_head * n_rep * HEAD_DIM, (kv_head + 1) * n_rep * HEAD_DIM)
-                )
-            else:  # fused: the n_rep query heads' rows and the KV head's k and v rows
-                assert list(by_module) == [q]
-                assert len(by_module[q]) == (n_rep + 2) * HEAD_DIM
+        assert len(groups) == n_kv and all(g.frozen is None and not g.follows for g in groups)
+        for g in groups:  # the n_rep query heads' rows and the KV head's k and v rows
+            assert list(modules_of(g)) == [q]
+            assert len(modules_of(g)[q]) == (n_rep + 2) * HEAD_DIM
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -217,7 +251,7 @@ def _sliced_vs_masked(family: str, removed: list[int]):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sliced_graph_equals_the_masked_model(family, seed):
     _, ir = decoder_ir(family)
-    free = [g.index for g in ir.groups if g.frozen is None and not g.dead]
+    free = [g for g in ir.removable_groups() if not ir.groups[g].dead]
     rng = np.random.default_rng(seed)
     removed = sorted(rng.choice(free, size=len(free) // 2, replace=False).tolist())
     _, block = _sliced_vs_masked(family, removed)
@@ -282,3 +316,73 @@ def test_extract_writes_a_parity_checked_block(tmp_path, family, method):
             kept_kv = {h for h in kept_kv if 0 <= h < n_kv}
         # the dependency: a KV head is kept exactly while one of its query heads is
         assert kept_kv == {h // n_rep for h in kept_heads}
+
+
+# -- GQA: query heads over shared KV heads -------------------------------------------------
+GQA = ["llama", "qwen2", "mistral"]
+
+
+def _kv_rows(block, family: str, layer: int) -> int:
+    name = f"m.layers.{layer}.{FAMILIES[family][2][0]}.weight"
+    params = dict(block.gm.named_parameters())
+    return params[name].shape[0] if name in params else 0
+
+
+@pytest.mark.parametrize("family", SHARED_KV)
+def test_a_kv_head_goes_when_all_its_query_heads_have_gone(family):
+    _, ir = decoder_ir(family)
+    kv_name = f"m.layers.0.{FAMILIES[family][2][0]}"
+    first, second = head_groups(ir, family, 0)[:2]  # the two query heads of KV head 0
+    assert ir.mask_for([first.index])[kv_name].all()  # one of them left: the KV head stays
+    kept = ir.mask_for([first.index, second.index])[kv_name]
+    assert not kept[:HEAD_DIM].any() and kept[HEAD_DIM:].all()  # both gone: it goes
+    with pytest.raises(ValueError, match="follows groups"):  # never removed on its own
+        ir.mask_for([kv_groups(ir, family, 0)[0].index])
+
+
+@pytest.mark.parametrize("family", GQA)
+def test_uneven_groups_slice_to_a_gather_of_the_kept_kv_heads(family):
+    _, ir = decoder_ir(family)
+    layer0, layer1 = head_groups(ir, family, 0), head_groups(ir, family, 1)
+    # layer 0: one query head of KV head 0 gone (it stays); layer 1: both of KV head 1 gone
+    _, block = _sliced_vs_masked(family, [layer0[0].index, layer1[2].index, layer1[3].index])
+    assert _kv_rows(block, family, 0) == 2 * HEAD_DIM
+    assert _kv_rows(block, family, 1) == HEAD_DIM
+    gathers = [n for n in block.gm.graph.nodes if n.target is ops.gather_heads]
+    index = [get_attr_tensor(block.gm, n.args[2].target).tolist() for n in gathers]
+    # layer 0: query heads 1, 2, 3 read KV heads 0, 1, 1; layer 1: heads 0, 1 read KV head 0
+    assert index == [[0, 1, 1], [0, 1, 1], [0, 0], [0, 0]]  # k then v, per layer
+    for node in block.gm.graph.nodes:  # every attention reads its KV heads through them
+        if node.target is F.scaled_dot_product_attention:
+            assert [a.target for a in node.args[1:3]] == [ops.gather_heads] * 2
+
+
+@pytest.mark.parametrize("family", GQA)
+def test_random_kept_query_heads_slice_to_the_masked_model(family):
+    _, ir = decoder_ir(family)
+    heads = [g.index for layer in range(LAYERS) for g in head_groups(ir, family, layer)]
+    removed = sorted(np.random.default_rng(7).choice(heads, size=5, replace=False).tolist())
+    _, block = _sliced_vs_masked(family, removed)
+    kept_kv = sum(_kv_rows(block, family, layer) for layer in range(LAYERS)) // HEAD_DIM
+    n_rep = HEADS // FAMILIES[family][4]
+    expected = {  # KV heads with a query head left
+        (h // n_rep, layer)
+        for layer in range(LAYERS)
+        for h, g in enumerate(head_groups(ir, family, layer))
+        if g.index not in removed
+    }
+    assert kept_kv == len(expected)
+
+
+def test_a_gqa_block_with_uneven_groups_exports_with_parity(tmp_path):
+    _, ir = decoder_ir("llama")
+    layer0 = head_groups(ir, "llama", 0)
+    scorer = Scorer(ir, Split("search", {"input_ids": tokens(48, 3)}, None), METRICS["kl"], "mean")
+    masked = ir.with_kept(ir.mask_for([layer0[0].index, layer0[3].index]))
+    masked.ablation = dict(scorer.values)
+    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
+    split = Split("search", {"input_ids": tokens(16, 5)}, None)
+    diff = export_block(block, masked_model(masked), split, tmp_path / "block.onnx", {})
+    assert diff <= PARITY_TOLERANCE
+    ops_used = {node.op_type for node in onnx.load(tmp_path / "block.onnx").graph.node}
+    assert "Gather" in ops_used
