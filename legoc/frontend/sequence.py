@@ -133,9 +133,9 @@ def probed_lengths(
     limit = position_limit(module)
     top = PROBE_FACTOR * length if limit is None else min(limit, PROBE_FACTOR * length)
     try:
-        low = 1 if runs(1) else _first_running(runs, 1, length)
+        low = 1 if runs(1) else _bisect(runs, length, 1)
         # the declared limit, or None: the model ran at every probed length
-        high = limit if runs(top) else _last_running(runs, length, top)
+        high = limit if runs(top) else _bisect(runs, length, top)
     except ValueError as exc:
         return fixed_lengths(tokens, length, str(exc))
     if low == high == length:
@@ -143,20 +143,10 @@ def probed_lengths(
     return {"inputs": list(tokens), "min": low, "max": high}
 
 
-def _first_running(runs, fails: int, ok: int) -> int:
-    """The smallest length in (fails, ok] the model runs at (binary search)."""
-    while ok - fails > 1:
-        mid = (fails + ok) // 2
-        if runs(mid):
-            ok = mid
-        else:
-            fails = mid
-    return ok
-
-
-def _last_running(runs, ok: int, fails: int) -> int:
-    """The largest length in [ok, fails) the model runs at (binary search)."""
-    while fails - ok > 1:
+def _bisect(runs, ok: int, fails: int) -> int:
+    """The length nearest `fails` that the model runs at, between `ok` (runs) and `fails`
+    (does not), by binary search; either may be the larger."""
+    while abs(fails - ok) > 1:
         mid = (fails + ok) // 2
         if runs(mid):
             ok = mid

@@ -20,8 +20,8 @@ import numpy as np
 from torch.fx import Node
 
 from legoc.ir.graph import op_name
-from legoc.ir.handlers.norm import moves_values
-from legoc.ir.units import ChannelParam, Layout
+from legoc.ir.handlers.norm import affine_params_sliced, moves_values
+from legoc.ir.units import Layout
 from legoc.ir.vocabulary import classify
 
 if TYPE_CHECKING:
@@ -50,12 +50,8 @@ def group_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
         walk.freeze(layout.ids, f"{name} of a norm's output over the same units")
         return None
     groups, weight, bias, _ = group_norm_args(node)
-    for param in (weight, bias):
-        if isinstance(param, Node) and param.op == "get_attr":
-            walk.channel_params.append(ChannelParam(param.target, node.name, 0, layout.ids))
-        elif param is not None:
-            walk.freeze(layout.ids, f"{name} with a computed scale or shift")
-            return None
+    if not affine_params_sliced(walk, node, layout, (weight, bias)):
+        return None
     if read_only_by_layers(walk, node):
         walk.normed[node.name] = node.name
         return layout

@@ -84,14 +84,22 @@ def layer_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
         walk.freeze(layout.ids, f"{name} of a norm's output over the same units")
         return None
     weight, bias, _ = norm_args(node)
-    for param in (weight, bias):
+    if not affine_params_sliced(walk, node, layout, (weight, bias)):
+        return None
+    walk.normed[node.name] = node.name
+    return layout
+
+
+def affine_params_sliced(walk: Propagation, node: Node, layout: Layout, params) -> bool:
+    """A norm's scale and shift are sliced with its units when they are weights; a computed
+    one freezes them (False)."""
+    for param in params:
         if isinstance(param, Node) and param.op == "get_attr":
             walk.channel_params.append(ChannelParam(param.target, node.name, 0, layout.ids))
         elif param is not None:
-            walk.freeze(layout.ids, f"{name} with a computed scale or shift")
-            return None
-    walk.normed[node.name] = node.name
-    return layout
+            walk.freeze(layout.ids, f"{op_name(node)} with a computed scale or shift")
+            return False
+    return True
 
 
 def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
