@@ -292,6 +292,7 @@ def extract(
             prep, method, work, seed, progress, align_channels, passes=passes, after=after
         )
         found.budget["time_limit"] = time_limit
+        prep.scorer.release()
         run.stage = "export"
         extra = None
         if held is not None:

@@ -19,6 +19,10 @@ DEFAULT_BATCH = 128  # small enough that failing candidates stop early
 # memory of scoring. 64 MB is already tens of thousands of rows for small models (overhead per
 # batch is then negligible) and keeps peak memory flat as data grows (benchmarks/memory.py).
 ACTIVATION_BUDGET_BYTES = 64 << 20
+# What a gradient batch's activations may take: backward keeps every activation of the batch.
+# Attribution read 128 rows at once: GPT-2 small (128 x 32 tokens) held 3.3 GiB for it, the
+# peak of the whole search (9.9 GiB); this many bytes is about 20 of its rows
+GRADIENT_BUDGET_BYTES = 512 << 20
 ORDERED_SPLIT_BYTES = 256 << 20  # splits up to this size are scored hardest rows first
 # rows of the first scoring batch: about this many multiply-accumulates (MiniLM: 16 sentences
 # instead of 128, so a failing candidate is found out after a fifteenth of the split)
@@ -57,15 +61,20 @@ class Batching:
         self.device = torch.device("cpu") if device is None else device
         self.batch_size = batch_size
         self.max_batch_size = rows_within(ir, ACTIVATION_BUDGET_BYTES, batch_size)
+        self.gradient_rows = min(batch_size, rows_within(ir, GRADIENT_BUDGET_BYTES, 1))
         self.first_rows = first_batch_rows(ir, batch_size)
         self.row_order: torch.Tensor | None = None  # scoring order of the rows (`reorder`)
 
-    def labelled(self, reference: torch.Tensor | None, growing: bool = False):
+    def labelled(
+        self, reference: torch.Tensor | None, growing: bool = False, gradient: bool = False
+    ):
         """(rows, inputs, y, extras, reference rows or None) per batch of the split, in
         `row_order` when one is set; `growing` batches (for no-grad scoring) double from
-        first_rows up to the memory cap."""
+        first_rows up to the memory cap; `gradient` batches stay within GRADIENT_BUDGET_BYTES."""
         cap = self.max_batch_size if growing else None
         first = self.first_rows if growing else self.batch_size
+        if gradient:
+            first = self.gradient_rows
         if self.row_order is None:
             offset = 0
             for inputs, y, extras in self.split.batches(first, cap):

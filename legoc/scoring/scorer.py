@@ -289,6 +289,16 @@ class Scorer:
         self._stand_ins = {key: stand_in}
         return stand_in
 
+    def release(self) -> None:
+        """Drop what only speeds a search up (cut values, the sliced stand-in): scoring still
+        works, and export and fine-tuning get the memory (GPT-2 small carried 3 GiB of cut
+        values into its export)."""
+        for old in self._stand_ins.values():
+            self._drop_prefix_cache(old)
+        self._stand_ins = {}
+        for cache in self._prefix.values():
+            cache.clear()
+
     def gated_loss(self, gates: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean proxy loss on `rows` of the split with soft per-unit gates (0 = ablated),
         differentiable in the gates: what learned masks train on."""
@@ -313,10 +323,10 @@ class Scorer:
         self.charge_gradient(len(rows))  # the caller's backward pass is part of the step
         return loss / len(rows)
 
-    def _labelled_batches(self, growing: bool = False):
+    def _labelled_batches(self, growing: bool = False, gradient: bool = False):
         """(rows, inputs, y, extras (y_alt, at), full model's outputs or None) per batch
         (`Batching`)."""
-        return self.batching.labelled(self.reference.outputs, growing)
+        return self.batching.labelled(self.reference.outputs, growing, gradient)
 
     def follow_rows(self, order: torch.Tensor | None) -> None:
         """Score rows in `order` (a remote worker follows its driver's `row_order`)."""
@@ -539,7 +549,7 @@ class Scorer:
             module.start_attribution()
         hardness = torch.zeros(len(self.split))
         with torch.enable_grad():
-            for rows, inputs, y, extras, ref in self._labelled_batches():
+            for rows, inputs, y, extras, ref in self._labelled_batches(gradient=True):
                 logits = self._forward(inputs)
                 loss = self.metric.proxy_loss(logits, y, ref, **extras)
                 if loss.requires_grad:  # else no kept unit reaches the output: nothing to rank

@@ -277,6 +277,39 @@ def test_prefix_cache_scores_a_sweep_from_the_first_changed_layer_with_the_same_
     assert got == want  # bit-identical, not merely close
 
 
+def test_release_drops_cut_values_and_the_stand_in_and_scores_stay_the_same():
+    scorer = scorer_for("mlp", "kl", n=300)
+    ir = scorer.ir
+    removed = sorted(ir.removable_groups())[:3]
+    mask = ir.mask_for(removed)
+    base = scorer.stand_in(mask)
+    before = [scorer.score(mask, count=False), scorer.score(mask, count=False, base=base)]
+    assert sum(c.bytes for c in scorer._prefix.values()) > 0
+    scorer.release()
+    assert sum(c.bytes for c in scorer._prefix.values()) == 0
+    assert scorer._stand_ins == {}
+    assert [scorer.score(mask, count=False), scorer.score(mask, count=False, base=base)] == before
+
+
+def test_gradient_batches_stay_within_their_activation_budget(monkeypatch):
+    """Attribution reads the split in batches whose activations fit GRADIENT_BUDGET_BYTES
+    (backward keeps them all); the scores are sums over rows, so they do not change."""
+    import legoc.scoring.batching as batching
+
+    whole = scorer_for("mlp", "kl", n=300)
+    kept = whole.ir.mask_for(sorted(whole.ir.removable_groups())[:2])
+    want = whole.attribution(kept)
+    assert whole.batching.gradient_rows == 128  # a small model: the default batch
+    monkeypatch.setattr(batching, "GRADIENT_BUDGET_BYTES", 0)  # nothing fits: one row at least
+    small = scorer_for("mlp", "kl", n=300)
+    assert small.batching.gradient_rows == 1
+    sizes = [len(rows) for rows, *_ in small.batching.labelled(None, gradient=True)]
+    assert sizes == [1] * 300
+    got = small.attribution(kept)
+    for name in want:
+        assert_float_close(torch.from_numpy(got[name]), torch.from_numpy(want[name]))
+
+
 # -- cheaper candidates: channels-last layout, pass-through ablation, hardest rows first ---------
 
 
