@@ -496,6 +496,7 @@ def test_a_layer_applied_twice_has_one_unit_per_neuron_across_its_uses(tmp_path)
         assert ir.groups[g].members == (("fc1", j), ("fc1__use_1", j))
         assert ir.groups[g].params == D + 1 + D  # its row, bias and fc2 column: counted once
     assert ir.total_units() == {"inp": D, "fc1": 2 * D, "fc2": D, "head": 3}
+    assert "  fc1: linear applied 2 times, 32/32 units kept\n" in ir.text()  # one line per weight
     block = check_sliced(ir, [rows(5, IN, seed=3)], seeds=(0, 1, 2))
     weights = [n for n, _ in block.gm.named_parameters() if n.startswith(("fc1.weight", "fc2.w"))]
     assert sorted(weights) == ["fc1.weight", "fc2.weight"]  # sliced once, not copied per use
