@@ -307,8 +307,8 @@ def _weight_uses(gm: torch.fx.GraphModule) -> dict[int, list[str]]:
     return uses
 
 
-def arg_or_kwarg(node: Node, index: int, name: str):
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name)
+def _bias_arg(node: Node):
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
 
 
 def _applications(gm: torch.fx.GraphModule, uses: dict[int, list[str]]) -> dict[str, list[str]]:
@@ -323,7 +323,7 @@ def _applications(gm: torch.fx.GraphModule, uses: dict[int, list[str]]) -> dict[
         names = sorted(n.name for n in nodes)
         biases = {bias_target(n) for n in nodes}
         (bias,) = biases if len(biases) == 1 else (None,)
-        computed = [n for n in nodes if bias_target(n) is None and arg_or_kwarg(n, 2, "bias")]
+        computed = [n for n in nodes if bias_target(n) is None and _bias_arg(n) is not None]
         if (
             len(nodes) > 1
             and not computed

@@ -223,7 +223,7 @@ class IR:
         producers = {s.node for s in a.spaces.values()}
         for use in a.consumers:  # readers that are not producers themselves
             node = nodes[use.node]
-            if use.node in producers or use.node in a.reapplied:
+            if use.node in producers:
                 continue
             weight = get_attr_tensor(self.gm, node.args[1].target)
             total -= (weight.shape[1] - kept_slots(use.ids)) * (weight.numel() // weight.shape[1])

@@ -566,6 +566,43 @@ def test_a_shared_weight_reading_units_at_one_use_only_freezes_them_naming_why()
     check_sliced(ir, [rows(5, D, seed=3)])
 
 
+class SharedPreLN(nn.Module):
+    """A pre-LN block (attention and MLP) applied three times, its norms shared too."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.ln1, self.ln2 = nn.Linear(IN, D), nn.LayerNorm(D), nn.LayerNorm(D)
+        self.attn = Attention()
+        self.fc1, self.fc2 = nn.Linear(D, 2 * D), nn.Linear(2 * D, D)
+        self.head = nn.Linear(D, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        for _ in range(3):
+            h = h + self.attn(self.ln1(h))
+            h = h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+        return self.head(h.mean(1))
+
+
+def test_a_pre_ln_block_applied_three_times_keeps_heads_and_neurons_as_units(tmp_path):
+    """The stream's carriers are built per norm reader, so a shared reader freezes the stream
+    (named); heads and neurons are units across the three uses."""
+    torch.manual_seed(0)
+    ir = ir_of(SharedPreLN(), {"x": rows(2, T, IN)})
+    heads, neurons = groups_of(ir, "attn.q"), groups_of(ir, "fc1")
+    assert len(heads) == 2 and all(len(ir.groups[g].members) == 3 * 3 * (D // 2) for g in heads)
+    assert len(neurons) == 2 * D and all(len(ir.groups[g].members) == 3 for g in neurons)
+    assert removable(ir, "attn.q", "fc1")
+    assert set(frozen(ir, "embed")) == {
+        "read through a norm by linear_1: weight attn.q.weight applied 3 times"
+    }
+    block = check_sliced(ir, [rows(7, T, IN, seed=3)])
+    names = {n for n, _ in block.gm.named_parameters() if n.startswith(("attn.", "fc"))}
+    assert names == {f"{m}.{p}" for m in ("attn.q", "attn.k", "attn.v", "attn.o", "fc1", "fc2")
+                     for p in ("weight", "bias")}  # fmt: skip
+    check_parity(ir, {"x": rows(32, T, IN, seed=4)}, tmp_path)
+
+
 # -- ALBERT: one layer's weights applied num_hidden_layers times --------------------------------
 
 transformers = pytest.importorskip("transformers")
