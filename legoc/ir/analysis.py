@@ -43,6 +43,7 @@ from legoc.ir.vocabulary import (
     conv_groups,
     producer_kind,
 )
+from legoc.ir.weight_uses import first_use_of, use_space
 
 # names other stages import from here
 __all__ = [
@@ -102,6 +103,10 @@ class Propagation:
         self.shared_kv: list[SharedKV] = []
         self.spaces: dict[str, UnitSpace] = {}
         self.weight_uses = _weight_uses(gm)
+        # weight -> the Linear nodes applying it, when it is applied several times and nothing
+        # else reads it: each use is a space of its own, coupled unit by unit (weight_uses)
+        self.applied = _applications(gm, self.weight_uses)
+        self.reapplied: set[str] = set()  # nodes applying a weight an earlier node applied
         offset = 0
         for node in gm.graph.nodes:
             kind = producer_kind(gm, node)
@@ -109,7 +114,11 @@ class Propagation:
                 continue
             weight_target = node.args[1].target
             name = module_name_of(weight_target)
-            if name in self.spaces:  # a weight applied twice: its units are frozen (below)
+            uses = self.applied.get(weight_target, [node.name])
+            if uses.index(node.name):
+                name = use_space(name, uses.index(node.name))
+                self.reapplied.add(node.name)
+            elif name in self.spaces:  # a weight applied twice: its units are frozen (below)
                 continue
             size = (
                 gm.get_parameter(weight_target).shape[0]
@@ -145,16 +154,23 @@ class Propagation:
             shared = self.shared_uses(space.weight)
             if shared:  # one row serves every use: it cannot be sliced for one of them
                 self.freeze(np.arange(space.offset, space.offset + space.size), shared)
+            first = first_use_of(space.name)
+            if first is not None:  # row i of every use is one row of the weight
+                ids = np.arange(space.size)
+                why = f"weight {space.weight} applied {len(self.applied[space.weight])} times"
+                self.couple(self.spaces[first].offset + ids, space.offset + ids, why)
         if scope is not None:
             for space in self.spaces.values():
-                if not any(fnmatch.fnmatchcase(space.name, pattern) for pattern in scope):
+                module = first_use_of(space.name) or space.name
+                if not any(fnmatch.fnmatchcase(module, pattern) for pattern in scope):
                     for u in range(space.offset, space.offset + space.size):
                         self.frozen.setdefault(u, "outside scope")
 
     def shared_uses(self, weight: str) -> str | None:
-        """Why `weight` cannot be sliced for one use: it is used by several nodes."""
+        """Why `weight` cannot be sliced for one use: it is used by several nodes (unless they
+        all apply it as Linear layers: then its uses are coupled, `couple_reapplied`)."""
         users = self.weight_uses.get(id(get_attr_tensor(self.gm, weight)), [])
-        if len(users) < 2:
+        if len(users) < 2 or weight in self.applied:
             return None
         return f"weight {weight} is used {len(users)} times ({', '.join(users)})"
 
@@ -228,6 +244,41 @@ class Propagation:
                 self.layouts[node.name] = layout
                 node.meta["legoc.layout"] = layout
         self.current = None
+        self.couple_reapplied()
+
+    def couple_reapplied(self) -> None:
+        """A weight applied several times is sliced once for all its uses: the units its uses
+        read in one column are coupled (one read at some uses only is frozen), and so are the
+        units one shared per-unit parameter (a norm's scale) serves at each use."""
+        reads = {use.node: use.ids for use in self.consumers}
+        for weight, nodes in self.applied.items():
+            why = f"weight {weight} applied {len(nodes)} times"
+            if any(n in self.norm_readers for n in nodes):  # carriers are built per reader
+                for n in (n for n in nodes if n in reads):
+                    self.freeze(reads[n], f"read through a norm by {n}: {why}")
+                continue
+            columns = [reads.get(n) for n in nodes]
+            width = next((len(c) for c in columns if c is not None), 0)
+            if not width:
+                continue
+            columns = [np.full(width, -1) if c is None else c for c in columns]
+            for other in columns[1:]:
+                self.couple(columns[0], other, why)
+        by_target: dict[str, list[ChannelParam]] = {}
+        for param in self.channel_params:
+            by_target.setdefault(param.target, []).append(param)
+        for target, params in by_target.items():
+            if len({p.user for p in params}) < 2:
+                continue
+            users = self.weight_uses.get(id(get_attr_tensor(self.gm, target)), [])
+            why = f"parameter {target} is used {len(users)} times"
+            shapes = {(p.dim, len(p.ids)) for p in params}
+            if set(users) != {p.user for p in params} or len(shapes) > 1:
+                for param in params:
+                    self.freeze(param.ids, f"{why}, not all along the same units")
+                continue
+            for param in params[1:]:
+                self.couple(params[0].ids, param.ids, why)
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
         if node.name in self.forwarded:
@@ -254,6 +305,34 @@ def _weight_uses(gm: torch.fx.GraphModule) -> dict[int, list[str]]:
             for tensor in gm.get_submodule(node.target).parameters():
                 uses.setdefault(id(tensor), []).append(node.name)
     return uses
+
+
+def _bias_arg(node: Node):
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+
+
+def _applications(gm: torch.fx.GraphModule, uses: dict[int, list[str]]) -> dict[str, list[str]]:
+    """Weight -> the Linear nodes applying it (graph order), for each weight applied by several
+    Linear nodes, all with the same bias, and read by nothing else (a tied embedding is not)."""
+    by_weight: dict[str, list[Node]] = {}
+    for node in gm.graph.nodes:
+        if producer_kind(gm, node) == "linear":
+            by_weight.setdefault(node.args[1].target, []).append(node)
+    applied = {}
+    for weight, nodes in by_weight.items():
+        names = sorted(n.name for n in nodes)
+        biases = {bias_target(n) for n in nodes}
+        (bias,) = biases if len(biases) == 1 else (None,)
+        computed = [n for n in nodes if bias_target(n) is None and _bias_arg(n) is not None]
+        if (
+            len(nodes) > 1
+            and not computed
+            and len(biases) == 1
+            and sorted(uses.get(id(get_attr_tensor(gm, weight)), [])) == names
+            and (bias is None or sorted(uses.get(id(get_attr_tensor(gm, bias)), [])) == names)
+        ):
+            applied[weight] = [n.name for n in nodes]
+    return applied
 
 
 def reads_only_shape(node: Node) -> bool:
@@ -328,6 +407,7 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
         norm_readers=walk.norm_readers,
         sites={space: site for space, (site, _) in walk.sites.items()},
         shared_kv=walk.shared_kv,
+        reapplied=frozenset(walk.reapplied),
     )
 
 

@@ -23,6 +23,7 @@ from legoc.ir.graph import get_attr_tensor
 from legoc.ir.shapes import propagate_shapes, run_quietly  # noqa: F401 - run_quietly re-exported
 from legoc.ir.text import ir_text
 from legoc.ir.weight_rows import merge_rows
+from legoc.ir.weight_uses import drop_repeated_uses
 
 
 @dataclass
@@ -210,7 +211,7 @@ class IR:
             return int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
 
         total = self.param_count()
-        for space in a.spaces.values():
+        for space in (s for s in a.spaces.values() if s.node not in a.reapplied):
             weight = get_attr_tensor(self.gm, space.weight)
             rows = int(kept[space.name].sum())
             node = nodes[space.node]
@@ -226,7 +227,11 @@ class IR:
                 continue
             weight = get_attr_tensor(self.gm, node.args[1].target)
             total -= (weight.shape[1] - kept_slots(use.ids)) * (weight.numel() // weight.shape[1])
+        sliced = set()  # a per-unit parameter shared by several uses is sliced once
         for param in a.channel_params:
+            if param.target in sliced:
+                continue
+            sliced.add(param.target)
             tensor = get_attr_tensor(self.gm, param.target)
             per_slot = tensor.numel() // tensor.shape[param.dim]
             total -= (len(param.ids) - kept_slots(param.ids)) * per_slot
@@ -235,10 +240,11 @@ class IR:
     def kept_units(self) -> dict[str, list[int]]:
         """Kept units per source module (row ranges of one weight merged: `weight_rows`)."""
         kept = {name: np.flatnonzero(mask).tolist() for name, mask in sorted(self.kept.items())}
-        return merge_rows(kept, self._space_sizes())[0]
+        return merge_rows(*drop_repeated_uses(kept, self._space_sizes()))[0]
 
     def total_units(self) -> dict[str, int]:
-        return merge_rows({n: [] for n in self.spaces}, self._space_sizes())[1]
+        empty = {n: [] for n in self.spaces}
+        return merge_rows(*drop_repeated_uses(empty, self._space_sizes()))[1]
 
     def _space_sizes(self) -> dict[str, int]:
         return {name: space.size for name, space in sorted(self.spaces.items())}

@@ -29,10 +29,12 @@ def unit_costs(
     gm: torch.fx.GraphModule, walk: Propagation, per_position: bool = False
 ) -> np.ndarray:
     """Parameters each unit accounts for: weight row, bias, per-unit params, reader columns.
-    `per_position`: multiply-accumulates per input row instead (weights only)."""
+    `per_position`: multiply-accumulates per input row instead (weights only). A weight
+    applied several times is counted once in parameters and at every use in MACs."""
     counts = np.zeros(walk.n_units, dtype=np.int64)
     nodes = {n.name: n for n in gm.graph.nodes}
-    for space in walk.spaces.values():
+    again = set() if per_position else walk.reapplied
+    for space in (s for s in walk.spaces.values() if s.node not in again):
         weight = get_attr_tensor(gm, space.weight)
         per_row = weight.numel() // max(weight.shape[0], 1)
         if per_position:
@@ -40,7 +42,7 @@ def unit_costs(
         elif space.bias:
             per_row += 1
         counts[space.offset : space.offset + space.size] += per_row
-    for use in walk.consumers:
+    for use in (u for u in walk.consumers if u.node not in again):
         weight = get_attr_tensor(gm, nodes[use.node].args[1].target)
         per_column = weight.numel() // weight.shape[1]
         if per_position:
@@ -48,7 +50,11 @@ def unit_costs(
         np.add.at(counts, use.ids[use.ids >= 0], per_column)
     if per_position:
         return counts
+    counted = set()  # a per-unit parameter shared by several uses: its slots once
     for param in walk.channel_params:
+        if param.target in counted:
+            continue
+        counted.add(param.target)
         tensor = get_attr_tensor(gm, param.target)
         per_slot = tensor.numel() // tensor.shape[param.dim]
         np.add.at(counts, param.ids[param.ids >= 0], per_slot)

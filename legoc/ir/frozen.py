@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from legoc.ir.weight_uses import first_use_of
+
 if TYPE_CHECKING:
     from legoc.ir.core import IR
 
@@ -50,7 +52,7 @@ def frozen_units(ir: IR) -> list[FrozenUnits]:
     for group in ir.groups:
         if group.frozen is None or group.frozen in (OUTSIDE_SCOPE, AT_OUTPUT):
             continue
-        for space, _ in group.members:
+        for space, _ in once(group.members):
             key = (space, group.frozen, group.frozen_at)
             counts[key] = counts.get(key, 0) + 1
     rows = [
@@ -60,14 +62,20 @@ def frozen_units(ir: IR) -> list[FrozenUnits]:
     return sorted(rows, key=lambda r: (-r.units, r.module, r.why))
 
 
+def once(members) -> list[tuple[str, int]]:
+    """Members without a weight's repeated uses: a unit of a shared layer is counted once."""
+    return [(space, unit) for space, unit in members if first_use_of(space) is None]
+
+
 def frozen_share(ir: IR) -> tuple[int, int]:
     """(frozen units, units in scope), not counting units that feed the model's output."""
     frozen = in_scope = 0
     for group in ir.groups:
         if group.frozen in (OUTSIDE_SCOPE, AT_OUTPUT):
             continue
-        in_scope += len(group.members)
-        frozen += len(group.members) if group.frozen is not None else 0
+        units = len(once(group.members))
+        in_scope += units
+        frozen += units if group.frozen is not None else 0
     return frozen, in_scope
 
 

@@ -4,12 +4,14 @@ the unit spaces, the group count and the parameter count."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import torch
 import torch.fx
 
 from legoc.ir.graph import get_attr_tensor
+from legoc.ir.weight_uses import first_use_of
 
 if TYPE_CHECKING:
     from legoc.ir.core import IR
@@ -80,7 +82,10 @@ def ir_text(ir: IR, source: bool = False) -> str:
             f"  %{node.name} = {_target_name(node, gm)}({call})" + (f" : {shape}" if shape else "")
         )
     lines.append("units:")
+    uses = Counter(first_use_of(name) or name for name in ir.spaces)
     for name, space in sorted(ir.spaces.items()):
+        if first_use_of(name) is not None:  # a weight's later uses: told on its first
+            continue
         groups = [ir.analysis.unit_group[u] for u in range(space.offset, space.offset + space.size)]
         coupled = sorted({c for g in set(groups) for c in ir.groups[g].coupled_by})
         frozen = sorted(
@@ -95,12 +100,17 @@ def ir_text(ir: IR, source: bool = False) -> str:
         notes = []
         if coupled:
             partners = sorted(
-                {other for g in set(groups) for other, _ in ir.groups[g].members if other != name}
+                {
+                    first_use_of(other) or other
+                    for g in set(groups)
+                    for other, _ in ir.groups[g].members
+                }
+                - {name}
             )
+            n_groups = len(set(groups))
             if partners:
                 notes.append(f"coupled with {', '.join(partners)} by {', '.join(coupled)}")
-            else:  # coupled within itself: e.g. a fused projection's heads
-                n_groups = len(set(groups))
+            elif n_groups < space.size:  # coupled within itself: e.g. a fused projection's heads
                 per_group = space.size // n_groups
                 notes.append(f"{n_groups} groups of {per_group} by {', '.join(coupled)}")
         if frozen:
@@ -111,7 +121,8 @@ def ir_text(ir: IR, source: bool = False) -> str:
         if following:  # shared KV heads: derived, never searched
             notes.append(f"{following} groups go when all the query heads reading them go")
         note = f"  ({'; '.join(notes)})" if notes else ""
-        lines.append(f"  {name}: {space.kind}, {kept}/{space.size} units kept{note}")
+        applied = f" applied {uses[name]} times" if uses[name] > 1 else ""
+        lines.append(f"  {name}: {space.kind}{applied}, {kept}/{space.size} units kept{note}")
     removable = len(ir.removable_groups())
     lines.append(f"groups: {len(ir.groups)} ({removable} removable)")
     buffers = ir.buffer_count() if source else 0

@@ -112,6 +112,9 @@ class Analysis:
     # query head: its attention output)
     sites: dict[str, str] = field(default_factory=dict)
     shared_kv: list[SharedKV] = field(default_factory=list)
+    # Linear nodes applying a weight an earlier node applies (legoc.ir.weight_uses): their
+    # units and columns are the earlier use's, so its parameters are counted there
+    reapplied: frozenset[str] = frozenset()
 
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():

@@ -28,10 +28,12 @@ from legoc.ir.tokens import dynamic_tokens, sequence_of, token_axis, with_length
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
+    applied_weights,
     arg,
     clone_ir,
     nodes_by_name,
     set_arg,
+    set_shared_tensor,
     set_tensor,
 )
 from legoc.passes.rewrite.group_norms import hold_group_norm
@@ -121,8 +123,11 @@ class FoldAblations:
             raise ValueError(f"no ablation values for {missing}: score the IR first")
         inputs = capture_inputs(ir, {u.node for u in uses} | set(norms))
         nodes = nodes_by_name(out.gm)
+        shared = applied_weights(ir.gm)
         for use in uses:
-            self._fold(out.gm, nodes[use.node], use.ids, removed, inputs[use.node], stats)
+            weight = get_attr_tensor(ir.gm, nodes[use.node].args[1].target)  # before any cut
+            args = (use.ids, removed, inputs[use.node], weight, stats)
+            self._fold(out.gm, nodes[use.node], *args, shared=weight_of(use, nodes) in shared)
         for name, gone in norms.items():
             hold_norm(out.gm, nodes[name], gone, inputs[name])
         if norms:  # reported only where the model has a norm over units (not to churn stats)
@@ -133,29 +138,38 @@ class FoldAblations:
         changed = stats["consumers_folded"] + len(norms) > 0
         return PassResult(out, stats, changed=changed)
 
-    def _fold(self, gm, node, ids, removed, x, stats) -> None:
+    def _fold(self, gm, node, ids, removed, x, weight, stats, shared=False) -> None:
+        """`weight`: the reader's weight before any fold cut it. `shared`: it is applied by
+        several readers (one bias for all), so this use's constant is added after it."""
         axis = contracted_axis(node, x.dim())
         gone = torch.from_numpy(removed_positions(ids, removed))
         shape = [1] * x.dim()
         shape[axis] = -1
         x_removed = x * gone.reshape(shape).to(x.dtype)
         weight_node = node.args[1]
-        weight = get_attr_tensor(gm, weight_node.target)
         rest = node.args[3:]
         with torch.no_grad():
             delta = node.target(x_removed, weight, None, *rest)
             new_weight = weight.detach().clone()
             new_weight[:, gone] = 0
-        set_tensor(gm, weight_node, new_weight)
+        if shared:  # the same columns go at every use (the analysis coupled them)
+            set_shared_tensor(gm, weight_node.target, new_weight)
+        else:
+            set_tensor(gm, weight_node, new_weight)
         stats["consumers_folded"] += 1
         channel = delta.dim() - 1 if node.target in LINEAR_OPS else 1
         # every axis but the channel: the captured row makes the batch axis (wherever it
         # sits, e.g. axis 1 in torch's sequence-first attention) one long
         other_dims = [d for d in range(delta.dim()) if d != channel]
         flat = delta.mean(dim=other_dims, keepdim=True) if other_dims else delta
-        if (delta - flat).abs().max() <= UNIFORM_TOLERANCE * (1 + float(delta.abs().max())):
+        uniform = (delta - flat).abs().max() <= UNIFORM_TOLERANCE * (1 + float(delta.abs().max()))
+        if uniform and not shared:
             self._add_to_bias(gm, node, flat.reshape(-1))
             return
+        if uniform:  # keep only the channel axis: it broadcasts over batch and positions
+            delta = flat.reshape([-1] + [1] * (delta.dim() - 1 - channel))
+            if not bool(delta.any()):
+                return
         base = weight_node.target.rsplit(".", 1)[0]
         kernel = self._ones_kernel(node, x_removed, weight, gone)
         if kernel is not None:  # per-channel constants: recompute the map from ones
@@ -165,12 +179,12 @@ class FoldAblations:
                 const = gm.graph.call_function(
                     ops.constant_channel_conv, (node.args[0], param, *node.args[3:6])
                 )
-        elif token_axis(node) is not None:  # over token positions: cut to the actual count
+        elif token_axis(node) is not None and not uniform:  # over positions: cut to the count
             with gm.graph.inserting_after(node):
                 table = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
             with gm.graph.inserting_after(table):
                 const = gm.graph.call_function(ops.token_constant, (node, table, token_axis(node)))
-        else:  # constants that vary over positions: store the map itself
+        else:  # constants that vary over positions (or one use's constants): store them
             with gm.graph.inserting_after(node):
                 const = gm.graph.get_attr(add_tensor(gm, f"{base}.legoc_folded", delta))
         with gm.graph.inserting_after(const):
@@ -208,6 +222,10 @@ class FoldAblations:
             return
         bias = get_attr_tensor(gm, bias_node.target)
         set_tensor(gm, bias_node, bias.detach() + delta.to(bias.dtype))
+
+
+def weight_of(use, nodes) -> str:
+    return nodes[use.node].args[1].target
 
 
 def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from legoc.ir.analysis import get_attr_tensor
+from legoc.ir.analysis import CONV_OPS, LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
 from legoc.ir.tokens import dynamic_tokens, sequence_of
 
@@ -38,6 +38,24 @@ def set_tensor(gm: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tenso
         target = fresh_name(gm, target)
         node.target = target
     _assign(gm, target, value, as_parameter=isinstance(old, nn.Parameter))
+
+
+def set_shared_tensor(gm: torch.fx.GraphModule, target: str, value: torch.Tensor) -> None:
+    """Give every get_attr node reading `target` a new tensor: a weight applied several times
+    (`legoc.ir.weight_uses`) is cut once for all its uses, never copied per use."""
+    _assign(gm, target, value, as_parameter=isinstance(get_attr_tensor(gm, target), nn.Parameter))
+
+
+def applied_weights(gm: torch.fx.GraphModule) -> set[str]:
+    """Weight targets that more than one Linear/Conv node applies."""
+    seen: set[str] = set()
+    again: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and (node.target in LINEAR_OPS or node.target in CONV_OPS):
+            weight = node.args[1]
+            if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
+                (again if weight.target in seen else seen).add(weight.target)
+    return again
 
 
 def add_tensor(

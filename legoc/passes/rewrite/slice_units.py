@@ -28,10 +28,12 @@ from legoc.passes.rewrite.fold_ablations import removed_ids
 from legoc.passes.rewrite.gather_kv import gather_kept_heads
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
+    applied_weights,
     arg,
     clone_ir,
     first_placeholder,
     nodes_by_name,
+    set_shared_tensor,
     set_tensor,
     token_placeholder,
 )
@@ -80,23 +82,38 @@ class SliceUnits:
             if use.node not in carried  # kept columns and the norm's carriers
         }
         constant_readers = [n for n, pos in columns.items() if len(pos) == 0]
+        shared = applied_weights(gm)  # cut once for all uses: the analysis coupled them
+        cut: set[str] = set()
         for name, node in nodes.items():
             if name not in rows and name not in columns and name not in carried:
                 continue
             weight_node = node.args[1]
+            if weight_node.target in cut:
+                continue
             weight = carried.get(name, get_attr_tensor(gm, weight_node.target).detach())
+            once = weight_node.target in shared
+            if once:
+                cut.add(weight_node.target)
             if name in rows:
                 weight = weight.index_select(0, rows[name])
                 bias_node = arg(node, 2, "bias")
                 if isinstance(bias_node, torch.fx.Node):
                     bias = get_attr_tensor(gm, bias_node.target).detach()
-                    set_tensor(gm, bias_node, bias.index_select(0, rows[name]))
+                    _store(gm, bias_node, bias.index_select(0, rows[name]), once)
             if name in columns and 0 < len(columns[name]) < weight.shape[1]:
                 weight = weight.index_select(1, columns[name])
-            set_tensor(gm, weight_node, weight)
+            _store(gm, weight_node, weight, once)
+        users = {}
+        for param in analysis.channel_params:
+            users.setdefault(param.target, set()).add(param.user)
         for param in analysis.channel_params:
             positions = keep_positions(param.ids)
-            if len(positions) in (0, len(param.ids)):
+            if len(positions) in (0, len(param.ids)) or param.target in cut:
+                continue
+            if len(users[param.target]) > 1:  # one per-unit parameter of several uses
+                cut.add(param.target)
+                tensor = get_attr_tensor(gm, param.target).detach()
+                set_shared_tensor(gm, param.target, tensor.index_select(param.dim, positions))
                 continue
             user = nodes[param.user]
             for attr_node in user.all_input_nodes:
@@ -282,6 +299,14 @@ class SliceUnits:
             return 1
         node.args = (keep, *node.args[1:])
         return 1
+
+
+def _store(gm: torch.fx.GraphModule, node: torch.fx.Node, value, shared: bool) -> None:
+    """A weight (or bias) applied by several readers is cut once for all of them."""
+    if shared:
+        set_shared_tensor(gm, node.target, value)
+    else:
+        set_tensor(gm, node, value)
 
 
 def _rows_per_item(x: torch.fx.Node, axis: int, reference: torch.fx.Node) -> int:

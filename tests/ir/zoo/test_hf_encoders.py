@@ -94,6 +94,9 @@ def _hf(name: str) -> nn.Module:
         config = t.DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN)
         config.vocab_size, config.max_position_embeddings = VOCAB, 16
         return Pooled(t.DistilBertModel(config))
+    if name == "albert":  # one layer's weights applied LAYERS times
+        config = t.AlbertConfig(**bert_like, **common, embedding_size=16)
+        return Pooled(t.AlbertModel(config, add_pooling_layer=False))
     if name == "deberta-v2":
         config = t.DebertaV2Config(
             **bert_like, **common, relative_attention=True, position_buckets=8,
@@ -132,6 +135,11 @@ FAMILIES = {
     "distilbert": (
         "body.transformer.layer.0.attention.q_lin",
         "body.transformer.layer.0.ffn.lin1",
+        FFN,
+    ),
+    "albert": (
+        "body.encoder.albert_layer_groups.0.albert_layers.0.attention.query",
+        "body.encoder.albert_layer_groups.0.albert_layers.0.ffn",
         FFN,
     ),
     "deberta-v2": (
@@ -199,7 +207,8 @@ def test_attention_heads_are_units(name):
     heads = groups_of(ir, query)
     assert len(heads) == HEADS
     assert all(g.frozen is None for g in heads), sorted({g.frozen for g in heads if g.frozen})
-    per_layer = 1 if name != "t5-encoder" else LAYERS  # T5 shares one bias table: coupled
+    # T5 shares one bias table, ALBERT one layer: a head of every layer is one unit
+    per_layer = LAYERS if name in ("t5-encoder", "albert") else 1
     assert all(len(g.members) == 3 * HEAD_DIM * per_layer for g in heads)
 
 
@@ -209,7 +218,8 @@ def test_mlp_neurons_are_units(name):
     _query, up, neurons = FAMILIES[name]
     groups = groups_of(ir, up)
     assert len(groups) == neurons
-    assert all(g.frozen is None and len(g.members) == 1 for g in groups)
+    uses = LAYERS if name == "albert" else 1  # a neuron at every use of ALBERT's layer
+    assert all(g.frozen is None and len(g.members) == uses for g in groups)
 
 
 def sliced_and_masked(name: str, seed: int):

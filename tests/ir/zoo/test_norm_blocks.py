@@ -24,7 +24,9 @@ from legoc.ir.masking import masked_model
 from legoc.passes.rewrite import BLOCK_PIPELINE, rewrite_pipeline
 from legoc.passes.rewrite.fold_ablations import FoldAblations
 from legoc.passes.rewrite.slice_units import SliceUnits
+from legoc.scoring.scorer import Scorer
 from legoc.task.data import Split
+from legoc.task.metrics import METRICS
 from tests.helpers import assert_float_close, float_steps
 
 D, T, IN = 16, 5, 6
@@ -466,7 +468,7 @@ def test_tied_embeddings_freeze_the_vocabulary_naming_both_uses():
 
 
 class SharedLayer(nn.Module):
-    """One layer applied twice (ALBERT's cross-layer sharing), written out."""
+    """One Linear-MLP applied twice (ALBERT's cross-layer sharing), written out."""
 
     def __init__(self):
         super().__init__()
@@ -481,17 +483,124 @@ class SharedLayer(nn.Module):
         return self.head(h)
 
 
-def test_a_layer_applied_twice_is_frozen_naming_its_uses_never_sliced_once():
+def shared_layer_ir() -> IR:
     torch.manual_seed(0)
-    ir = ir_of(SharedLayer(), {"x": rows(2, IN)})
-    for space in ("fc1", "fc2"):  # fc2's units are coupled with the stream: either reason
-        assert all("weight fc" in f and "is used 2 times" in f for f in frozen(ir, space))
-    assert "weight fc1.weight is used 2 times (linear_1, linear_3)" in frozen(ir, "fc1")[0]
-    assert not removable(ir, "inp")  # read by the shared fc1's second use: its columns too
-    masked = ir.with_kept(ir.mask_for([]))
-    block = rewrite_pipeline(BLOCK_PIPELINE).run(masked).ir
-    x = [rows(5, IN, seed=3)]
-    assert_float_close(run64(block.gm, x), run64(ir.gm, x))
+    return ir_of(SharedLayer(), {"x": rows(2, IN)})
+
+
+def test_a_layer_applied_twice_has_one_unit_per_neuron_across_its_uses(tmp_path):
+    ir = shared_layer_ir()
+    neurons = groups_of(ir, "fc1")
+    assert len(neurons) == 2 * D and removable(ir, "fc1", "fc2", "inp")
+    for j, g in enumerate(neurons):  # neuron j at both uses: one unit
+        assert ir.groups[g].members == (("fc1", j), ("fc1__use_1", j))
+        assert ir.groups[g].params == D + 1 + D  # its row, bias and fc2 column: counted once
+    assert ir.total_units() == {"inp": D, "fc1": 2 * D, "fc2": D, "head": 3}
+    assert "  fc1: linear applied 2 times, 32/32 units kept\n" in ir.text()  # one line per weight
+    block = check_sliced(ir, [rows(5, IN, seed=3)], seeds=(0, 1, 2))
+    weights = [n for n, _ in block.gm.named_parameters() if n.startswith(("fc1.weight", "fc2.w"))]
+    assert sorted(weights) == ["fc1.weight", "fc2.weight"]  # sliced once, not copied per use
+    check_parity(ir, {"x": rows(32, IN, seed=4)}, tmp_path)
+
+
+class UseHooks:
+    """The oracle, written without legoc: forward hooks on the shared modules that replace the
+    removed units by the ablation value of the use being run (counted per module)."""
+
+    def __init__(self, model: nn.Module, removed: dict[str, np.ndarray], values):
+        self.calls: dict[str, int] = {}
+        for name, gone in removed.items():
+            module = model.get_submodule(name)
+            module.register_forward_hook(functools.partial(self.ablate, name, gone, values))
+
+    def ablate(self, name, gone, values, module, args, out):
+        k = self.calls.get(name, 0)
+        self.calls[name] = k + 1
+        value = values[name if k == 0 else f"{name}__use_{k}"]
+        mask = torch.from_numpy(gone)
+        return torch.where(mask, value.to(out.dtype), out)
+
+
+def test_a_removed_neuron_is_ablated_at_every_use_with_that_uses_mean():
+    ir = shared_layer_ir()
+    model = SharedLayer().eval()
+    model.load_state_dict(dict(ir.gm.named_parameters()))
+    data = {"x": rows(64, IN, seed=6)}
+    values = dict(Scorer(ir, Split("search", data, None), METRICS["kl"], "mean").values)
+    assert not torch.allclose(values["fc1"], values["fc1__use_1"])  # one mean per use
+    neurons = groups_of(ir, "fc1")
+    masked = ir.with_kept(ir.mask_for(neurons[::3]))
+    masked.ablation = values
+    gone = ~masked.kept["fc1"]
+    assert np.array_equal(gone, ~masked.kept["fc1__use_1"])
+    UseHooks(model, {"fc1": gone}, values)
+    x = rows(9, IN, seed=7)
+    with torch.no_grad():
+        expected = model(x)
+        assert_float_close(masked_model(masked)(x), expected)
+        folded = FoldAblations().run(masked)
+        block = SliceUnits().run(folded.ir).ir
+        assert_float_close(block.gm(x), expected)
+    assert folded.stats == {"consumers_folded": 2, "constants_added": 2}  # one per use
+    bias = folded.ir.gm.get_parameter("fc2.bias")  # the shared bias: no use's constant in it
+    assert torch.equal(bias, ir.gm.get_parameter("fc2.bias"))
+    assert not FoldAblations().run(folded.ir).changed
+
+
+class SharedOnRawInput(nn.Module):
+    """A Linear applied to the raw input and again to units: its columns cannot be cut."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.fc, self.head = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x)) + self.fc(torch.relu(self.inp(x))))
+
+
+def test_a_shared_weight_reading_units_at_one_use_only_freezes_them_naming_why():
+    torch.manual_seed(0)
+    ir = ir_of(SharedOnRawInput(), {"x": rows(2, D)})
+    assert set(frozen(ir, "inp")) == {"weight fc.weight applied 2 times with a non-unit tensor"}
+    assert len(groups_of(ir, "fc")) == D and removable(ir, "fc")
+    check_sliced(ir, [rows(5, D, seed=3)])
+
+
+class SharedPreLN(nn.Module):
+    """A pre-LN block (attention and MLP) applied three times, its norms shared too."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.ln1, self.ln2 = nn.Linear(IN, D), nn.LayerNorm(D), nn.LayerNorm(D)
+        self.attn = Attention()
+        self.fc1, self.fc2 = nn.Linear(D, 2 * D), nn.Linear(2 * D, D)
+        self.head = nn.Linear(D, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        for _ in range(3):
+            h = h + self.attn(self.ln1(h))
+            h = h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+        return self.head(h.mean(1))
+
+
+def test_a_pre_ln_block_applied_three_times_keeps_heads_and_neurons_as_units(tmp_path):
+    """The stream's carriers are built per norm reader, so a shared reader freezes the stream
+    (named); heads and neurons are units across the three uses."""
+    torch.manual_seed(0)
+    ir = ir_of(SharedPreLN(), {"x": rows(2, T, IN)})
+    heads, neurons = groups_of(ir, "attn.q"), groups_of(ir, "fc1")
+    assert len(heads) == 2 and all(len(ir.groups[g].members) == 3 * 3 * (D // 2) for g in heads)
+    assert len(neurons) == 2 * D and all(len(ir.groups[g].members) == 3 for g in neurons)
+    assert removable(ir, "attn.q", "fc1")
+    assert set(frozen(ir, "embed")) == {
+        "read through a norm by linear_1: weight attn.q.weight applied 3 times"
+    }
+    block = check_sliced(ir, [rows(7, T, IN, seed=3)])
+    names = {n for n, _ in block.gm.named_parameters() if n.startswith(("attn.", "fc"))}
+    assert names == {f"{m}.{p}" for m in ("attn.q", "attn.k", "attn.v", "attn.o", "fc1", "fc2")
+                     for p in ("weight", "bias")}  # fmt: skip
+    check_parity(ir, {"x": rows(32, T, IN, seed=4)}, tmp_path)
 
 
 # -- ALBERT: one layer's weights applied num_hidden_layers times --------------------------------
@@ -520,32 +629,29 @@ class TinyAlbert(nn.Module):
 
 
 @functools.cache
-def albert_ir():  # torch.export capture takes seconds: once for both tests (neither mutates it)
+def albert_ir():  # torch.export capture takes seconds: once per session (tests never mutate it)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 40, (2, 7), generator=gen)
     return ir_of(TinyAlbert(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
 
 
-def test_albert_shared_layer_is_frozen_naming_its_uses_and_the_block_keeps_parity(tmp_path):
+ALBERT_LAYER = "albert.encoder.albert_layer_groups.0.albert_layers.0"
+
+
+def test_albert_shared_layer_heads_and_neurons_are_units_and_slice_exactly(tmp_path):
+    """Each head (its q, k and v rows at both uses) and each FFN neuron (at both uses) is one
+    unit; fold + slice equals the masked model, each use ablated with its own constant."""
     ir = albert_ir()
-    layer = "albert.encoder.albert_layer_groups.0.albert_layers.0"
-    for space in ("attention.query", "ffn"):
-        reasons = frozen(ir, f"{layer}.{space}")
-        assert reasons and all(r is not None and "is used 2 times" in r for r in reasons)
+    heads = groups_of(ir, f"{ALBERT_LAYER}.attention.query")
+    assert len(heads) == 2 and all(len(ir.groups[g].members) == 3 * (D // 2) * 2 for g in heads)
+    neurons = groups_of(ir, f"{ALBERT_LAYER}.ffn")
+    assert len(neurons) == 24 and all(len(ir.groups[g].members) == 2 for g in neurons)
+    assert removable(ir, f"{ALBERT_LAYER}.attention.query", f"{ALBERT_LAYER}.ffn")
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 40, (16, 7), generator=gen)
+    check_sliced(ir, [ids[:5], torch.ones_like(ids[:5])])
     check_parity(ir, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, tmp_path)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="coupling a shared weight across its uses needs one ablation value per use "
-    "(the masked model ablates a unit at its first use only): not built (issue 15)",
-)
-def test_albert_heads_and_neurons_are_units():
-    ir = albert_ir()
-    assert removable(ir, "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn")
 
 
 # -- Swin: window partition, window attention, relative position bias --------------------------
