@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 RMS_NORMS = {F.rms_norm, torch.rms_norm}
 # ops between a norm and its readers that move values without changing them
-_MOVERS = {"permute", "reshape", "getitem", "slice", "select"}
+_MOVERS = {"permute", "reshape", "getitem", "slice", "select", "roll"}
 _IDENTITY_FUNCTIONS = {F.dropout, F.alpha_dropout}
 _IDENTITY_METHODS = {"contiguous", "clone", "detach"}
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
