@@ -152,6 +152,8 @@ KINDS: dict[str, Ops] = {
     ),
     # a cyclic shift along positions (Swin's shifted windows): every slot keeps its unit
     "roll": _ops(functions=[torch.roll, aten.roll.default], methods=["roll"]),
+    # zero padding along positions: followed only where it pads a layer norm's output
+    "pad": _ops(functions=[F.pad, aten.pad.default, aten.constant_pad_nd.default]),
     "select_outputs": _ops(functions=[ops.select_outputs]),
     "attention": _ops(functions=[F.scaled_dot_product_attention]),
     "split": _ops(
