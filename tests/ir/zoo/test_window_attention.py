@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from legoc.frontend.capture import wrapped_weight_calls
 from legoc.ir.masking import masked_model
 from legoc.passes.rewrite import BLOCK_PIPELINE, rewrite_pipeline
 from tests.helpers import assert_float_close
-from tests.ir.zoo.blocks import MaxViTNet, SwinNet
+from tests.ir.zoo.blocks import MaxViTNet, SwinNet, make_block_net
 from tests.ir.zoo.test_norm_blocks import (
     check_parity,
     check_sliced,
@@ -128,3 +129,11 @@ def test_zero_padding_of_other_units_freezes_them_naming_the_pad():
 
 def frozen_of(ir, space: str) -> list[str | None]:
     return [ir.groups[g].frozen for g in groups_of(ir, space)]
+
+
+def test_only_wrapped_calls_that_take_weights_send_a_model_to_torch_export():
+    """fx keeps an fx-wrapped function as one call: one taking parameters (Swin's attention,
+    its bias lookup) hides layers, one taking none (stochastic depth) hides nothing."""
+    swin = torch.fx.symbolic_trace(SwinNet())
+    assert wrapped_weight_calls(swin) == ["relative_position_bias", "shifted_window_attention"]
+    assert wrapped_weight_calls(torch.fx.symbolic_trace(make_block_net("efficientnet"))) == []
