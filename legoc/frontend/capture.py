@@ -45,6 +45,30 @@ def prefers_export(module: nn.Module) -> bool:
     )
 
 
+def wrapped_weight_calls(gm: torch.fx.GraphModule) -> list[str]:
+    """Calls to fx-wrapped Python functions that take the model's parameters (torchvision's
+    `shifted_window_attention(x, qkv_weight, proj_weight, ...)`): fx keeps each as one opaque
+    node, so the layers inside are no units and whatever reads it freezes; torch.export runs
+    through them."""
+    params = {name for name, _ in gm.named_parameters()}
+    found = []
+    for node in gm.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not inspect.isfunction(target):
+            continue
+        if target.__module__.split(".")[0] in ("torch", "legoc", "_operator", "operator"):
+            continue
+        args = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: n)
+        reads = [
+            n
+            for n in pytree.tree_leaves(args)
+            if isinstance(n, torch.fx.Node) and n.op == "get_attr" and n.target in params
+        ]
+        if reads:
+            found.append(target.__name__)
+    return sorted(set(found))
+
+
 def capture(
     module: nn.Module,
     example: dict[str, torch.Tensor],

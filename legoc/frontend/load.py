@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.errors import LegocError
-from legoc.frontend.capture import capture, prefers_export
+from legoc.frontend.capture import capture, prefers_export, wrapped_weight_calls
 from legoc.frontend.hf import is_hf_folder, load_hf_folder
 from legoc.frontend.identities import drop_identities
 from legoc.frontend.lowering import fuse_rms_norm, is_aten_graph, lower_aten
@@ -356,6 +356,9 @@ def trace(
             "flow from forward (or move that part into a function marked with torch.fx.wrap)"
         ) from None
     gm = torch.fx.GraphModule(module, graph, class_name=module.__class__.__name__)
+    if example is not None and (opaque := wrapped_weight_calls(gm)):
+        log.info("weights go into fx-wrapped %s: captured with torch.export", ", ".join(opaque))
+        return capture(module, example, input_names, model_output)
     drop_identities(gm)
     gm.graph.eliminate_dead_code()
     fuse_rms_norm(gm)

@@ -14,6 +14,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
+from legoc.frontend.constants import fold_built_constants
 from legoc.frontend.unfold_heads import unfold_mha_heads
 from legoc.frontend.weight_rows import split_weight_rows
 from legoc.ir.ops import slice_axis
@@ -63,6 +64,7 @@ SAME_ARGS = {
     aten.transpose.int: torch.transpose,
     aten.reshape.default: torch.reshape,
     aten.view.default: torch.reshape,
+    aten.roll.default: torch.roll,
 }
 
 
@@ -72,7 +74,11 @@ def _layer_norm(args):
 
 # ops whose size arguments can be the batch: as Tensor methods / torch functions they accept
 # the traced sizes the ONNX exporter passes, where aten overloads demand Python ints
-AS_METHOD = {aten.expand.default: "expand", aten.new_ones.default: "new_ones"}
+AS_METHOD = {
+    aten.expand.default: "expand",
+    aten.new_ones.default: "new_ones",
+    aten.new_zeros.default: "new_zeros",
+}
 SAME_ARGS[aten.arange.default] = torch.arange
 SAME_ARGS[aten.slice.Tensor] = slice_axis
 SAME_ARGS[aten.arange.start] = torch.arange
@@ -90,6 +96,18 @@ def is_aten_graph(gm: torch.fx.GraphModule) -> bool:
     return any(isinstance(n.target, torch._ops.OpOverload) for n in gm.graph.nodes)
 
 
+def _pads_nothing(node: torch.fx.Node) -> bool:
+    """A zero-width pad (Swin pads its windows to a multiple of their size: none at 224 px)."""
+    pads = node.args[1] if len(node.args) > 1 else None
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    return (
+        node.target is aten.pad.default
+        and mode == "constant"
+        and isinstance(pads, (list, tuple))
+        and all(isinstance(p, int) and p == 0 for p in pads)
+    )
+
+
 def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """A plain GraphModule (no pytree codegen, no guard calls) with functional ops."""
     graph = torch.fx.Graph()
@@ -97,7 +115,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target.startswith("_guards"):
             continue
-        if node.op == "call_function" and node.target in DROPPED:
+        if node.op == "call_function" and (node.target in DROPPED or _pads_nothing(node)):
             env[node] = env[node.args[0]]
             continue
         if node.op == "call_function" and node.target is aten.sym_size.int:
@@ -117,6 +135,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             new.target, new.args = target, reorder(new.args)
         env[node] = new
     lowered = torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+    fold_built_constants(lowered)
     _addmm_to_linear(lowered)
     _mha_heads_visible(lowered)
     split_weight_rows(lowered)

@@ -336,11 +336,12 @@ def _applications(gm: torch.fx.GraphModule, uses: dict[int, list[str]]) -> dict[
 
 
 def reads_only_shape(node: Node) -> bool:
-    """`x.size(1)`, `x.dim()`, `x.shape`, aten.sym_size: the value depends on the input's shape,
-    never on its values (RoPE's positions under a dynamic token axis), so what is computed from
-    it is a constant at each length, not an input-dependent tensor."""
+    """`x.size(1)`, `x.dim()`, `x.shape`, aten.sym_size, `x.new_zeros(shape)`: the value depends
+    on the input's shape (and dtype), never on its values (RoPE's positions under a dynamic
+    token axis, Swin's attention mask), so what is computed from it is a constant at each
+    length, not an input-dependent tensor."""
     if node.op == "call_method":
-        return node.target in ("size", "dim")
+        return node.target in ("size", "dim", "new_zeros", "new_ones")
     if node.op != "call_function":
         return False
     if node.target is getattr:

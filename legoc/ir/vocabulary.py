@@ -146,7 +146,14 @@ KINDS: dict[str, Ops] = {
         functions=[torch.mean, torch.sum, torch.amax, torch.amin],
         methods=["mean", "sum", "amax", "amin"],
     ),
-    "permute": _ops(functions=[torch.permute, torch.transpose], methods=["permute", "transpose"]),
+    "permute": _ops(
+        functions=[torch.permute, torch.transpose, torch.swapaxes],
+        methods=["permute", "transpose", "swapaxes"],
+    ),
+    # a cyclic shift along positions (Swin's shifted windows): every slot keeps its unit
+    "roll": _ops(functions=[torch.roll, aten.roll.default], methods=["roll"]),
+    # zero padding along positions: followed only where it pads a layer norm's output
+    "pad": _ops(functions=[F.pad, aten.pad.default, aten.constant_pad_nd.default]),
     "select_outputs": _ops(functions=[ops.select_outputs]),
     "attention": _ops(functions=[F.scaled_dot_product_attention]),
     "split": _ops(
@@ -165,9 +172,11 @@ KINDS: dict[str, Ops] = {
     ),
     "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
-    # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops)
+    # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops); new_zeros
+    # and new_ones only its dtype and device too (Swin's attention mask)
     "size": _ops(
-        functions=[ops.constant_channel_conv, ops.token_constant], methods=["size", "dim"]
+        functions=[ops.constant_channel_conv, ops.token_constant],
+        methods=["size", "dim", "new_zeros", "new_ones"],
     ),
 }
 

@@ -57,6 +57,7 @@ SCALING = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 MASKING = {aten.masked_fill.Scalar, aten.masked_fill.Tensor, "masked_fill", torch.masked_fill}
 WHERE = {torch.where, aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf}
 PERMUTES = {torch.transpose, torch.permute, "transpose", "permute"}
+RESHAPES = {torch.reshape, "view", "reshape"}
 MATMULS = {
     torch.matmul,
     torch.bmm,
@@ -210,6 +211,8 @@ def score_op(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | Non
         return _freeze(walk, node, reads, "softmax across attention heads")
     if target in PERMUTES and node.args[0] is reads[0]:
         return _permute(walk, node, first, ndim)
+    if target in RESHAPES and node.args[0] is reads[0]:
+        return _reshape(walk, node, reads, first)
     if first.softmax is not None and target not in PASS_THROUGH:
         return _freeze(walk, node, reads, f"attention probabilities changed by {op_name(node)}")
     if target in ADDITIVE or target in SCALING:
@@ -273,6 +276,26 @@ def _permute(walk, node, scores: Scores, ndim: int) -> None:
     axis = None if scores.axis is None else perm.index(scores.axis)
     norm = None if scores.softmax is None else perm.index(scores.softmax)
     walk.scores[node.name] = Scores(axis, scores.ids, norm)
+    return None
+
+
+def _reshape(walk, node, reads, scores: Scores) -> None:
+    """Scores regrouped along the axes before their heads (Swin's `view(B, windows, heads, n,
+    n)` to add the shift mask per window, and back): the heads and what follows them stay.
+    `slice-units` gives the reshape the kept head count."""
+    before, after = shape_of(reads[0]), shape_of(node)
+    axis = scores.axis
+    if axis is None or (scores.softmax is not None and scores.softmax < axis):
+        return _freeze(walk, node, reads, "attention scores reshaped across their heads")
+    tail = tuple(before[axis:])
+    start = len(after) - len(tail)
+    outer = int(np.prod(before[:axis], dtype=np.int64))
+    if start < 0 or tuple(after[start:]) != tail or int(np.prod(after[:start])) != outer:
+        return _freeze(walk, node, reads, "attention scores reshaped across their heads")
+    softmax = None if scores.softmax is None else scores.softmax - axis + start
+    walk.scores[node.name] = Scores(start, scores.ids, softmax)
+    node.meta["legoc.layout"] = Layout(start, scores.ids)  # what slice-units rewrites
+    walk.reshapes.append(node.name)
     return None
 
 

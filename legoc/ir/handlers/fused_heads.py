@@ -1,6 +1,6 @@
 """A fused q/k/v projection reshaped into (parts, heads, head_dim) and taken apart along the
 parts axis: Swin's and timm's `qkv(x).reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)`
-then `unbind(0)` (or `qkv[0], qkv[1], qkv[2]`).
+then `unbind(0)` (or `qkv[0], qkv[1], qkv[2]`, which torch.export writes as selects).
 
 The reshape splits the unit axis in three. Each (part, head) block of head_dim channels is one
 unit, as for a two-way head split; the parts axis is then taken apart, so each taken part gets
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _PERMUTES = (torch.permute, torch.transpose, "permute", "transpose")
 _UNBIND = (torch.unbind, "unbind", torch.ops.aten.unbind.int)
+_SELECT = (torch.ops.aten.select.int, torch.select, "select")
 
 
 def fused_heads(walk: Propagation, node: Node, layout, in_shape, out_shape) -> Layout | None:
@@ -55,7 +56,7 @@ def fused_heads(walk: Propagation, node: Node, layout, in_shape, out_shape) -> L
 
 def _taken_parts(node: Node, parts_axis: int, head_axis: int, ndim: int):
     """[(getitem node, its part, its head axis)] when `node` reaches only an unbind (or int
-    indexing) along the parts axis, through at most one permute; None otherwise."""
+    indexing, or selects) along the parts axis, through at most one permute; None otherwise."""
     current = node
     step = _only_user(current)
     if step is not None and step.target in _PERMUTES:
@@ -74,11 +75,22 @@ def _taken_parts(node: Node, parts_axis: int, head_axis: int, ndim: int):
             return None
         return [(i, i.args[1], head_after) for i in items]
     items = list(current.users)
-    if parts_axis != 0 or not items:
+    if not items:
         return None
-    if not all(i.target is operator.getitem and isinstance(i.args[1], int) for i in items):
+    parts = [_part(i, parts_axis, ndim) for i in items]
+    if any(p is None for p in parts):
         return None
-    return [(i, i.args[1], head_after) for i in items]
+    return [(i, p, head_after) for i, p in zip(items, parts)]
+
+
+def _part(item: Node, parts_axis: int, ndim: int) -> int | None:
+    """The part `qkv[i]` (parts first) or `qkv.select(parts_axis, i)` (aten, under
+    torch.export) takes; None for any other reader."""
+    if item.target is operator.getitem and parts_axis == 0 and isinstance(item.args[1], int):
+        return item.args[1]
+    if item.target in _SELECT and len(item.args) == 3 and isinstance(item.args[2], int):
+        return item.args[2] if item.args[1] % ndim == parts_axis else None
+    return None
 
 
 def _only_user(node: Node) -> Node | None:

@@ -2,7 +2,9 @@
 
 A per-head attention bias or mask (T5's relative position bias, ALiBi-like tables): after
 slicing, it must lose the removed heads too. When it is looked up from a weight (an embedding
-whose last dim is the heads) through per-head ops, that weight is sliced with the heads; a
+whose last dim is the heads, or a (positions, heads) table indexed with `table[index]` as
+Swin's and MaxViT's relative position biases are) through per-head ops, that weight is sliced
+with the heads; a
 bias shared by several layers (T5 computes it once) couples their heads slot by slot. Anything
 else computed per head cannot be sliced: the caller freezes the heads."""
 
@@ -25,6 +27,7 @@ aten = torch.ops.aten
 
 _SAME = {aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.clone.default, "contiguous"}
 _EMBEDDING = {aten.embedding.default, torch.nn.functional.embedding}
+_RESHAPES = {torch.reshape, aten.view.default, aten.reshape.default, "view", "reshape"}
 
 
 def slice_head_bias(walk: Propagation, bias: Node, axis: int, ids: np.ndarray) -> bool:
@@ -55,8 +58,15 @@ def _lookup(node: Node, axis: int) -> tuple[Node, Node] | None:
             weight = node.args[0]
             ok = isinstance(weight, Node) and weight.op == "get_attr" and axis == len(shape) - 1
             return (node, weight) if ok else None
+        if _gathers_rows(node):  # table[index]: rows of a (positions, heads) weight
+            return (node, node.args[0]) if axis == len(shape) - 1 else None
         if target in _SAME:
             node = node.args[0]
+        elif target in _RESHAPES:  # (n * n, heads) -> (n, n, heads): the last axis stays
+            before = shape_of(node.args[0])
+            if before is None or axis != len(shape) - 1 or before[-1] != shape[-1]:
+                return None
+            axis, node = len(before) - 1, node.args[0]
         elif target in (aten.unsqueeze.default, torch.unsqueeze, "unsqueeze"):
             dim = node.args[1] % len(shape)
             if axis == dim:
@@ -81,6 +91,25 @@ def _lookup(node: Node, axis: int) -> tuple[Node, Node] | None:
         if axis is None or not isinstance(node, Node):
             return None
     return None
+
+
+def _gathers_rows(node: Node) -> bool:
+    """`table[index]` (aten.index with one index tensor under torch.export) on a 2-d weight."""
+    if node.target is operator.getitem:
+        table, index = node.args
+    elif node.target is aten.index.Tensor and len(node.args[1]) == 1:
+        table, index = node.args[0], node.args[1][0]
+    else:
+        return False
+    meta = index.meta.get("tensor_meta") if isinstance(index, Node) else None
+    return (
+        isinstance(table, Node)
+        and table.op == "get_attr"
+        and len(shape_of(table) or ()) == 2
+        and meta is not None
+        and not meta.dtype.is_floating_point
+        and meta.dtype is not torch.bool  # a mask picks rows, not positions
+    )
 
 
 def _aligned(axis: int, shape, operand: Node) -> tuple[int | None, Node]:

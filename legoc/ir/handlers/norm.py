@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
 
 RMS_NORMS = {F.rms_norm, torch.rms_norm}
-# ops between a norm and its readers that move values without changing them
-_MOVERS = {"permute", "reshape", "getitem", "slice", "select"}
+# ops between a norm and its readers that move values without changing them (a zero pad adds
+# zeros that reach the reader as zeros on both sides: handlers/pad.py)
+_MOVERS = {"permute", "reshape", "getitem", "slice", "select", "roll", "pad"}
 _IDENTITY_FUNCTIONS = {F.dropout, F.alpha_dropout}
 _IDENTITY_METHODS = {"contiguous", "clone", "detach"}
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)

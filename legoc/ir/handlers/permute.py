@@ -1,4 +1,4 @@
-"""permute / transpose: the units move with their axis."""
+"""permute / transpose / swapaxes: the units move with their axis."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from legoc.ir.units import Layout
 if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
 
+TRANSPOSES = ("transpose", "swapaxes", torch.transpose, torch.swapaxes)  # two dims swapped
+
 
 def permute(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     layout = walk.sole_layout(node, tracked)
@@ -20,7 +22,7 @@ def permute(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
         return walk.cannot_slice(node)
     ndim = len(shape_of(node.args[0]))
     rest = list(node.args[1:])
-    if node.target in ("transpose", torch.transpose):
+    if node.target in TRANSPOSES:
         a, b = (d % ndim for d in rest[:2])
         perm = list(range(ndim))
         perm[a], perm[b] = perm[b], perm[a]

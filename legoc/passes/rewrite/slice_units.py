@@ -148,7 +148,7 @@ class SliceUnits:
             stats["readers_made_constant"] += 1
         _unit_sizes_as_literals(gm, analysis)
         for name in analysis.reshapes:
-            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name])
+            stats["shapes_rewritten"] += self._rewrite_reshape(gm, nodes[name], removed)
         for name in analysis.splits:
             stats["shapes_rewritten"] += self._rewrite_split(nodes[name], analysis, removed)
         for perm in analysis.permutations:
@@ -208,7 +208,9 @@ class SliceUnits:
             gm.graph.erase_node(folded[1])
         gm.graph.erase_node(node)
 
-    def _rewrite_reshape(self, gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
+    def _rewrite_reshape(
+        self, gm: torch.fx.GraphModule, node: torch.fx.Node, removed: np.ndarray
+    ) -> int:
         """Replace a literal size on the unit axis by -1 (a computed batch size elsewhere),
         writing the sizes back in the form the call had: `x.view(a, b, c)` (varargs) or
         `torch.reshape(x, [a, b, c])` / `x.view((a, b, c))` (one sequence)."""
@@ -227,6 +229,7 @@ class SliceUnits:
             return 0
         out_shape = node.meta["legoc.shape"]
         in_shape = node.args[0].meta.get("legoc.shape", ())
+        unit_size = -1
         for i, value in enumerate(shape_args):
             if value == -1 and i != layout.axis:
                 # the batch, or a dim the reshape keeps from its input (a dynamic token axis
@@ -234,9 +237,12 @@ class SliceUnits:
                 if out_shape[i] != "N" and tuple(in_shape[: i + 1]) != tuple(out_shape[: i + 1]):
                     shape_args[i] = out_shape[i]
                     continue
+                if _merges_batch(node, i):  # (B, windows) -> B * windows stays -1: the unit
+                    unit_size = kept_slots(layout.ids, removed)  # axis gets its kept count
+                    continue
                 with gm.graph.inserting_before(node):
                     shape_args[i] = gm.graph.call_method("size", (node.args[0], i))
-        shape_args[layout.axis] = -1
+        shape_args[layout.axis] = unit_size
         set_shape_args(node, shape_args)
         return 1
 
@@ -347,6 +353,18 @@ def set_shape_args(node: torch.fx.Node, sizes: list) -> None:
     else:
         node.args = (node.args[0], list(sizes))
     node.kwargs = kwargs
+
+
+def _merges_batch(node: torch.fx.Node, i: int) -> bool:
+    """Whether dim `i` of a reshape's output differs from its input's (the batch merged with
+    the dims after it: Swin's attention scores `view(-1, heads, n, n)`)."""
+    before, after = shape_of(node.args[0]), shape_of(node)
+    return before is None or i >= len(before) or before[i] != after[i]
+
+
+def kept_slots(ids: np.ndarray, removed: np.ndarray) -> int:
+    """Slots of a layout that stay after slicing: not a unit, or a kept one."""
+    return int(((ids < 0) | ~removed[np.maximum(ids, 0)]).sum())
 
 
 def _rewrite_slice(node: torch.fx.Node, kept_at: np.ndarray) -> int:

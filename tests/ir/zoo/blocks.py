@@ -309,3 +309,195 @@ class RelativePositionAttention(nn.Module):
         scores = F.softmax(scores + bias.permute(2, 0, 1).contiguous().unsqueeze(0), dim=-1)
         out = torch.einsum("bghij,bghjd->bghid", scores, v)
         return self.merge(out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D))
+
+
+# -- MaxViT's partition attention and Swin's shifted window attention, after torchvision ------
+
+
+class WindowPartition(nn.Module):
+    """(B, C, H, W) -> (B, windows, p * p, C)."""
+
+    def forward(self, x: Tensor, p: int) -> Tensor:
+        B, C, H, W = x.shape
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(B, (H // p) * (W // p), p * p, C)
+
+
+class WindowDepartition(nn.Module):
+    def forward(self, x: Tensor, p: int, hp: int, wp: int) -> Tensor:
+        B, C = x.shape[0], x.shape[-1]
+        x = x.reshape(B, hp, wp, p, p, C).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(B, C, hp * p, wp * p)
+
+
+class SwapAxes(nn.Module):
+    def __init__(self, a: int, b: int):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.swapaxes(x, self.a, self.b)
+
+
+class PartitionAttentionLayer(nn.Module):
+    """MaxViT's window ("window") or grid ("grid": partitions swapped with `swapaxes`)
+    attention: pre-norm attention with a gathered relative position bias, then an MLP."""
+
+    def __init__(self, dim: int, heads: int, size: int, grid: int, kind: str):
+        super().__init__()
+        partitions = grid // size
+        self.p, self.g = (size, partitions) if kind == "window" else (partitions, size)
+        self.grid = grid
+        self.partition, self.departition = WindowPartition(), WindowDepartition()
+        swap = kind == "grid"
+        self.swap = SwapAxes(-2, -3) if swap else nn.Identity()
+        self.unswap = SwapAxes(-2, -3) if swap else nn.Identity()
+        self.attn_layer = nn.Sequential(
+            nn.LayerNorm(dim), RelativePositionAttention(dim, heads, size), nn.Dropout(0.0)
+        )
+        self.mlp_layer = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        gh = gw = self.grid // self.p
+        x = self.swap(self.partition(x, self.p))
+        x = x + self.attn_layer(x)
+        x = x + self.mlp_layer(x)
+        return self.departition(self.unswap(x), self.p, gh, gw)
+
+
+class MaxViTNet(nn.Module):
+    def __init__(self, dim: int = 8, heads: int = 2, size: int = 2, grid: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.window = PartitionAttentionLayer(dim, heads, size, grid, "window")
+        self.grid = PartitionAttentionLayer(dim, heads, size, grid, "grid")
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.grid(self.window(self.stem(x))).mean((2, 3)))
+
+
+def relative_position_bias(table: Tensor, index: Tensor, window: list[int]) -> Tensor:
+    """torchvision's `_get_relative_position_bias`: (positions, heads) rows by `table[index]`."""
+    n = window[0] * window[1]
+    bias = table[index].view(n, n, -1)
+    return bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+def shifted_window_attention(
+    input: Tensor,
+    qkv_weight: Tensor,
+    proj_weight: Tensor,
+    bias: Tensor,
+    window: list[int],
+    heads: int,
+    shift: list[int],
+    qkv_bias: Tensor | None = None,
+    proj_bias: Tensor | None = None,
+) -> Tensor:
+    """torchvision's `shifted_window_attention` (no dropout, no cosine attention): pad to whole
+    windows, cyclic shift, windows, fused qkv, relative position bias, shift mask, back."""
+    B, H, W, C = input.shape
+    pad_r = (window[1] - W % window[1]) % window[1]
+    pad_b = (window[0] - H % window[0]) % window[0]
+    x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+    _, pH, pW, _ = x.shape
+    shift = shift.copy()
+    if window[0] >= pH:
+        shift[0] = 0
+    if window[1] >= pW:
+        shift[1] = 0
+    if sum(shift) > 0:
+        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    nw = (pH // window[0]) * (pW // window[1])
+    x = x.view(B, pH // window[0], window[0], pW // window[1], window[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * nw, window[0] * window[1], C)
+    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = q * (C // heads) ** -0.5
+    attn = q.matmul(k.transpose(-2, -1)) + bias
+    if sum(shift) > 0:
+        mask = x.new_zeros((pH, pW))
+        h_slices = ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None))
+        w_slices = ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None))
+        count = 0
+        for h in h_slices:
+            for w in w_slices:
+                mask[h[0] : h[1], w[0] : w[1]] = count
+                count += 1
+        mask = mask.view(pH // window[0], window[0], pW // window[1], window[1])
+        mask = mask.permute(0, 2, 1, 3).reshape(nw, window[0] * window[1])
+        mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+        mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+        attn = attn.view(x.size(0) // nw, nw, heads, x.size(1), x.size(1))
+        attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, x.size(1), x.size(1))
+    x = F.softmax(attn, dim=-1).matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), C)
+    x = F.linear(x, proj_weight, proj_bias)
+    x = x.view(B, pH // window[0], pW // window[1], window[0], window[1], C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pH, pW, C)
+    if sum(shift) > 0:
+        x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+    return x[:, :H, :W, :].contiguous()
+
+
+torch.fx.wrap("relative_position_bias")  # as torchvision does: opaque calls in an fx graph
+torch.fx.wrap("shifted_window_attention")
+
+
+class ShiftedWindowAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int):
+        super().__init__()
+        self.window, self.shift, self.heads = [window, window], [shift, shift], heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.table = nn.Parameter(0.5 * torch.randn((2 * window - 1) ** 2, heads))
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        ).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]).flatten())
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = relative_position_bias(self.table, self.index, self.window)
+        return shifted_window_attention(
+            x,
+            self.qkv.weight,
+            self.proj.weight,
+            bias,
+            self.window,
+            self.heads,
+            self.shift,
+            qkv_bias=self.qkv.bias,
+            proj_bias=self.proj.bias,
+        )
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = ShiftedWindowAttention(dim, heads, window, shift)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class SwinNet(nn.Module):
+    """A patch conv (torchvision's stem norm left out: a norm of a norm, see benchmarks (c)),
+    a plain and a shifted block, a final norm, the head."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, window: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.Sequential(
+            SwinBlock(dim, heads, window, 0), SwinBlock(dim, heads, window, window // 2)
+        )
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x).permute(0, 2, 3, 1))
+        return self.head(self.norm(x).mean((1, 2)))
