@@ -28,14 +28,15 @@ class Disentangled(nn.Module):
     """DeBERTa-v2's DisentangledSelfAttention in miniature: content scores plus c2p and p2c
     biases gathered by clamped relative position, all on (B*H, T, d) tensors."""
 
-    def __init__(self, reads_folded: bool = False):
+    def __init__(self, reads_folded=False, share_att_key=False, reads_positions=False):
         super().__init__()
         self.embed = nn.Linear(3, WIDTH)
         self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
         self.pos_k, self.pos_q = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
         self.rel = nn.Parameter(torch.randn(2 * SPAN, WIDTH))
         self.out, self.head = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, 3)
-        self.reads_folded = reads_folded
+        self.reads_folded, self.reads_positions = reads_folded, reads_positions
+        self.share_att_key = share_att_key  # q and k project the positions too
 
     @staticmethod
     def fold(x):
@@ -48,8 +49,11 @@ class Disentangled(nn.Module):
         q, k, v = self.fold(self.q(h)), self.fold(self.k(h)), self.fold(self.v(h))
         scores = torch.bmm(q, k.transpose(-1, -2) / 3.0)
         rel = self.rel.unsqueeze(0)
-        pos_k = self.fold(self.pos_k(rel)).repeat(batch, 1, 1)
-        pos_q = self.fold(self.pos_q(rel)).repeat(batch, 1, 1)
+        proj_k, proj_q = (self.k, self.q) if self.share_att_key else (self.pos_k, self.pos_q)
+        if self.reads_positions:  # the positional rows also reach the output
+            h = h + proj_k(rel).mean(1, keepdim=True)
+        pos_k = self.fold(proj_k(rel)).repeat(batch, 1, 1)
+        pos_q = self.fold(proj_q(rel)).repeat(batch, 1, 1)
         where = torch.arange(tokens)[:, None] - torch.arange(tokens)[None, :]
         index = torch.clamp(where + SPAN, 0, 2 * SPAN - 1).unsqueeze(0)
         index = index.expand([q.size(0), tokens, tokens])
@@ -65,13 +69,21 @@ class Disentangled(nn.Module):
         return self.head(y.mean(1))
 
 
-def captured(reads_folded: bool = False):
+def captured(**options):
     torch.manual_seed(0)
-    model = Disentangled(reads_folded).eval()
+    model = Disentangled(**options).eval()
     example = {"x": torch.randn(2, TOKENS, 3)}
     with torch.no_grad():
         gm = capture(model, example, ["x"])
     return model, build_ir(gm, ["x"], example)
+
+
+def without_two_heads(ir, heads):
+    """The masked IR and the sliced block with heads 0 and 2 removed (mean ablation)."""
+    masked = ir.with_kept(ir.mask_for([heads[0].index, heads[2].index]))
+    split = Split("search", {"x": torch.randn(16, TOKENS, 3)}, None)
+    masked.ablation = dict(Scorer(ir, split, METRICS["kl"], "mean").values)
+    return masked, parse_pipeline(BLOCK_PIPELINE).run(masked).ir
 
 
 def test_folded_heads_with_a_gathered_position_bias_are_units_and_slice_exactly():
@@ -85,10 +97,7 @@ def test_folded_heads_with_a_gathered_position_bias_are_units_and_slice_exactly(
     for g in heads:  # a head: its q, k, v, positional key and positional query rows
         spaces = sorted({m[0] for m in g.members})
         assert spaces == ["k", "pos_k", "pos_q", "q", "v"] and len(g.members) == 5 * DIM
-    masked = ir.with_kept(ir.mask_for([heads[0].index, heads[2].index]))
-    split = Split("search", {"x": torch.randn(16, TOKENS, 3)}, None)
-    masked.ablation = dict(Scorer(ir, split, METRICS["kl"], "mean").values)
-    block = parse_pipeline(BLOCK_PIPELINE).run(masked).ir
+    masked, block = without_two_heads(ir, heads)
     gone = {u for g in (heads[0], heads[2]) for space, u in g.members if space == "pos_k"}
     assert len(gone) == 2 * DIM
     assert masked.kept_units()["pos_k"] == sorted(set(range(WIDTH)) - gone)

@@ -93,10 +93,11 @@ def _hf(name: str) -> nn.Module:
         config = t.DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN)
         config.vocab_size, config.max_position_embeddings = VOCAB, 16
         return Pooled(t.DistilBertModel(config))
-    if name == "deberta-v2":
+    if name.startswith("deberta"):  # v3's checkpoints: share_att_key, a norm on rel_embeddings
+        v3 = {"share_att_key": True, "norm_rel_ebd": "layer_norm"} if name == "deberta-v3" else {}
         config = t.DebertaV2Config(
             **bert_like, **common, relative_attention=True, position_buckets=8,
-            pos_att_type=["p2c", "c2p"], max_relative_positions=16,
+            pos_att_type=["p2c", "c2p"], max_relative_positions=16, **v3,
         )  # fmt: skip
         return Pooled(t.DebertaV2Model(config))
     if name == "t5-encoder":
@@ -138,6 +139,11 @@ FAMILIES = {
         "body.encoder.layer.0.intermediate.dense",
         FFN,
     ),
+    "deberta-v3": (
+        "body.encoder.layer.0.attention.self.query_proj",
+        "body.encoder.layer.0.intermediate.dense",
+        FFN,
+    ),
     "t5-encoder": (
         "body.encoder.block.0.layer.0.SelfAttention.q",
         "body.encoder.block.0.layer.1.DenseReluDense.wi",
@@ -151,7 +157,8 @@ FAMILIES = {
     "mha-cross": ("attn.in_proj_weight__rows_0_of_96", "up", FFN),
 }
 # members of a head's group: q, k and v rows, and DeBERTa's positional key and query rows
-# (pos_key_proj / pos_query_proj, read by the c2p and p2c biases)
+# (pos_key_proj / pos_query_proj, read by the c2p and p2c biases; v3 projects the positions
+# with query_proj and key_proj themselves: share_att_key)
 PARTS = {"deberta-v2": 5}
 
 
@@ -236,7 +243,9 @@ def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
         assert {r for r in rows if part * HIDDEN <= r < (part + 1) * HIDDEN} == want
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "mha-cross", "t5-encoder", "deberta-v2"])
+@pytest.mark.parametrize(
+    "name", ["bert", "vit", "mha-cross", "t5-encoder", "deberta-v2", "deberta-v3"]
+)
 def test_export_parity(name, tmp_path):
     _ir, masked, block = sliced_and_masked(name, 2)
     split = Split("search", inputs(name, 16, 5), None)
