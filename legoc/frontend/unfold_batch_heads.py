@@ -149,9 +149,9 @@ def _op_follows(node: Node, region: set[Node], heads: int) -> bool:
     if kind == "bmm":
         return all(a in region for a in args[:2])
     if kind == "transpose":
-        return all(isinstance(d, int) and d != 0 for d in args[1:3])
+        return all(_inside_rows(d) for d in args[1:3])
     if kind == "softmax":
-        return isinstance(args[1], int) and args[1] != 0
+        return _inside_rows(args[1])
     if kind == "same":
         return True
     if kind == "elementwise":
@@ -172,8 +172,13 @@ def _op_follows(node: Node, region: set[Node], heads: int) -> bool:
         )
     if kind == "gather":
         index = args[2]
-        return isinstance(args[1], int) and args[1] != 0 and _broadcast_index(index) is not None
+        return _inside_rows(args[1]) and _broadcast_index(index) is not None
     return False
+
+
+def _inside_rows(dim) -> bool:
+    """A dim of a folded (n*H, a, b) tensor other than the folded one (0, or -3)."""
+    return isinstance(dim, int) and dim % 3 != 0
 
 
 def _broadcasts(shape: tuple | None) -> bool:
