@@ -186,7 +186,13 @@ def run_one(kind: str, args: argparse.Namespace) -> dict:
 
 def _child(kind: str, args: argparse.Namespace, queue) -> None:
     if args.profile is None:
-        queue.put(run_one(kind, args))
+        try:
+            queue.put(run_one(kind, args))
+        except Exception as exc:  # a failed phase is a row too (the traceback went to stderr)
+            import traceback
+
+            traceback.print_exc()
+            queue.put({"model": kind, "error": f"{type(exc).__name__}: {exc}"[:500]})
         return
     import cProfile
 
@@ -194,6 +200,21 @@ def _child(kind: str, args: argparse.Namespace, queue) -> None:
     row = profile.runcall(run_one, kind, args)
     profile.dump_stats(f"{args.profile}.{kind}")  # read with python -m pstats FILE.MODEL
     queue.put(row)
+
+
+def _result(child, queue) -> dict:
+    """The child's row; a child that died (crash, killed for memory) gives a row that says so,
+    instead of a parent waiting forever on the queue."""
+    import queue as queues
+
+    while True:
+        try:
+            row = queue.get(timeout=5)
+            child.join()
+            return row
+        except queues.Empty:
+            if not child.is_alive():
+                return {"error": f"the benchmark process exited with code {child.exitcode}"}
 
 
 def main() -> None:
@@ -213,8 +234,7 @@ def main() -> None:
         queue = context.Queue()
         child = context.Process(target=_child, args=(kind, args, queue))
         child.start()
-        row = queue.get()
-        child.join()
+        row = _result(child, queue)
         print(json.dumps(row), flush=True)
 
 

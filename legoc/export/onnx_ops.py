@@ -4,6 +4,12 @@
 fold-ablations holds) has an ONNX op only from opset 23: here it is written out as
 `x * 1/sqrt(mean(x², last dims) + eps) * weight`, what `F.rms_norm` computes (eps None: the
 dtype's machine epsilon, as torch does).
+
+`aten::diff` (transformers' packed-sequence check takes the difference of position ids, and it
+survives into decoder blocks captured with a dynamic token axis) has no ONNX op at any opset:
+it is `prepend ++ x ++ append` along `dim`, then `n` times `x[1:] - x[:-1]`. The same check
+then takes `cumsum` of a bool tensor, which torch sums as int64 and ONNX `CumSum` refuses: the
+exporter's own `cumsum` is kept, with bools (and an explicit dtype) cast first.
 """
 
 from __future__ import annotations
@@ -35,6 +41,31 @@ def _rms_norm(g, x, normalized_shape, weight, eps):
     return y
 
 
+_END = 2**63 - 1  # Slice's "to the end"
+
+
+def _diff(g, x, n, dim, prepend, append):
+    times = symbolic_helper._get_const(n, "i", "n")
+    axis = symbolic_helper._get_const(dim, "i", "dim")
+    parts = [p for p in (prepend, x, append) if p is not None and not symbolic_helper._is_none(p)]
+    y = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=axis)
+    for _ in range(times):
+        later = symbolic_helper._slice_helper(g, y, axes=[axis], starts=[1], ends=[_END])
+        earlier = symbolic_helper._slice_helper(g, y, axes=[axis], starts=[0], ends=[-1])
+        y = g.op("Sub", later, earlier)
+    return y
+
+
+def _cumsum(g, x, dim, dtype=None):
+    axis = g.op("Constant", value_t=torch.tensor(symbolic_helper._get_const(dim, "i", "dim")))
+    if dtype is not None and not symbolic_helper._is_none(dtype):
+        code = symbolic_helper._get_const(dtype, "i", "dtype")
+        x = g.op("Cast", x, to_i=symbolic_helper._type_utils.JitScalarType(code).onnx_type())
+    elif x.type().scalarType() == "Bool":
+        x = g.op("Cast", x, to_i=symbolic_helper._type_utils.JitScalarType.INT64.onnx_type())
+    return g.op("CumSum", x, axis)
+
+
 def _count(sizes) -> int:
     """How many trailing dims a normalized_shape names: a constant, or sizes read at run time
     (held norms read `x.shape[-1]`); only their number matters."""
@@ -49,4 +80,6 @@ def register(opset: int) -> None:
     if opset in _REGISTERED:
         return
     torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, opset)
+    torch.onnx.register_custom_op_symbolic("aten::diff", _diff, opset)
+    torch.onnx.register_custom_op_symbolic("aten::cumsum", _cumsum, opset)
     _REGISTERED.add(opset)

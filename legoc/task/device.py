@@ -7,6 +7,8 @@ fit in the device's free memory, is bad input: one line naming what is wrong (ex
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from legoc.errors import LegocError
@@ -38,6 +40,17 @@ def free_bytes(device: torch.device) -> int | None:
     if device.type == "mps":
         return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
     return None
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for working sets on `device`: the accelerator's free memory, or the host's
+    available memory (Linux and other sysconf systems; None where it cannot be read)."""
+    if device.type != "cpu":
+        return free_bytes(device)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def check_fits(model_bytes: int, working_bytes: int, device: torch.device, free: int | None):

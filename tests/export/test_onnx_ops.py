@@ -37,3 +37,27 @@ def test_rms_norm_exports_and_matches_torch(scale):
     (got,) = session.run(None, {"x": fresh.numpy()})
     with torch.no_grad():
         assert_float_close(torch.from_numpy(np.asarray(got)), module(fresh))
+
+
+class Diffs(nn.Module):
+    """torch.diff as transformers' packed-sequence check writes it (prepend, last dim), twice
+    along the first dim, and with an append."""
+
+    def forward(self, x):
+        first = torch.diff(x, prepend=x[:, :1] - 1, dim=-1)
+        second = torch.diff(x, n=2, dim=0)
+        third = torch.diff(x, dim=1, append=x[:, -1:] * 2)
+        runs = (first > 0).cumsum(-1)  # a bool cumsum (int64 in torch)
+        return first.sum(0) + second.sum(0) + third.sum(0) + runs.sum(0) + x.cumsum(0).sum(0)
+
+
+def test_diff_exports_and_matches_torch():
+    module = Diffs().eval()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    model = module_to_onnx(module, ["x"], {"x": x})
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    fresh = torch.randn(7, 6, generator=torch.Generator().manual_seed(1))
+    (got,) = session.run(None, {"x": fresh.numpy()})
+    with torch.no_grad():
+        assert_float_close(torch.from_numpy(np.asarray(got)), module(fresh))

@@ -158,3 +158,21 @@ def test_mean_per_position_folds_exactly_at_shorter_and_longer_lengths():
             want = oracle(*[inputs[n] for n in NAMES])
             got = result.ir.gm(*[inputs[n] for n in NAMES])
         assert_float_close(got, want, steps=64)
+
+
+def test_longer_lengths_check_fewer_rows_within_the_token_cap():
+    """At a model's position limit (GPT-2: 1024) the parity check would hold rows x heads x
+    length² scores: rows shrink so each length checks at most EXTRA_TOKENS tokens, one row
+    at least, and the split's own length keeps every row."""
+    from legoc.export.lengths import EXTRA_ROWS, EXTRA_TOKENS, resized_split
+
+    ids = torch.arange(40 * 8).reshape(40, 8) % 50
+    split = Split("search", {"input_ids": ids}, torch.zeros(40, dtype=torch.long))
+    assert resized_split(split, ["input_ids"], 8) is split
+    for length in (4, 16, EXTRA_TOKENS // 4, EXTRA_TOKENS, 4 * EXTRA_TOKENS):
+        part = resized_split(split, ["input_ids"], length)
+        rows, tokens = part.inputs["input_ids"].shape
+        assert tokens == length
+        assert rows == max(1, min(EXTRA_ROWS, EXTRA_TOKENS // length))
+        shared = min(8, length)
+        assert torch.equal(part.inputs["input_ids"][:, :shared], ids[:rows, :shared])
