@@ -15,6 +15,7 @@ import torch.fx
 import torch.nn.functional as F
 
 from legoc.frontend.constants import fold_built_constants
+from legoc.frontend.unfold_batch_heads import unfold_batch_heads
 from legoc.frontend.unfold_heads import unfold_mha_heads
 from legoc.frontend.weight_rows import split_weight_rows
 from legoc.ir.ops import slice_axis
@@ -82,6 +83,7 @@ AS_METHOD = {
 SAME_ARGS[aten.arange.default] = torch.arange
 SAME_ARGS[aten.slice.Tensor] = slice_axis
 SAME_ARGS[aten.arange.start] = torch.arange
+SAME_ARGS[aten.ones.default] = torch.ones  # DeBERTa's default attention mask: (batch, tokens)
 
 REORDERED = {
     aten.batch_norm.default: (F.batch_norm, _batch_norm),
@@ -89,7 +91,15 @@ REORDERED = {
     aten.group_norm.default: (F.group_norm, _layer_norm),  # the same trailing flag
     aten.einsum.default: (torch.einsum, lambda args: (args[0], list(args[1]))),
 }
-DROPPED = {aten.dropout.default, aten.alias.default, aten.contiguous.default}
+# a tensor constant (`torch.tensor(...)` in forward, DeBERTa's scale) is lifted as
+# detach_(lift_fresh_copy(c)): a copy (the ONNX exporter knows no lift_fresh_copy) and an identity
+SAME_ARGS[aten.lift_fresh_copy.default] = torch.clone
+DROPPED = {
+    aten.dropout.default,
+    aten.alias.default,
+    aten.contiguous.default,
+    aten.detach_.default,
+}
 
 
 def is_aten_graph(gm: torch.fx.GraphModule) -> bool:
@@ -140,6 +150,7 @@ def lower_aten(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     _mha_heads_visible(lowered)
     split_weight_rows(lowered)
     unfold_mha_heads(lowered)
+    unfold_batch_heads(lowered)
     fuse_rms_norm(lowered)
     lowered.graph.eliminate_dead_code()
     lowered.delete_all_unused_submodules()

@@ -51,7 +51,10 @@ PASS_THROUGH = {
     "clone",
     "float",
 }
-IGNORED = {aten._assert_tensor_metadata.default}  # reads metadata only, outputs nothing
+# read metadata or the shape only: the scores' values go nowhere
+IGNORED = {aten._assert_tensor_metadata.default, "size"}
+GATHER = {aten.gather.default, torch.gather, "gather"}
+EXPANDS = {aten.expand.default, "expand"}
 ADDITIVE = {operator.add, operator.sub, torch.add, torch.sub, "add", "sub"}
 SCALING = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 MASKING = {aten.masked_fill.Scalar, aten.masked_fill.Tensor, "masked_fill", torch.masked_fill}
@@ -215,6 +218,8 @@ def score_op(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | Non
         return _reshape(walk, node, reads, first)
     if first.softmax is not None and target not in PASS_THROUGH:
         return _freeze(walk, node, reads, f"attention probabilities changed by {op_name(node)}")
+    if target in GATHER and node.args[0] is reads[0]:
+        return _gather(walk, node, reads, first, ndim)
     if target in ADDITIVE or target in SCALING:
         return _combine(walk, node, reads, target in SCALING)
     if target in MASKING and node.args[0] is reads[0]:
@@ -239,6 +244,33 @@ def _combine(walk, node, reads, scaling: bool) -> None:
         return _freeze(walk, node, reads, f"{op_name(node)} broadcasts attention scores")
     others = [a for a in node.args[:2] if isinstance(a, Node) and a not in reads]
     return _per_head_operands(walk, node, reads, Scores(first.axis, ids), others)
+
+
+def _gather(walk, node, reads, scores: Scores, ndim: int) -> None:
+    """Each head's scores looked up along another axis (DeBERTa's relative position bias): per
+    head, when one index serves every head and is expanded over the heads axis to a size
+    computed in the graph (which then follows the slicing)."""
+    dim, index = node.args[1], node.args[2]
+    if scores.axis is None or not isinstance(dim, int) or dim % ndim == scores.axis:
+        return _freeze(walk, node, reads, "attention scores gathered across heads")
+    if not _expanded_over(index, scores.axis, ndim):
+        return _freeze(walk, node, reads, "a per-head gather index computed in the graph")
+    walk.scores[node.name] = scores
+    return None
+
+
+def _expanded_over(index, axis: int, ndim: int) -> bool:
+    """`x.expand(sizes)` with x of size 1 along `axis` and sizes[axis] computed (not a literal)."""
+    if not isinstance(index, Node) or index.target not in EXPANDS:
+        return False
+    sizes = index.args[1] if len(index.args) == 2 else index.args[1:]
+    source = shape_of(index.args[0]) or ()
+    return (
+        isinstance(sizes, (list, tuple))
+        and len(sizes) == ndim == len(source)
+        and source[axis] == 1
+        and isinstance(sizes[axis], Node)
+    )
 
 
 def _per_head_operands(walk, node, reads, scores: Scores, operands) -> None:

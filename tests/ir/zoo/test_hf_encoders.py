@@ -2,8 +2,8 @@
 
 Each model is built from its config (no download) and captured with torch.export like any
 transformers model. For each: the attention heads and the MLP neurons are units (counted),
-and the sliced block equals the masked model on random kept sets; two families also go through
-the ONNX export and its parity check. Parts of issue 15 owned elsewhere are xfail(strict).
+and the sliced block equals the masked model on random kept sets; some families also go through
+the ONNX export and its parity check.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from torch import nn
 from legoc.export.writer import PARITY_TOLERANCE, export_block
 from legoc.frontend.load import trace
 from legoc.ir.core import build_ir
-from legoc.ir.frozen import frozen_units
 from legoc.ir.masking import masked_model
 from legoc.passes.registry import parse_pipeline
 from legoc.passes.rewrite import BLOCK_PIPELINE
@@ -97,10 +96,11 @@ def _hf(name: str) -> nn.Module:
     if name == "albert":  # one layer's weights applied LAYERS times
         config = t.AlbertConfig(**bert_like, **common, embedding_size=16)
         return Pooled(t.AlbertModel(config, add_pooling_layer=False))
-    if name == "deberta-v2":
+    if name.startswith("deberta"):  # v3's checkpoints: share_att_key, a norm on rel_embeddings
+        v3 = {"share_att_key": True, "norm_rel_ebd": "layer_norm"} if name == "deberta-v3" else {}
         config = t.DebertaV2Config(
             **bert_like, **common, relative_attention=True, position_buckets=8,
-            pos_att_type=["p2c", "c2p"], max_relative_positions=16,
+            pos_att_type=["p2c", "c2p"], max_relative_positions=16, **v3,
         )  # fmt: skip
         return Pooled(t.DebertaV2Model(config))
     if name == "t5-encoder":
@@ -147,6 +147,11 @@ FAMILIES = {
         "body.encoder.layer.0.intermediate.dense",
         FFN,
     ),
+    "deberta-v3": (
+        "body.encoder.layer.0.attention.self.query_proj",
+        "body.encoder.layer.0.intermediate.dense",
+        FFN,
+    ),
     "t5-encoder": (
         "body.encoder.block.0.layer.0.SelfAttention.q",
         "body.encoder.block.0.layer.1.DenseReluDense.wi",
@@ -159,11 +164,10 @@ FAMILIES = {
     # two inputs, are two producers (legoc.frontend.weight_rows); a head couples both
     "mha-cross": ("attn.in_proj_weight__rows_0_of_96", "up", FFN),
 }
-NOT_YET = {
-    "deberta-v2": "heads folded into the batch axis (view(-1, T, d)) with a gathered relative "
-    "position bias are not followed yet (issue 15, this part: not done; inspect names it: "
-    "test_deberta_heads_say_they_are_folded_into_the_batch_axis)",
-}
+# members of a head's group: q, k and v rows, and DeBERTa's positional key and query rows
+# (pos_key_proj / pos_query_proj, read by the c2p and p2c biases; v3 projects the positions
+# with query_proj and key_proj themselves: share_att_key)
+PARTS = {"deberta-v2": 5}
 
 
 def inputs(name: str, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -186,17 +190,7 @@ def groups_of(ir, space: str) -> list:
     return [g for g in ir.groups if any(m[0] == space for m in g.members)]
 
 
-def expect(name: str, part: str):
-    if name in NOT_YET and part in ("heads", "units"):
-        return pytest.mark.xfail(reason=NOT_YET[name], strict=True)
-    return []
-
-
-def cases(part: str):
-    return [pytest.param(n, marks=expect(n, part), id=n) for n in FAMILIES]
-
-
-@pytest.mark.parametrize("name", cases("heads"))
+@pytest.mark.parametrize("name", FAMILIES)
 def test_attention_heads_are_units(name):
     model, ir = captured(name)
     fresh = list(inputs(name, 5, 4).values())
@@ -209,10 +203,11 @@ def test_attention_heads_are_units(name):
     assert all(g.frozen is None for g in heads), sorted({g.frozen for g in heads if g.frozen})
     # T5 shares one bias table, ALBERT one layer: a head of every layer is one unit
     per_layer = LAYERS if name in ("t5-encoder", "albert") else 1
-    assert all(len(g.members) == 3 * HEAD_DIM * per_layer for g in heads)
+    parts = PARTS.get(name, 3)
+    assert all(len(g.members) == parts * HEAD_DIM * per_layer for g in heads)
 
 
-@pytest.mark.parametrize("name", cases("neurons"))
+@pytest.mark.parametrize("name", FAMILIES)
 def test_mlp_neurons_are_units(name):
     _model, ir = captured(name)
     _query, up, neurons = FAMILIES[name]
@@ -235,7 +230,7 @@ def sliced_and_masked(name: str, seed: int):
     return ir, masked, block
 
 
-@pytest.mark.parametrize("name", cases("slicing"))
+@pytest.mark.parametrize("name", FAMILIES)
 def test_the_sliced_block_equals_the_masked_model_on_random_kept_sets(name):
     for seed in (0, 1):
         ir, masked, block = sliced_and_masked(name, seed)
@@ -244,17 +239,6 @@ def test_the_sliced_block_equals_the_masked_model_on_random_kept_sets(name):
         with torch.no_grad():
             assert_float_close(block.gm(*args), masked_model(masked)(*args))
         assert block.param_count() < ir.param_count()
-
-
-def test_deberta_heads_say_they_are_folded_into_the_batch_axis():
-    _model, ir = captured("deberta-v2")
-    lines = [r.line() for r in frozen_units(ir)]
-    query = "body.encoder.layer.0.attention.self.query_proj"
-    assert any(
-        line.startswith(f"{query}: 32/32 units frozen by reshape at node ")
-        and "attention heads folded into the batch axis" in line
-        for line in lines
-    ), lines
 
 
 def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
@@ -269,7 +253,9 @@ def test_cross_attention_units_are_rows_of_in_proj_weight_in_the_rationale():
         assert {r for r in rows if part * HIDDEN <= r < (part + 1) * HIDDEN} == want
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "mha-cross", "t5-encoder"])
+@pytest.mark.parametrize(
+    "name", ["bert", "vit", "mha-cross", "t5-encoder", "deberta-v2", "deberta-v3"]
+)
 def test_export_parity(name, tmp_path):
     _ir, masked, block = sliced_and_masked(name, 2)
     split = Split("search", inputs(name, 16, 5), None)
