@@ -25,7 +25,6 @@ from legoc.ir.cost import output_positions, unit_costs
 from legoc.ir.graph import get_attr_tensor, is_param, module_name_of, op_name, shape_of
 from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported
 from legoc.ir.handlers.attention_scores import Scores, score_op
-from legoc.ir.handlers.weight_alias import find_aliases, follow_alias
 from legoc.ir.units import (
     Analysis,
     ChannelParam,
@@ -151,12 +150,8 @@ class Propagation:
         self.scores: dict[str, Scores] = {}  # attention scores: their heads (attention_scores)
         self.normed: dict[str, str] = {}  # node -> the norm over units whose output it carries
         self.norm_readers: dict[str, str] = {}  # Linear/Conv node -> the norm it reads
-        nodes = {n.name: n for n in gm.graph.nodes}
-        # a weight applied again to a constant (DeBERTa's share_att_key): the same units
-        self.aliases = find_aliases(gm, {s.weight: nodes[s.node] for s in self.spaces.values()})
-        self.alias_of: dict[str, str] = {}  # node -> the alias it carries (weight_alias)
         for space in self.spaces.values():
-            shared = self.shared_uses(space.weight, besides=self.aliases)
+            shared = self.shared_uses(space.weight)
             if shared:  # one row serves every use: it cannot be sliced for one of them
                 self.freeze(np.arange(space.offset, space.offset + space.size), shared)
             first = first_use_of(space.name)
@@ -171,12 +166,10 @@ class Propagation:
                     for u in range(space.offset, space.offset + space.size):
                         self.frozen.setdefault(u, "outside scope")
 
-    def shared_uses(self, weight: str, besides=()) -> str | None:
-        """Why `weight` cannot be sliced for one use: it is used by several nodes (`besides`
-        not counted; unless they all apply it as Linear layers: then its uses are coupled,
-        `couple_reapplied`)."""
+    def shared_uses(self, weight: str) -> str | None:
+        """Why `weight` cannot be sliced for one use: it is used by several nodes (unless they
+        all apply it as Linear layers: then its uses are coupled, `couple_reapplied`)."""
         users = self.weight_uses.get(id(get_attr_tensor(self.gm, weight)), [])
-        users = [u for u in users if u not in besides]
         if len(users) < 2 or weight in self.applied:
             return None
         return f"weight {weight} is used {len(users)} times ({', '.join(users)})"
@@ -288,12 +281,6 @@ class Propagation:
                 self.couple(params[0].ids, param.ids, why)
 
     def visit(self, node: Node, tracked: list[Node]) -> Layout | None:
-        layout = self._visit(node, tracked)
-        if self.alias_of:
-            follow_alias(self, node, layout)
-        return layout
-
-    def _visit(self, node: Node, tracked: list[Node]) -> Layout | None:
         if node.name in self.forwarded:
             return self.forwarded.pop(node.name)
         if self.scores and any(a.name in self.scores for a in node.all_input_nodes):

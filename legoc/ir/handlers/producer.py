@@ -26,10 +26,7 @@ def producer(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | Non
     if space is not None and space.groups > 1:
         return grouped(walk, node, tracked, space)
     consumer(walk, node, tracked)
-    if space is None and node.name in walk.aliases:  # the same units again (weight_alias)
-        space = walk.producer_of[walk.aliases[node.name]]
-        walk.alias_of[node.name] = node.name
-    elif space is None:  # a weight applied a second time: it makes no new units
+    if space is None:  # a weight applied a second time: it makes no new units
         return None
     ndim = len(shape_of(node))
     axis = ndim - 1 if space.kind == "linear" else 1

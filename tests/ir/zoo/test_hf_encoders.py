@@ -166,8 +166,9 @@ FAMILIES = {
 }
 # members of a head's group: q, k and v rows, and DeBERTa's positional key and query rows
 # (pos_key_proj / pos_query_proj, read by the c2p and p2c biases; v3 projects the positions
-# with query_proj and key_proj themselves: share_att_key)
-PARTS = {"deberta-v2": 5}
+# with query_proj and key_proj themselves, share_att_key: Linear weights applied twice, whose
+# second uses are spaces of their own coupled head by head, legoc.ir.weight_uses)
+PARTS = {"deberta-v2": 5, "deberta-v3": 5}
 
 
 def inputs(name: str, n: int, seed: int) -> dict[str, torch.Tensor]:

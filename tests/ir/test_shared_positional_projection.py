@@ -1,7 +1,7 @@
-"""DeBERTa's share_att_key: q and k project the relative positions too, one weight applied
-twice. The second use carries the same units when only attention scores read it, so a head's
-q, k and v rows are one unit and slicing the shared weight serves both uses; read elsewhere,
-the second use freezes the heads with the reason."""
+"""DeBERTa's share_att_key: q and k project the relative positions too, one Linear applied
+twice. Each use is a space of its own (`legoc.ir.weight_uses`), coupled row by row, so a head's
+q, k and v rows and its rows of the two second uses are one unit, and slicing the shared
+weight once serves both uses."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def test_a_weight_shared_with_the_positional_projection_slices_with_its_heads(tm
         assert_float_close(ir.gm(fresh), model(fresh))
     heads = heads_of(ir)
     assert len(heads) == HEADS and all(g.frozen is None for g in heads)
-    assert all(sorted({m[0] for m in g.members}) == ["k", "q", "v"] for g in heads)
-    assert all(len(g.members) == 3 * DIM for g in heads)
+    spaces = ["k", "k__use_1", "q", "q__use_1", "v"]
+    assert all(sorted({m[0] for m in g.members}) == spaces for g in heads)
+    assert all(len(g.members) == 5 * DIM for g in heads)
     masked, block = without_two_heads(ir, heads)
     assert len(masked.kept_units()["k"]) == 2 * DIM
     with torch.no_grad():
@@ -37,10 +38,12 @@ def test_a_weight_shared_with_the_positional_projection_slices_with_its_heads(tm
     assert diff <= PARITY_TOLERANCE
 
 
-def test_a_second_use_read_beyond_the_scores_freezes_the_heads():
+def test_a_second_use_that_reads_a_stream_of_units_freezes_the_heads_naming_the_weight():
+    """With `reads_positions` the second uses read the embedding stream (units) at some
+    columns only: row i of the weight cannot be cut for one use, so the heads freeze."""
     _model, ir = captured(share_att_key=True, reads_positions=True)
     heads = heads_of(ir)
     assert len(heads) == HEADS
-    assert all(g.frozen and g.frozen.startswith("a weight applied twice") for g in heads)
+    assert {g.frozen for g in heads} == {"weight q.weight applied 2 times with a non-unit tensor"}
     lines = [r.line() for r in frozen_units(ir)]
-    assert any(line.startswith("k: 16/16 units frozen by ") for line in lines), lines
+    assert any(line.startswith("k: 16/16 units frozen") for line in lines), lines
