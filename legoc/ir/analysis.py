@@ -94,8 +94,10 @@ class Propagation:
         gm: torch.fx.GraphModule,
         scope: list[str] | None,
         plain_attention: frozenset[str] = frozenset(),
+        restated: frozenset[str] = frozenset(),
     ):
         self.gm = gm
+        self.nodes = {n.name: n for n in gm.graph.nodes}
         # GQA attention nodes whose query heads could not be proven units of their own: one
         # unit per KV head and its query heads there (handlers/shared_kv)
         self.plain_attention = plain_attention
@@ -107,8 +109,21 @@ class Propagation:
         # else reads it: each use is a space of its own, coupled unit by unit (weight_uses)
         self.applied = _applications(gm, self.weight_uses)
         self.reapplied: set[str] = set()  # nodes applying a weight an earlier node applied
+        # norms whose output is a unit space of its own (handlers/norm.restate), and those a
+        # walk found it would restate rather than freeze (analyze runs again with them)
+        self.restated: set[str] = set()
+        self.restate_wanted: set[str] = set()
         offset = 0
         for node in gm.graph.nodes:
+            if (node.name in restated or node.target is ops.carried_norm) and norm.restatable(
+                gm, node, self.weight_uses
+            ):
+                space = norm.restated_space(node, offset)
+                if space.name not in self.spaces:
+                    self.spaces[space.name] = space
+                    self.restated.add(node.name)
+                    offset += space.size
+                continue
             kind = producer_kind(gm, node)
             if kind is None:
                 continue
@@ -245,6 +260,11 @@ class Propagation:
                 node.meta["legoc.layout"] = layout
         self.current = None
         self.couple_reapplied()
+        for name in self.restated - set(self.layouts):  # the walk did not restate it after all
+            space = self.producer_of[name]
+            own = np.arange(space.offset, space.offset + space.size)
+            self.freeze(own, f"norm {name} restates no units of its input")
+            self.layouts[name] = Layout(len(shape_of(self.nodes[name])) - 1, own)
 
     def couple_reapplied(self) -> None:
         """A weight applied several times is sliced once for all its uses: the units its uses
@@ -352,15 +372,17 @@ def reads_only_shape(node: Node) -> bool:
 def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysis:
     """Find unit spaces, their layouts, consumers and dependency groups (needs tensor_meta)."""
     plain: frozenset[str] = frozenset()
-    while True:  # at most once more per GQA attention whose query heads were not proven
-        walk = Propagation(gm, scope, plain)
+    restated: frozenset[str] = frozenset()
+    while True:  # again while a GQA attention's query heads were not proven, or a norm would
+        walk = Propagation(gm, scope, plain, restated)  # rather restate its units than freeze
         walk.run()
         n = walk.n_units
         roots = np.array([walk.unions.find(u) for u in range(n)], dtype=np.int64)
         unproven = _unproven_sites(walk, roots)
-        if not unproven:
+        wanted = frozenset(walk.restate_wanted) - restated
+        if not unproven and not wanted:
             break
-        plain = plain | unproven
+        plain, restated = plain | unproven, restated | wanted
     unit_params = unit_costs(gm, walk)
     unit_macs = unit_costs(gm, walk, per_position=True)
     groups: list[Group] = []

@@ -214,6 +214,9 @@ class IR:
         for space in (s for s in a.spaces.values() if s.node not in a.reapplied):
             weight = get_attr_tensor(self.gm, space.weight)
             rows = int(kept[space.name].sum())
+            if space.kind == "norm":  # a scale (and shift) per channel
+                total -= (space.size - rows) * (2 if space.bias else 1)
+                continue
             node = nodes[space.node]
             cols = kept_slots(columns[node.name]) if node.name in columns else weight.shape[1]
             per_entry = weight.numel() // (weight.shape[0] * weight.shape[1])

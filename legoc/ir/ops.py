@@ -227,6 +227,7 @@ def carried_norm(
     eps: float | None,
     rms: bool,
     direct: torch.Tensor | None = None,
+    carries: bool = True,
 ) -> torch.Tensor:
     """A layer (or RMS) norm over the kept channels of the last dim, with the removed ones'
     constants folded into the statistics (`sums[..., 0]` = their sum, `sums[..., 1]` = their
@@ -236,7 +237,9 @@ def carried_norm(
     Each reader holds one column per carrier, so the block stays exact with the removed
     channels gone. Where the constants vary too much over positions for that to be smaller,
     `direct` holds the removed channels' scale and shift and `basis` their constants: the
-    carriers are then the removed channels' outputs themselves."""
+    carriers are then the removed channels' outputs themselves. A norm that *restates* its
+    units (`carries` False: its output is ablated again, `legoc.ir.handlers.norm`) needs no
+    carriers: its removed channels' outputs are constants its readers folded."""
     n = x.shape[-1] + removed
     s1, s2 = sums[..., :1], sums[..., 1:2]
     if rms:
@@ -253,6 +256,8 @@ def carried_norm(
         y = y * weight
     if bias is not None:
         y = y + bias
+    if not carries:
+        return y
     if direct is not None:
         carriers = [(basis - mean) * rstd * direct[0] + direct[1]]
     else:

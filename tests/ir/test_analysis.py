@@ -130,8 +130,17 @@ def test_layer_norm_over_a_linears_features_keeps_them_units_read_by_the_next_li
     assert ir.analysis.norm_readers == {"linear_1": "layer_norm"}
 
 
-def test_a_norm_output_read_by_a_nonlinearity_freezes_its_units():
+def test_a_norm_output_read_by_a_nonlinearity_restates_its_units():
     ir = analysed(Head(nn.Sequential(nn.LayerNorm(5), nn.GELU())), (4,))
+    assert ir.spaces["between.0"].kind == "norm"  # the norm's output: a space of its own
+    assert len(ir.removable_groups()) == 5
+    for unit in range(5):
+        assert set(group_of(ir, "a", unit).members) == {("a", unit), ("between.0", unit)}
+    assert ir.analysis.norm_readers == {}  # its reader folds constants: no carriers
+
+
+def test_a_norm_without_its_own_scale_read_by_a_nonlinearity_freezes_its_units():
+    ir = analysed(Head(nn.Sequential(nn.LayerNorm(5, elementwise_affine=False), nn.GELU())), (4,))
     for unit in range(5):
         reason = group_of(ir, "a", unit).frozen
         assert reason is not None and "norm layer_norm read by between.1" in reason

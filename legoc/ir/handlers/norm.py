@@ -5,20 +5,30 @@ computable from the kept channels plus folded constants (`legoc.ir.ops.carried_n
 output is not constant on removed channels, though (the constant is normalised by the kept
 channels' statistics): what a reader receives there is rebuilt from a few carrier channels, so
 only Linear/Conv readers, reached through ops that move values without changing them, may read
-it (`follow`). Group norm is `group_norm`'s; norms over several axes still freeze."""
+it (`follow`).
+
+A norm whose output is read by anything else (a residual add: BERT's post-LN stream, ConvNeXt's
+and Swin's stem) *restates* its units instead of freezing them: its output is a unit space of
+its own (kind "norm", named by the norm's module), coupled one to one with its input, so a
+removed channel is ablated after the norm too. Its statistics still fold the removed inputs'
+constants, and its removed outputs are constants its readers fold, so no carrier is needed
+(`ops.carried_norm(..., carries=False)`). The walk finds such norms on a first pass and the
+analysis runs again with them restated (`legoc.ir.analysis.analyze`). Group norm is
+`group_norm`'s; norms over several axes still freeze."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx import Node
 
 from legoc.ir import ops
-from legoc.ir.graph import op_name, shape_of
-from legoc.ir.units import ChannelParam, Layout
+from legoc.ir.graph import get_attr_tensor, module_name_of, op_name, shape_of
+from legoc.ir.units import ChannelParam, Layout, UnitSpace
 
 if TYPE_CHECKING:
     from legoc.ir.analysis import Propagation
@@ -58,9 +68,11 @@ def batch_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
 
 
 def norm_args(node: Node) -> tuple[Node | None, Node | None, bool]:
-    """(weight, bias, is_rms) of a layer_norm / rms_norm / held_norm node."""
+    """(weight, bias, is_rms) of a layer_norm / rms_norm / held_norm / carried_norm node."""
     if node.target is ops.held_norm:
         return node.args[1], node.args[2], node.args[6]
+    if node.target is ops.carried_norm:
+        return node.args[1], node.args[2], node.args[7]
     args = [*node.args, None, None, None, None][:5]
     if node.target in RMS_NORMS:
         return args[2] if len(node.args) > 2 else node.kwargs.get("weight"), None, True
@@ -82,13 +94,81 @@ def layer_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
         walk.freeze(layout.ids, f"{name} over several axes, the units' among them")
         return None
     if node.args[0].name in walk.normed:
+        want_restated(walk, walk.normed[node.args[0].name])
         walk.freeze(layout.ids, f"{name} of a norm's output over the same units")
         return None
+    if node.name in walk.restated:
+        return restate(walk, node, layout)
     weight, bias, _ = norm_args(node)
     if not affine_params_sliced(walk, node, layout, (weight, bias)):
         return None
     walk.normed[node.name] = node.name
     return layout
+
+
+_RESTATABLE = {F.layer_norm, *RMS_NORMS, ops.held_norm}
+
+
+def restatable(gm, node: Node, weight_uses: dict[int, list[str]]) -> bool:
+    """Whether `node` is a norm over the last axis whose output may be a unit space of its own:
+    its scale (and shift) are weights of the right size that nothing else reads. A sliced
+    norm without carriers (`carries=False`) is always one: it was restated before slicing."""
+    if node.op != "call_function":
+        return False
+    if node.target is ops.carried_norm:
+        if node.kwargs.get("carries", True):
+            return False
+    elif node.target not in _RESTATABLE:
+        return False
+    elif node.target is F.layer_norm:
+        normalized = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+        if not isinstance(normalized, int) and len(normalized) != 1:
+            return False
+    weight, bias, _ = norm_args(node)
+    params = [p for p in (weight, bias) if p is not None]
+    if not isinstance(weight, Node) or any(
+        not isinstance(p, Node) or p.op != "get_attr" for p in params
+    ):
+        return False
+    shape = shape_of(node)
+    for param in params:
+        tensor = get_attr_tensor(gm, param.target)
+        if shape is None or tensor.dim() != 1 or tensor.shape[0] != shape[-1]:
+            return False
+        if weight_uses.get(id(tensor), []) != [node.name]:
+            return False
+    return True
+
+
+def restated_space(node: Node, offset: int) -> UnitSpace:
+    """The unit space a restating norm's output holds: one unit per channel."""
+    weight, bias, _ = norm_args(node)
+    return UnitSpace(
+        name=module_name_of(weight.target),
+        node=node.name,
+        kind="norm",
+        size=int(shape_of(node)[-1]),
+        offset=offset,
+        weight=weight.target,
+        bias=bias.target if bias is not None else None,
+    )
+
+
+def want_restated(walk: Propagation, norm: str) -> None:
+    """Ask the analysis to run again with `norm` restating its units, where it can."""
+    node = walk.nodes[norm]
+    if restatable(walk.gm, node, walk.weight_uses):
+        walk.restate_wanted.add(norm)
+
+
+def restate(walk: Propagation, node: Node, layout: Layout) -> Layout:
+    """The norm's output holds its own space's units, slot by slot the input's, coupled with
+    them: a removed channel is held at its constant before the norm and after it."""
+    space = walk.producer_of[node.name]
+    own = np.arange(space.offset, space.offset + space.size)
+    walk.read[layout.ids[layout.ids >= 0]] = True  # the statistics read every channel
+    walk.couple(layout.ids, own, f"{op_name(node)} restating its units")
+    return Layout(layout.axis, own)
 
 
 def affine_params_sliced(walk: Propagation, node: Node, layout: Layout, params) -> bool:
@@ -103,8 +183,13 @@ def affine_params_sliced(walk: Propagation, node: Node, layout: Layout, params) 
     return True
 
 
-def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> None:
-    """A norm sliced already: its folded statistics assume the units removed then."""
+def carried_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
+    """A norm sliced already: its folded statistics assume the units removed then, so its
+    readers' carriers cannot take more. One that restates its units (no carriers) takes more:
+    a further removed channel reaches it as a constant, like any norm's input."""
+    layout = walk.sole_layout(node, tracked)
+    if node.name in walk.restated and layout is not None and layout.axis == len(shape_of(node)) - 1:
+        return restate(walk, node, layout)
     walk.freeze_inputs(node, "read by a norm that was sliced already")
     return None
 
@@ -154,6 +239,7 @@ def follow(
         walk.normed[node.name] = norm
         return layout
     for arg in normed:
+        want_restated(walk, walk.normed[arg.name])
         walk.freeze(
             walk.layouts[arg.name].ids,
             f"the output of norm {norm} read by {op_name(node)} (only a Linear/Conv, or an op "

@@ -10,6 +10,10 @@ of ones: exact, and the norm's weight and bias are sliced like any per-unit para
 the factors would outnumber the removed channels (constants that vary over positions, as a
 class token and position embedding make them), the carriers are the removed channels' outputs
 themselves: the readers keep their columns, the norm's producers still lose their rows.
+
+A norm that restates its units (its output is a unit space, `legoc.ir.handlers.norm`) has no
+carriers: its removed outputs are constants its readers folded, so only the statistics' sums
+are kept, and its scale and shift lose the removed channels.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class CarriedNorm:
     rms: bool
     readers: dict[str, torch.Tensor]  # reader node -> weight: kept columns, then carriers
     direct: torch.Tensor | None  # the removed channels' scale and shift, when carried as such
+    carries: bool = True  # False: the norm restates its units (no carriers, no readers)
 
 
 def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm | CarriedGroupNorm]:
@@ -53,13 +58,17 @@ def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm | CarriedGroup
     nodes = nodes_by_name(ir.gm)
     analysis = ir.analysis
     plans = []
-    for name in sorted(set(analysis.norm_readers.values())):
+    restating = {s.node for s in analysis.spaces.values() if s.kind == "norm"}
+    for name in sorted(set(analysis.norm_readers.values()) | restating):
         node = nodes[name]
         if node.target not in (ops.held_norm, held_group_norm):
             continue
         ids = analysis.layouts[node.args[0].name].ids
         gone = (ids >= 0) & removed[np.maximum(ids, 0)]
         if not gone.any():
+            continue
+        if name in restating:
+            plans.append(_plan_one(ir, node, ids, gone, carries=False))
             continue
         plan = plan_group if node.target is held_group_norm else _plan_one
         plans.append(plan(ir, node, ids, gone))
@@ -70,7 +79,9 @@ def _tensor(gm, arg) -> torch.Tensor | None:
     return get_attr_tensor(gm, arg.target).detach() if isinstance(arg, torch.fx.Node) else None
 
 
-def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) -> CarriedNorm:
+def _plan_one(
+    ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray, carries: bool = True
+) -> CarriedNorm:
     gm = ir.gm
     _x, weight, bias, _keep, const, eps, rms = node.args
     weight, bias, const = _tensor(gm, weight), _tensor(gm, bias), _tensor(gm, const)
@@ -86,12 +97,14 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
     w_gone = weight.double()[gone_t] if weight is not None else torch.ones(len(gone_t)).double()
     b_gone = bias.double()[gone_t] if bias is not None else torch.zeros(len(gone_t)).double()
     direct = None
-    if rank + (0 if rms else 1) + 1 >= len(gone_t):  # factors would cost more than channels
+    if not carries:
+        basis = basis[..., :0]
+    elif rank + (0 if rms else 1) + 1 >= len(gone_t):  # factors would cost more than channels
         direct = torch.stack([w_gone, b_gone]).to(const.dtype)
         basis = c
     readers = {}
     for reader, norm in ir.analysis.norm_readers.items():
-        if norm != node.name:
+        if norm != node.name or not carries:
             continue
         reader_node = nodes_by_name(gm)[reader]
         w = get_attr_tensor(gm, reader_node.args[1].target).detach()
@@ -120,6 +133,7 @@ def _plan_one(ir: IR, node: torch.fx.Node, ids: np.ndarray, gone: np.ndarray) ->
         rms=rms,
         readers=readers,
         direct=direct,
+        carries=carries,
     )
 
 
@@ -130,6 +144,12 @@ def apply_carried(gm: torch.fx.GraphModule, carried: CarriedNorm | CarriedGroupN
     node = nodes_by_name(gm)[carried.node]
     base = f"legoc_{carried.node}"
     x = node.args[0]
+    if carried.all_removed and not carried.carries:
+        # every output is a constant its readers folded: what flows on is read by nothing
+        # that stays (the stream's other writers keep their rows until dce as well)
+        node.replace_all_uses_with(x)
+        gm.graph.erase_node(node)
+        return
     with gm.graph.inserting_before(node):
         if carried.all_removed:  # its producers keep their rows until dce: read none of them
             x = gm.graph.call_method("narrow", (x, -1, 0, 0))
@@ -146,7 +166,8 @@ def apply_carried(gm: torch.fx.GraphModule, carried: CarriedNorm | CarriedGroupN
         if carried.direct is not None:
             direct = gm.graph.get_attr(add_tensor(gm, f"{base}_direct", carried.direct))
             args = (*args, direct)
-        new = gm.graph.call_function(ops.carried_norm, args)
+        kwargs = {} if carried.carries else {"carries": False}
+        new = gm.graph.call_function(ops.carried_norm, args, kwargs)
     new.meta = {k: v for k, v in node.meta.items() if k != "tensor_meta"}
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)

@@ -231,13 +231,21 @@ def weight_of(use, nodes) -> str:
 
 
 def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
-    """Norm node -> its removed channels, for each norm over units read by a Linear/Conv that
-    is not yet held at exactly those channels."""
+    """Norm node -> its removed channels, for each norm over units read by a Linear/Conv (or
+    restating its units) that is not yet held at exactly those channels."""
     nodes = nodes_by_name(ir.gm)
     needed = {}
-    for name in sorted(set(ir.analysis.norm_readers.values())):
+    restating = {s.node for s in ir.spaces.values() if s.kind == "norm"}
+    for name in sorted(set(ir.analysis.norm_readers.values()) | restating):
         node = nodes[name]
         gone = removed_positions(ir.analysis.layouts[node.args[0].name].ids, removed)
+        if node.target is ops.carried_norm:  # sliced already: its sums are fixed
+            if gone.any():
+                raise ValueError(
+                    f"norm {name} was sliced already and cannot fold more removed channels: "
+                    "fold and slice the source IR with the whole mask"
+                )
+            continue
         if node.target in (ops.held_norm, held_group_norm):
             at = 3 if node.target is ops.held_norm else 5
             keep = get_attr_tensor(ir.gm, node.args[at].target).cpu().numpy()
@@ -250,8 +258,9 @@ def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def hold_norm(gm, node, gone: np.ndarray, x: torch.Tensor) -> None:
-    """Rewrite a norm over units into `held_norm`: its removed channels read their constant
-    (captured in the masked model, `x`), whatever the graph computes there."""
+    """Rewrite a norm over units into `held_norm`, in place (a restating norm's space names
+    its node): its removed channels read their constant (captured in the masked model, `x`),
+    whatever the graph computes there."""
     if node.target in (F.group_norm, held_group_norm):
         return hold_group_norm(gm, node, gone, x)
     weight, bias, rms = norm_args(node)
@@ -262,12 +271,8 @@ def hold_norm(gm, node, gone: np.ndarray, x: torch.Tensor) -> None:
     with gm.graph.inserting_before(node):
         keep_node = gm.graph.get_attr(add_tensor(gm, f"legoc_{base}_keep", keep))
         const_node = gm.graph.get_attr(add_tensor(gm, f"legoc_{base}_const", const))
-        held = gm.graph.call_function(
-            ops.held_norm, (node.args[0], weight, bias, keep_node, const_node, eps, rms)
-        )
-    held.meta = dict(node.meta)
-    node.replace_all_uses_with(held)
-    gm.graph.erase_node(node)
+    node.target, node.kwargs = ops.held_norm, {}
+    node.args = (node.args[0], weight, bias, keep_node, const_node, eps, rms)
 
 
 def _eps(node: torch.fx.Node, rms: bool) -> float | None:

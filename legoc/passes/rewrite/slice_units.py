@@ -69,6 +69,8 @@ class SliceUnits:
         # concatenations drop it, nothing reads it and `dce` deletes it.
         rows: dict[str, torch.Tensor] = {}
         for name, space in analysis.spaces.items():
+            if space.kind == "norm":  # a restating norm: sliced as a carried norm (below)
+                continue
             if not ir.kept[name].all() and ir.kept[name].any():
                 rows[space.node] = torch.from_numpy(np.flatnonzero(ir.kept[name]))
                 if space.groups > 1:  # whole groups go (coupled): the conv keeps the rest

@@ -179,18 +179,29 @@ class PostLN(nn.Module):
         return self.head(h[:, 0])
 
 
-def test_post_ln_stream_freezes_naming_the_residual_add_and_its_measured_cause():
-    """A stream channel held at constants at all its producers still varies after the norm
+def test_post_ln_stream_is_units_restated_by_each_norm_and_slices_exactly(tmp_path):
+    """A stream channel held at constants at all its writers still varies after the norm
     (normalised by the kept channels' statistics), and the residual add carries that into the
-    next norm: no reader can fold it. Heads and neurons stay units."""
+    next norm, so no reader could fold it: each such norm restates its units (a space of its
+    own, coupled with its input), and a removed channel is held at its mean after it too."""
     torch.manual_seed(0)
     model = PostLN().eval()
     ir = ir_of(model, {"x": rows(2, T, IN)})
-    for space in ("embed", "attn.o"):
-        assert all("norm layer_norm read by add" in f for f in frozen(ir, space))
-    assert all(f == "add with an input-dependent tensor" for f in frozen(ir, "fc2"))
+    for norm in ("ln0", "ln1"):
+        assert ir.spaces[norm].kind == "norm" and ir.spaces[norm].size == D
+    assert "ln2" not in ir.spaces  # read by the head only: its readers get carriers
+    stream = groups_of(ir, "embed")
+    assert len(stream) == D and all(ir.groups[g].frozen is None for g in stream)
+    members = {s for g in stream for s, _ in ir.groups[g].members}
+    assert members == {"embed", "ln0", "attn.o", "ln1", "fc2"}
     assert removable(ir, "attn.q", "fc1")
-    check_sliced(ir, [rows(7, T, IN, seed=3)])
+    block = check_sliced(ir, [rows(7, T, IN, seed=3)], seeds=(0, 1, 2))
+    carried = [
+        n.kwargs.get("carries", True) for n in block.gm.graph.nodes if n.target is ops.carried_norm
+    ]
+    assert sorted(carried) == [False, False, True]
+    check_parity(ir, {"x": rows(16, T, IN, seed=4)}, tmp_path)
+    # why the norm's output must be ablated again: a constant channel does not stay constant
     x = rows(64, T, IN, seed=5)
     with torch.no_grad():
         h = model.embed(x)
@@ -200,6 +211,16 @@ def test_post_ln_stream_freezes_naming_the_residual_add_and_its_measured_cause()
         a[..., 0] = -0.2
         after = model.ln1(h + a)[..., 0]
     assert float((after - after[:1]).abs().max()) > 1000 * float_steps(after)
+
+
+def test_post_ln_whole_stream_removed_leaves_constants():
+    torch.manual_seed(0)
+    ir = ir_of(PostLN(), {"x": rows(2, T, IN)})
+    masked = ir.with_kept(ir.mask_for(groups_of(ir, "embed")))
+    masked.ablation = {n: torch.randn(s.size) for n, s in sorted(ir.spaces.items())}
+    block = rewrite_pipeline(BLOCK_PIPELINE).run(masked).ir
+    x = [rows(4, T, IN, seed=9)]
+    assert_float_close(run64(block.gm, x), run64(masked_model(masked), x))
 
 
 # -- RMS norm, written out as Llama does -----------------------------------------------------
