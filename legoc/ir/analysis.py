@@ -42,6 +42,7 @@ from legoc.ir.vocabulary import (
     classify,
     conv_groups,
     producer_kind,
+    producer_weight,
 )
 from legoc.ir.weight_uses import first_use_of, use_space
 
@@ -95,6 +96,7 @@ class Propagation:
         scope: list[str] | None,
         plain_attention: frozenset[str] = frozenset(),
         restated: frozenset[str] = frozenset(),
+        plain_embeddings: frozenset[str] = frozenset(),
     ):
         self.gm = gm
         self.nodes = {n.name: n for n in gm.graph.nodes}
@@ -113,6 +115,9 @@ class Propagation:
         # walk found it would restate rather than freeze (analyze runs again with them)
         self.restated: set[str] = set()
         self.restate_wanted: set[str] = set()
+        # embedding nodes found to be per-head attention biases (T5's relative position bias):
+        # the analysis runs again with them as lookups, sliced with the heads (head_bias)
+        self.bias_embeddings: set[str] = set()
         offset = 0
         for node in gm.graph.nodes:
             if (node.name in restated or node.target is ops.carried_norm) and norm.restatable(
@@ -125,9 +130,9 @@ class Propagation:
                     offset += space.size
                 continue
             kind = producer_kind(gm, node)
-            if kind is None:
+            if kind is None or (kind == "embedding" and node.name in plain_embeddings):
                 continue
-            weight_target = node.args[1].target
+            weight_target = producer_weight(node).target
             name = module_name_of(weight_target)
             uses = self.applied.get(weight_target, [node.name])
             if uses.index(node.name):
@@ -136,10 +141,10 @@ class Propagation:
             elif name in self.spaces:  # a weight applied twice: its units are frozen (below)
                 continue
             size = (
-                gm.get_parameter(weight_target).shape[0]
+                gm.get_parameter(weight_target)
                 if is_param(gm, weight_target)
-                else (get_attr_tensor(gm, weight_target).shape[0])
-            )
+                else get_attr_tensor(gm, weight_target)
+            ).shape[1 if kind == "embedding" else 0]
             groups = conv_groups(node) if kind.startswith("grouped_") else 1
             self.spaces[name] = UnitSpace(
                 name, node.name, kind, size, offset, weight_target, bias_target(node), groups
@@ -373,16 +378,19 @@ def analyze(gm: torch.fx.GraphModule, scope: list[str] | None = None) -> Analysi
     """Find unit spaces, their layouts, consumers and dependency groups (needs tensor_meta)."""
     plain: frozenset[str] = frozenset()
     restated: frozenset[str] = frozenset()
-    while True:  # again while a GQA attention's query heads were not proven, or a norm would
-        walk = Propagation(gm, scope, plain, restated)  # rather restate its units than freeze
+    lookups: frozenset[str] = frozenset()
+    while True:  # again while a GQA attention's query heads were not proven, a norm would
+        # rather restate its units than freeze, or an embedding turned out a per-head bias
+        walk = Propagation(gm, scope, plain, restated, lookups)
         walk.run()
         n = walk.n_units
         roots = np.array([walk.unions.find(u) for u in range(n)], dtype=np.int64)
         unproven = _unproven_sites(walk, roots)
         wanted = frozenset(walk.restate_wanted) - restated
-        if not unproven and not wanted:
+        biases = frozenset(walk.bias_embeddings) - lookups
+        if not unproven and not wanted and not biases:
             break
-        plain, restated = plain | unproven, restated | wanted
+        plain, restated, lookups = plain | unproven, restated | wanted, lookups | biases
     unit_params = unit_costs(gm, walk)
     unit_macs = unit_costs(gm, walk, per_position=True)
     groups: list[Group] = []

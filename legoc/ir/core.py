@@ -217,6 +217,9 @@ class IR:
             if space.kind == "norm":  # a scale (and shift) per channel
                 total -= (space.size - rows) * (2 if space.bias else 1)
                 continue
+            if space.kind == "embedding":  # a column of the table per unit
+                total -= (space.size - rows) * weight.shape[0]
+                continue
             node = nodes[space.node]
             cols = kept_slots(columns[node.name]) if node.name in columns else weight.shape[1]
             per_entry = weight.numel() // (weight.shape[0] * weight.shape[1])

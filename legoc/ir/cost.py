@@ -35,10 +35,12 @@ def unit_costs(
     nodes = {n.name: n for n in gm.graph.nodes}
     again = set() if per_position else walk.reapplied
     for space in (s for s in walk.spaces.values() if s.node not in again):
-        if per_position and space.kind == "norm":  # MACs count Linear/Conv layers only
+        if per_position and space.kind in ("norm", "embedding"):  # MACs: Linear/Conv only
             continue
         weight = get_attr_tensor(gm, space.weight)
         per_row = weight.numel() // max(weight.shape[0], 1)
+        if space.kind == "embedding":  # a unit is a column of the table
+            per_row = weight.shape[0]
         if per_position:
             per_row *= output_positions(nodes[space.node])
         elif space.bias:

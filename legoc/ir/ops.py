@@ -196,6 +196,14 @@ def constant_channel_conv(
     return conv(ones, kernel, None, stride, padding, dilation)
 
 
+def _to_length(per_position: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Constants captured per position one longer than the search data (`legoc.ir.tokens`),
+    cut to `x`'s positions (the axis before the channels)."""
+    if per_position.dim() == x.dim() and x.dim() >= 2 and per_position.shape[-2] > x.shape[-2]:
+        return per_position.narrow(-2, 0, x.shape[-2])
+    return per_position
+
+
 @torch.fx.wrap
 def held_norm(
     x: torch.Tensor,
@@ -209,7 +217,7 @@ def held_norm(
     """A layer (or RMS) norm over the last dim whose removed channels (`keep` 0) read their
     ablation constant `const` whatever `x` holds there: what fold-ablations makes of a norm
     over units, so its statistics are the masked model's while the removed wires are cut."""
-    x = torch.where(keep.bool(), x, const)
+    x = torch.where(keep.bool(), x, _to_length(const, x))
     shape = (x.shape[-1],)
     if rms:
         return F.rms_norm(x, shape, weight, eps)
@@ -241,6 +249,7 @@ def carried_norm(
     units (`carries` False: its output is ablated again, `legoc.ir.handlers.norm`) needs no
     carriers: its removed channels' outputs are constants its readers folded."""
     n = x.shape[-1] + removed
+    sums, basis = _to_length(sums, x), _to_length(basis, x)
     s1, s2 = sums[..., :1], sums[..., 1:2]
     if rms:
         mean = torch.zeros_like(x[..., :1])

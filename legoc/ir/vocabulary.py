@@ -16,12 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.ir import group_norm, ops
+from legoc.ir.graph import get_attr_tensor
 
 Node = torch.fx.Node
 aten = torch.ops.aten
 
 LINEAR_OPS = {F.linear}
 CONV_OPS = {F.conv1d: 1, F.conv2d: 2}
+# a lookup table's columns are units (its output's last axis); op -> the weight's argument
+EMBEDDING_OPS = {F.embedding: 1, aten.embedding.default: 0}
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ KINDS: dict[str, Ops] = {
             torch.neg,
             operator.neg,
             torch.ops.aten.neg.default,
+            # torch.export's casts (GPT-2's and T5's embeddings to the model's dtype)
+            aten.to.dtype,
+            aten.to.dtype_layout,
+            aten._to_copy.default,
         ],
         methods=["relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "to", "float", "neg"],
         modules=[
@@ -173,9 +180,14 @@ KINDS: dict[str, Ops] = {
     "softmax": _ops(functions=[F.softmax, torch.softmax], methods=["softmax"]),
     "getitem": _ops(functions=[operator.getitem]),  # a part of a split, or else unsupported
     # reads only the shape of its input (constant_channel_conv: see legoc.ir.ops); new_zeros
-    # and new_ones only its dtype and device too (Swin's attention mask)
+    # and new_ones only its dtype and device too (Swin's attention mask); torch.export's
+    # metadata assertion (after an embedding lookup) checks them and returns nothing
     "size": _ops(
-        functions=[ops.constant_channel_conv, ops.token_constant],
+        functions=[
+            ops.constant_channel_conv,
+            ops.token_constant,
+            aten._assert_tensor_metadata.default,
+        ],
         methods=["size", "dim", "new_zeros", "new_ones"],
     ),
 }
@@ -185,15 +197,27 @@ _METHODS = {m: kind for kind, o in KINDS.items() for m in o.methods}
 _MODULES = [(types, kind) for kind, o in KINDS.items() for types in [o.modules] if types]
 
 
+def producer_weight(node: Node):
+    """The weight argument of a Linear/Conv/embedding node (an embedding's comes first in
+    aten's signature)."""
+    at = EMBEDDING_OPS.get(node.target, 1)
+    return node.args[at] if len(node.args) > at else None
+
+
 def producer_kind(gm: torch.fx.GraphModule, node: Node) -> str | None:
     """'linear'/'conv1d'/'conv2d' when `node` applies a parameter weight we can slice;
     'grouped_conv1d'/'grouped_conv2d' for a grouped (e.g. depthwise) conv, whose units are
-    removed a whole group at a time together with the input channels the group reads."""
+    removed a whole group at a time together with the input channels the group reads;
+    'embedding' for a lookup table (its columns are units: a token's features)."""
     if node.op != "call_function" or len(node.args) < 2:
         return None
-    weight = node.args[1]
+    weight = producer_weight(node)
     if not (isinstance(weight, Node) and weight.op == "get_attr"):
         return None
+    if node.target in EMBEDDING_OPS:
+        renorm = node.kwargs.get("max_norm", node.args[3] if len(node.args) > 3 else None)
+        plain = node.target is aten.embedding.default or renorm is None
+        return "embedding" if plain and get_attr_tensor(gm, weight.target).dim() == 2 else None
     if node.target in LINEAR_OPS:
         return "linear"
     if node.target in CONV_OPS:

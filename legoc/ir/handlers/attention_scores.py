@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from legoc.ir.graph import op_name, shape_of
-from legoc.ir.handlers.head_bias import one_unit, slice_head_bias
+from legoc.ir.handlers.head_bias import lookup_source, one_unit, slice_head_bias
 from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
@@ -201,6 +201,10 @@ def score_op(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | Non
         return matmul(walk, node, tracked)
     unit_inputs = [a for a in node.all_input_nodes if a.name in walk.layouts]
     if unit_inputs:
+        for bias in unit_inputs:  # a per-head bias looked up from a table: its heads' lookup
+            source = lookup_source(bias)
+            if source is not None and source in walk.producer_of:
+                walk.bias_embeddings.add(source)
         return _freeze_all(walk, node, f"attention scores combined with units by {op_name(node)}")
     ndim = len(shape_of(node) or ())
     if target in PASS_THROUGH and node.args[0] is reads[0]:

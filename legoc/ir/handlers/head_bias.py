@@ -37,6 +37,8 @@ def slice_head_bias(walk: Propagation, bias: Node, axis: int, ids: np.ndarray) -
     if source is None:
         return False
     embedding, weight = source
+    if embedding.name in walk.producer_of:  # a table of per-head biases, not of features
+        walk.bias_embeddings.add(embedding.name)
     for param in walk.channel_params:
         if param.target == weight.target:
             if len(param.ids) != len(ids):
@@ -45,6 +47,18 @@ def slice_head_bias(walk: Propagation, bias: Node, axis: int, ids: np.ndarray) -
             return True
     walk.channel_params.append(ChannelParam(weight.target, embedding.name, 1, ids))
     return True
+
+
+def lookup_source(node: Node) -> str | None:
+    """The embedding node `node` is computed from through one-input ops, if any."""
+    for _ in range(32):
+        if node.target in _EMBEDDING:
+            return node.name
+        inputs = node.all_input_nodes
+        if node.op != "call_function" or not inputs:
+            return None
+        node = inputs[0]
+    return None
 
 
 def _lookup(node: Node, axis: int) -> tuple[Node, Node] | None:

@@ -29,7 +29,7 @@ def producer(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | Non
     if space is None:  # a weight applied a second time: it makes no new units
         return None
     ndim = len(shape_of(node))
-    axis = ndim - 1 if space.kind == "linear" else 1
+    axis = ndim - 1 if space.kind in ("linear", "embedding") else 1
     return Layout(axis, np.arange(space.offset, space.offset + space.size))
 
 

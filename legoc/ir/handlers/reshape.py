@@ -29,8 +29,7 @@ def reshape(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None
     if out_shape[:axis] == in_shape[:axis]:
         inner = int(np.prod(in_shape[axis + 1 :], dtype=np.int64))
         if len(out_shape) > axis and out_shape[axis] == in_shape[axis] * inner:
-            if inner > 1 or len(out_shape) != len(in_shape):
-                walk.reshapes.append(node.name)
+            walk.reshapes.append(node.name)  # a literal size there changes with slicing
             return Layout(axis, np.repeat(layout.ids, inner))
         if len(out_shape) > axis and out_shape[axis] == in_shape[axis]:
             walk.reshapes.append(node.name)

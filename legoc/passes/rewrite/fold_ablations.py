@@ -267,6 +267,9 @@ def hold_norm(gm, node, gone: np.ndarray, x: torch.Tensor) -> None:
     eps = node.args[5] if node.target is ops.held_norm else _eps(node, rms)
     keep = torch.from_numpy(~gone)
     const = (x * torch.from_numpy(gone).to(x.dtype)).detach()
+    flat = const.reshape(-1, const.shape[-1])
+    if (flat - flat[:1]).abs().max() <= UNIFORM_TOLERANCE * (1 + float(flat.abs().max())):
+        const = flat[0].clone()  # one constant per channel, at every position and length
     base = node.name
     with gm.graph.inserting_before(node):
         keep_node = gm.graph.get_attr(add_tensor(gm, f"legoc_{base}_keep", keep))

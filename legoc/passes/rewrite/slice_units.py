@@ -22,6 +22,7 @@ from legoc.ir.core import IR
 from legoc.ir.handlers.slicing import full_index
 from legoc.ir.handlers.split import part_sizes
 from legoc.ir.tokens import token_axis
+from legoc.ir.vocabulary import producer_weight
 from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.carry_norms import apply_carried, plan_carried
 from legoc.passes.rewrite.fold_ablations import removed_ids
@@ -68,6 +69,7 @@ class SliceUnits:
         # A space removed whole keeps its rows: once its readers are constants and
         # concatenations drop it, nothing reads it and `dce` deletes it.
         rows: dict[str, torch.Tensor] = {}
+        row_dim = {s.node: 1 for s in analysis.spaces.values() if s.kind == "embedding"}
         for name, space in analysis.spaces.items():
             if space.kind == "norm":  # a restating norm: sliced as a carried norm (below)
                 continue
@@ -89,7 +91,7 @@ class SliceUnits:
         for name, node in nodes.items():
             if name not in rows and name not in columns and name not in carried:
                 continue
-            weight_node = node.args[1]
+            weight_node = producer_weight(node)
             if weight_node.target in cut:
                 continue
             weight = carried.get(name, get_attr_tensor(gm, weight_node.target).detach())
@@ -97,7 +99,7 @@ class SliceUnits:
             if once:
                 cut.add(weight_node.target)
             if name in rows:
-                weight = weight.index_select(0, rows[name])
+                weight = weight.index_select(row_dim.get(name, 0), rows[name])
                 bias_node = arg(node, 2, "bias")
                 if isinstance(bias_node, torch.fx.Node):
                     bias = get_attr_tensor(gm, bias_node.target).detach()
@@ -361,7 +363,9 @@ def _merges_batch(node: torch.fx.Node, i: int) -> bool:
     """Whether dim `i` of a reshape's output differs from its input's (the batch merged with
     the dims after it: Swin's attention scores `view(-1, heads, n, n)`)."""
     before, after = shape_of(node.args[0]), shape_of(node)
-    return before is None or i >= len(before) or before[i] != after[i]
+    if before is None:  # a carried norm made by this pass: compare the symbolic shapes
+        before, after = node.args[0].meta.get("legoc.shape"), node.meta.get("legoc.shape")
+    return before is None or after is None or i >= len(before) or before[i] != after[i]
 
 
 def kept_slots(ids: np.ndarray, removed: np.ndarray) -> int:

@@ -25,6 +25,8 @@ def magnitude_scores(ir: IR) -> dict[str, np.ndarray]:
     scores = {}
     for name, space in ir.spaces.items():
         weight = get_attr_tensor(ir.gm, space.weight).detach()
+        if space.kind == "embedding":  # a unit is a column of the table
+            weight = weight.t()
         scores[name] = weight.reshape(weight.shape[0], -1).abs().sum(1).double().numpy()
     return scores
 

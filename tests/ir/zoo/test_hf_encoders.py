@@ -218,6 +218,57 @@ def test_mlp_neurons_are_units(name):
     assert all(g.frozen is None and len(g.members) == uses for g in groups)
 
 
+# the first attention output projection: a writer of the residual stream
+STREAM_WRITER = {
+    "gpt2-eager": "body.h.0.attn.c_proj",
+    "gpt2-sdpa": "body.h.0.attn.c_proj",
+    "opt": "body.decoder.layers.0.self_attn.out_proj",
+    "bert": "body.encoder.layer.0.attention.output.dense",
+    "roberta": "body.encoder.layer.0.attention.output.dense",
+    "distilbert": "body.transformer.layer.0.attention.out_lin",
+    "albert": "body.encoder.albert_layer_groups.0.albert_layers.0.attention.dense",
+    "deberta-v2": "body.encoder.layer.0.attention.output.dense",
+    "deberta-v3": "body.encoder.layer.0.attention.output.dense",
+    "t5-encoder": "body.encoder.block.0.layer.0.SelfAttention.o",
+    "mha-weights": "attn.out_proj",
+    "mha": "attn.out_proj",
+    "mha-cross": "attn.out_proj",
+}
+# families whose residual stream stays frozen, and what the reason names
+STREAM_FROZEN = {
+    # one LayerNorm serves every application of the shared layer: it cannot restate its
+    # units for one of them, so its output is no unit and the writers add into a non-unit
+    "albert": "add with an input-dependent tensor",
+    # query_proj and key_proj also project the relative embeddings (share_att_key): a column
+    # cut for the stream would be cut for the positions too
+    "deberta-v3": "applied 2 times",
+}
+
+
+@pytest.mark.parametrize("name", STREAM_WRITER)
+def test_the_token_embedding_columns_and_the_residual_stream_are_units(name):
+    """A lookup table's columns are units, and a post-LN norm restates them (issue 15)."""
+    _model, ir = captured(name)
+    tables = [
+        s
+        for s in ir.spaces.values()
+        if s.kind == "embedding" and ir.gm.get_parameter(s.weight).shape[0] == VOCAB
+    ]
+    assert len(tables) == 1
+    token = groups_of(ir, tables[0].name)
+    assert len(token) == tables[0].size
+    stream = groups_of(ir, STREAM_WRITER[name])
+    assert len(stream) == HIDDEN
+    if name in STREAM_FROZEN:
+        assert all(g.frozen and STREAM_FROZEN[name] in g.frozen for g in stream)
+        if name == "albert":  # its table is narrower, mapped into the stream by a Linear
+            assert all(g.frozen is None for g in token)
+        return
+    assert all(g.frozen is None for g in token), sorted({g.frozen for g in token if g.frozen})
+    assert all(g.frozen is None for g in stream), sorted({g.frozen for g in stream if g.frozen})
+    assert tables[0].name in {m[0] for m in stream[0].members}  # the table writes the stream
+
+
 def sliced_and_masked(name: str, seed: int):
     """Remove a random half of the removable groups, slice, and run both on fresh inputs."""
     _model, ir = captured(name)

@@ -758,3 +758,24 @@ def test_vit_class_token_read_through_torch_export_keeps_the_stream_units(tmp_pa
     assert removable(ir, "conv_proj", "block.attn.q", "block.fc1")
     check_sliced(ir, [rows(6, 3, 12, 12, seed=3)])
     check_parity(ir, {"x": rows(16, 3, 12, 12, seed=4)}, tmp_path)
+
+
+def test_post_ln_stand_in_scores_supersets_like_the_masked_source_model():
+    """The sliced stand-in's norms (carried, no carriers) restate their units again, so a
+    search scoring more removals on it computes the masked source model."""
+    torch.manual_seed(0)
+    ir = ir_of(PostLN(), {"x": rows(2, T, IN)})
+    x = rows(48, T, IN, seed=6)
+    scorer = Scorer(ir, Split("search", {"x": x}, None), METRICS["kl"])
+    rng = np.random.default_rng(0)
+    stream = groups_of(ir, "embed")
+    base_removed = [int(g) for g in rng.choice(stream, size=4, replace=False)]
+    base = scorer.stand_in(ir.mask_for(base_removed))
+    sliced_norms = [n for n in base.gm.graph.nodes if n.target is ops.carried_norm]
+    assert any(n.kwargs.get("carries") is False for n in sliced_norms)
+    for _ in range(3):
+        extra = [int(g) for g in rng.choice(ir.removable_groups(), size=5, replace=False)]
+        kept = ir.mask_for(sorted(set(base_removed) | set(extra)))
+        via_base = scorer.predict(kept, {"x": x}, base=base)
+        exact = scorer.predict(kept, {"x": x}, base=base, exact=True)
+        assert_float_close(via_base, exact, steps=64)
