@@ -1,7 +1,8 @@
 """The torchvision classification zoo through legoc: units, what froze, and what a search keeps.
 
 Each model is built with random weights (seeded; BatchNorm statistics taken on the search
-rows), written as a state dict with an `--arch`
+rows; where one label would still cover most rows, zero weights woken and biases dropped:
+`wake_flat_logits`), written as a state dict with an `--arch`
 factory of this file, and given a teacher-defined task it cannot meet emptied: the labels are
 the full model's argmax over a few of its classes, chosen so that the labels are as balanced as
 the model's outputs allow (a constant, emptied model gets one class right). Then, as

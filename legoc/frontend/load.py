@@ -46,6 +46,7 @@ TRACE_THROUGH = (
     nn.LayerNorm,
     nn.RMSNorm,
     nn.GroupNorm,
+    nn.Embedding,
 )
 
 
@@ -296,6 +297,11 @@ class _Tracer(torch.fx.Tracer):
             return self.create_proxy("get_attr", f"{qualname}.{name}", (), {})
 
         x = args[0]
+        if isinstance(m, nn.Embedding):
+            if m.max_norm is not None:  # renormalises its rows in place at each lookup
+                return super().call_module(m, forward, args, kwargs)
+            emb_args = (x, attr("weight"), m.padding_idx)
+            return self.create_proxy("call_function", F.embedding, emb_args, {})
         if isinstance(m, nn.Linear):
             return self.create_proxy(
                 "call_function", F.linear, (x, attr("weight"), attr("bias")), {}

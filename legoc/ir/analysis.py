@@ -23,7 +23,7 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.cost import output_positions, unit_costs
 from legoc.ir.graph import get_attr_tensor, is_param, module_name_of, op_name, shape_of
-from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported
+from legoc.ir.handlers import HANDLERS, SOURCES, norm, unsupported, weighted
 from legoc.ir.handlers.attention_scores import Scores, score_op
 from legoc.ir.units import (
     Analysis,
@@ -170,6 +170,8 @@ class Propagation:
         self.scores: dict[str, Scores] = {}  # attention scores: their heads (attention_scores)
         self.normed: dict[str, str] = {}  # node -> the norm over units whose output it carries
         self.norm_readers: dict[str, str] = {}  # Linear/Conv node -> the norm it reads
+        # node -> (its weights, the axes summed so far) on the way to a weighted mean
+        self.weighted: dict[str, tuple[str, frozenset[int] | None]] = {}
         for space in self.spaces.values():
             shared = self.shared_uses(space.weight)
             if shared:  # one row serves every use: it cannot be sliced for one of them
@@ -314,6 +316,10 @@ class Propagation:
         if not tracked and kind not in SOURCES:
             return None
         layout = HANDLERS.get(kind, unsupported)(self, node, tracked)
+        if self.weighted:
+            pending = [a for a in tracked if a.name in self.weighted]
+            if pending:
+                layout = weighted.follow(self, node, pending, layout)
         normed = [a for a in tracked if a.name in self.normed]
         return norm.follow(self, node, kind, normed, layout) if normed else layout
 

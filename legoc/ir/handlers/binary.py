@@ -10,6 +10,7 @@ from torch.fx import Node
 
 from legoc.ir import ops
 from legoc.ir.graph import op_name, shape_of
+from legoc.ir.handlers.weighted import normalizes, weigh
 from legoc.ir.units import ChannelParam, Layout
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ def binary(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
         walk.channel_params.append(ChannelParam(table.target, node.name, layout.axis, layout.ids))
         return layout
     if other.name in walk.input_dependent:
+        if weigh(walk, node, layout, other) or normalizes(walk, node, tracked_arg, other):
+            return layout  # a weighted mean over positions (handlers/weighted)
         walk.freeze(layout.ids, f"{name} with an input-dependent tensor")
         return None
     other_shape = shape_of(other) or ()

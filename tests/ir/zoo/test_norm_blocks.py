@@ -473,7 +473,7 @@ def test_tied_embeddings_freeze_the_vocabulary_naming_both_uses():
     reasons = set(frozen(ir, "embed"))
     assert len(reasons) == 1
     (reason,) = reasons
-    assert reason == "weight embed.weight is used 2 times (embed, linear_2)"  # nn.Embedding
+    assert reason == "weight embed.weight is used 2 times (embedding, linear_2)"  # nn.Embedding
     assert removable(ir, "fc1")
     block = check_sliced(ir, [torch.randint(0, 12, (5, T))])
     assert tuple(block.gm.get_parameter("embed.weight").shape) == (12, D)
