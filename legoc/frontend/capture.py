@@ -121,7 +121,7 @@ def _export(module: nn.Module, kwargs: dict, input_names: list[str], tokens: lis
         log.info("the token axis stays fixed: %s", reason)
         length = int(kwargs[tokens[0]].shape[1])
         return _run_export(module, kwargs, fixed), fixed_lengths(tokens, length, reason)
-    return program, accepted_lengths(program, tokens, module)
+    return program, accepted_lengths(program, tokens, module, kwargs)
 
 
 def _run_export(module: nn.Module, kwargs: dict, dynamic: dict):

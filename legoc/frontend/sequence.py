@@ -31,10 +31,15 @@ def token_inputs(example: dict[str, torch.Tensor], input_names: list[str]) -> li
 
 
 def accepted_lengths(
-    program: torch.export.ExportedProgram, tokens: list[str], module: nn.Module
+    program: torch.export.ExportedProgram,
+    tokens: list[str],
+    module: nn.Module,
+    example: dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """The token lengths the exported graph accepts: its range constraint on the token axis,
-    bounded by the model's configured position limit when it has one."""
+    bounded by the model's configured position limit when it has one, and by what the model
+    runs at (`example`'s first row): RoBERTa's positions start after its padding index, so it
+    takes two tokens fewer than its table's rows."""
     length = _placeholder_shape(program, tokens[0])[1]
     if isinstance(length, int):  # the exporter specialised without complaint
         return fixed_lengths(tokens, length, "the exported graph fixes the token axis")
@@ -45,7 +50,27 @@ def accepted_lengths(
     limit = position_limit(module)
     if limit is not None:
         high = limit if high is None else min(high, limit)
+    if high is not None and example is not None:
+        high = _runs_up_to(module, example, tokens, high)
     return {"inputs": list(tokens), "min": low, "max": high}
+
+
+def _runs_up_to(module: nn.Module, example: dict, tokens: list[str], high: int) -> int:
+    """`high`, or the longest length below it that the model runs at (one row)."""
+    rows = {name: value[:1] for name, value in example.items()}
+
+    def runs(n: int) -> bool:
+        with torch.no_grad():
+            try:
+                module(**with_length(rows, tokens, n))
+            except Exception:
+                return False
+        return True
+
+    length = int(example[tokens[0]].shape[1])
+    if high <= length or runs(high):
+        return high
+    return _bisect(runs, length, high)
 
 
 def fixed_lengths(tokens: list[str], length: int, reason: str) -> dict:

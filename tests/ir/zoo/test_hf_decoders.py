@@ -258,6 +258,23 @@ def test_sliced_graph_equals_the_masked_model(family, seed):
     assert block.param_count() < ir.param_count()
 
 
+@pytest.mark.parametrize("family", ALL)
+def test_a_random_half_exports_with_parity(family, tmp_path):
+    """Heads, neurons and (untied) residual stream channels removed: the ONNX block computes
+    the masked model."""
+    _, ir = decoder_ir(family)
+    free = [g for g in ir.removable_groups() if not ir.groups[g].dead]
+    rng = np.random.default_rng(7)
+    removed = sorted(rng.choice(free, size=len(free) // 2, replace=False).tolist())
+    _, block = _sliced_vs_masked(family, removed)
+    masked = ir.with_kept(ir.mask_for(removed))
+    scorer = Scorer(ir, Split("search", {"input_ids": tokens(48, 3)}, None), METRICS["kl"], "mean")
+    masked.ablation = dict(scorer.values)
+    split = Split("search", {"input_ids": tokens(16, 5)}, None)
+    diff = export_block(block, masked_model(masked), split, tmp_path / "block.onnx", {})
+    assert diff <= PARITY_TOLERANCE
+
+
 @pytest.mark.parametrize("family", WITH_HEADS)
 def test_removed_heads_leave_the_attention_weights(family):
     _, ir = decoder_ir(family)
