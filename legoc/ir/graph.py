@@ -1,5 +1,5 @@
 """torch.fx helpers the IR modules share: a node's shape, the tensor a get_attr node reads, the
-module a weight belongs to, an op's name in messages."""
+module a weight belongs to, an op's name in messages, an argument by position or keyword."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import torch
 import torch.fx
 
 Node = torch.fx.Node
+
+
+def arg(node: Node, index: int, name: str, default=None):
+    """Argument `index` of a call, passed positionally or by keyword `name`."""
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
 
 
 def shape_of(node: Node) -> tuple[int, ...] | None:

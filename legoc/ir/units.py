@@ -116,6 +116,11 @@ class Analysis:
     # units and columns are the earlier use's, so its parameters are counted there
     reapplied: frozenset[str] = frozenset()
 
+    @property
+    def restated_norms(self) -> set[str]:
+        """Norm nodes whose output is a unit space of their own (handlers/norm.restate)."""
+        return {space.node for space in self.spaces.values() if space.kind == "norm"}
+
     def space_of(self, unit_id: int) -> tuple[str, int]:
         for space in self.spaces.values():
             if space.offset <= unit_id < space.offset + space.size:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from legoc.ir import group_norm, ops
-from legoc.ir.graph import get_attr_tensor
+from legoc.ir.graph import arg, get_attr_tensor
 
 Node = torch.fx.Node
 aten = torch.ops.aten
@@ -215,8 +215,7 @@ def producer_kind(gm: torch.fx.GraphModule, node: Node) -> str | None:
     if not (isinstance(weight, Node) and weight.op == "get_attr"):
         return None
     if node.target in EMBEDDING_OPS:
-        renorm = node.kwargs.get("max_norm", node.args[3] if len(node.args) > 3 else None)
-        plain = node.target is aten.embedding.default or renorm is None
+        plain = node.target is aten.embedding.default or arg(node, 3, "max_norm") is None
         return "embedding" if plain and get_attr_tensor(gm, weight.target).dim() == 2 else None
     if node.target in LINEAR_OPS:
         return "linear"

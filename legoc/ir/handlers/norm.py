@@ -27,7 +27,7 @@ from torch import nn
 from torch.fx import Node
 
 from legoc.ir import ops
-from legoc.ir.graph import get_attr_tensor, module_name_of, op_name, shape_of
+from legoc.ir.graph import arg, get_attr_tensor, module_name_of, op_name, shape_of
 from legoc.ir.units import ChannelParam, Layout, UnitSpace
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ def batch_norm(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | N
     if layout.axis != 1:
         walk.freeze_inputs(node, "batch_norm over a non-channel axis")
         return None
-    for arg in node.args[1:5]:
-        if isinstance(arg, Node) and arg.op == "get_attr":
-            walk.channel_params.append(ChannelParam(arg.target, node.name, 0, layout.ids))
+    for param in node.args[1:5]:
+        if isinstance(param, Node) and param.op == "get_attr":
+            walk.channel_params.append(ChannelParam(param.target, node.name, 0, layout.ids))
     return layout
 
 
@@ -121,7 +121,7 @@ def restatable(gm, node: Node, weight_uses: dict[int, list[str]]) -> bool:
     elif node.target not in _RESTATABLE:
         return False
     elif node.target is F.layer_norm:
-        normalized = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+        normalized = arg(node, 1, "normalized_shape")
         if not isinstance(normalized, int) and len(normalized) != 1:
             return False
     weight, bias, _ = norm_args(node)
@@ -238,10 +238,10 @@ def follow(
     ):
         walk.normed[node.name] = norm
         return layout
-    for arg in normed:
-        want_restated(walk, walk.normed[arg.name])
+    for tensor in normed:
+        want_restated(walk, walk.normed[tensor.name])
         walk.freeze(
-            walk.layouts[arg.name].ids,
+            walk.layouts[tensor.name].ids,
             f"the output of norm {norm} read by {op_name(node)} (only a Linear/Conv, or an op "
             "that moves values on the way to one, may read a norm over units)",
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from torch.fx import Node
 
-from legoc.ir.graph import shape_of
+from legoc.ir.graph import arg, shape_of
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -24,9 +24,7 @@ def pad(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     layout = walk.sole_layout(node, tracked)
     if layout is None:
         return walk.cannot_slice(node)
-    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    pads, mode, value = arg(node, 1, "pad"), arg(node, 2, "mode", "constant"), arg(node, 3, "value")
     if mode != "constant" or value not in (None, 0) or not isinstance(pads, (list, tuple)):
         return walk.cannot_slice(node)
     ndim = len(shape_of(node.args[0]))

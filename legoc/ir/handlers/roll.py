@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch.fx import Node
 
-from legoc.ir.graph import shape_of
+from legoc.ir.graph import arg, shape_of
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def roll(walk: Propagation, node: Node, tracked: list[Node]) -> Layout | None:
     layout = walk.sole_layout(node, tracked)
     if layout is None:
         return walk.cannot_slice(node)
-    dims = node.args[2] if len(node.args) > 2 else node.kwargs.get("dims")
+    dims = arg(node, 2, "dims")
     if dims is None or dims == ():  # flattened, rolled and put back: units mix
         return walk.cannot_slice(node)
     ndim = len(shape_of(node.args[0]))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.fx import Node
 
-from legoc.ir.graph import shape_of
+from legoc.ir.graph import arg, shape_of
 from legoc.ir.units import Layout
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ _SUM = {torch.sum, "sum"}
 _CLAMP = {torch.clamp, torch.clamp_min, "clamp", "clamp_min"}
 # ops between the weights and their broadcast form that change no value's meaning: a cast,
 # an expand over the units (sentence-transformers' `mask.unsqueeze(-1).expand(x.size())`)
-_SAME = {"expand", "expand_as", "float", "to", "type_as", torch.Tensor.float}
-FROZEN = "with an input-dependent tensor"
+_SAME = {"expand", "expand_as", "float", "to", "type_as"}
 
 
 def weigh(walk: Propagation, node: Node, layout: Layout, weights: Node) -> bool:
@@ -75,9 +74,9 @@ def follow(walk: Propagation, node: Node, weighted: list[Node], layout: Layout |
             return layout
         if dims is not None and normalizes(walk, node, weighted[0], node.args[1]):
             return layout
-    for arg in weighted:
-        if arg.name in walk.layouts:
-            walk.freeze(walk.layouts[arg.name].ids, f"mul {FROZEN}")
+    for pending in weighted:
+        if pending.name in walk.layouts:
+            walk.freeze(walk.layouts[pending.name].ids, "mul with an input-dependent tensor")
     return None
 
 
@@ -89,7 +88,7 @@ def _source(node) -> Node | None:
 
 
 def _sum_dims(node: Node) -> frozenset[int] | None:
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = arg(node, 1, "dim")
     ndim = len(shape_of(node.args[0]) or ())
     if dims is None or not ndim:
         return None
@@ -97,6 +96,4 @@ def _sum_dims(node: Node) -> frozenset[int] | None:
 
 
 def _keepdim(node: Node) -> bool:
-    if node.target in _SUM:
-        return bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
-    return False
+    return node.target in _SUM and bool(arg(node, 2, "keepdim", False))

@@ -58,7 +58,7 @@ def plan_carried(ir: IR, removed: np.ndarray) -> list[CarriedNorm | CarriedGroup
     nodes = nodes_by_name(ir.gm)
     analysis = ir.analysis
     plans = []
-    restating = {s.node for s in analysis.spaces.values() if s.kind == "norm"}
+    restating = analysis.restated_norms
     for name in sorted(set(analysis.norm_readers.values()) | restating):
         node = nodes[name]
         if node.target not in (ops.held_norm, held_group_norm):

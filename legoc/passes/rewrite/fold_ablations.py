@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from legoc.ir import ops
 from legoc.ir.analysis import LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.graph import arg
 from legoc.ir.group_norm import held_group_norm
 from legoc.ir.handlers.norm import norm_args
 from legoc.ir.masking import masked_model
@@ -29,7 +30,6 @@ from legoc.passes.base import PassContext, PassResult
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
     applied_weights,
-    arg,
     clone_ir,
     nodes_by_name,
     set_arg,
@@ -235,7 +235,7 @@ def held_norms_needed(ir: IR, removed: np.ndarray) -> dict[str, np.ndarray]:
     restating its units) that is not yet held at exactly those channels."""
     nodes = nodes_by_name(ir.gm)
     needed = {}
-    restating = {s.node for s in ir.spaces.values() if s.kind == "norm"}
+    restating = ir.analysis.restated_norms
     for name in sorted(set(ir.analysis.norm_readers.values()) | restating):
         node = nodes[name]
         gone = removed_positions(ir.analysis.layouts[node.args[0].name].ids, removed)

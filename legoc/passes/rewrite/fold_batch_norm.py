@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from legoc.ir import ops
 from legoc.ir.analysis import CONV_OPS, LINEAR_OPS, get_attr_tensor
 from legoc.ir.core import IR
+from legoc.ir.graph import arg
 from legoc.passes.base import PassContext, PassResult
-from legoc.passes.rewrite.graph_edit import add_tensor, arg, clone_ir, set_arg, set_tensor
+from legoc.passes.rewrite.graph_edit import add_tensor, clone_ir, set_arg, set_tensor
 
 
 def _param(gm, node):

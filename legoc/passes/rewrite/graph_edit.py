@@ -90,12 +90,6 @@ def _assign(gm: torch.nn.Module, target: str, value: torch.Tensor, as_parameter:
         owner.register_buffer(attr, value)
 
 
-def arg(node: torch.fx.Node, index: int, name: str, default=None):
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
-
-
 def set_arg(node: torch.fx.Node, index: int, name: str, value) -> None:
     if len(node.args) > index:
         args = list(node.args)

@@ -19,6 +19,7 @@ import torch.fx
 from legoc.ir import ops
 from legoc.ir.analysis import get_attr_tensor, shape_of
 from legoc.ir.core import IR
+from legoc.ir.graph import arg
 from legoc.ir.handlers.slicing import full_index
 from legoc.ir.handlers.split import part_sizes
 from legoc.ir.tokens import token_axis
@@ -30,7 +31,6 @@ from legoc.passes.rewrite.gather_kv import gather_kept_heads
 from legoc.passes.rewrite.graph_edit import (
     add_tensor,
     applied_weights,
-    arg,
     clone_ir,
     first_placeholder,
     nodes_by_name,
